@@ -1,0 +1,140 @@
+//! Requests a client process sends on a thread's request channel, and the daemon's replies.
+//!
+//! A channel is strictly request/reply: one reply per request, in order, so no ids are needed.
+//! An [`Reply::Opened`] reply carries the segment's memfd as `SCM_RIGHTS` ancillary data on the
+//! first byte of its frame.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Access, SegmentId};
+
+/// A request from a client process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<'a> {
+    /// `shm_open`: find or create the segment `name`.
+    Open {
+        /// The name as the program passed it (leading `/` included).
+        name: &'a str,
+        /// `O_CREAT`.
+        create: bool,
+        /// `O_EXCL`.
+        exclusive: bool,
+        /// `O_TRUNC`.
+        truncate: bool,
+        /// Permission bits for a new segment.
+        mode: u32,
+    },
+    /// `ftruncate` on a segment's descriptor.
+    Resize {
+        /// The segment.
+        segment: SegmentId,
+        /// New size in bytes.
+        size: u64,
+    },
+    /// `mmap` of part of a segment: the process will map `[offset, offset + len)`.
+    Map {
+        /// The segment.
+        segment: SegmentId,
+        /// Offset in the segment, page-aligned.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// The process dropped one mapping of the segment (the counterpart of one `Map`).
+    Unmap {
+        /// The segment.
+        segment: SegmentId,
+    },
+    /// `shm_unlink`.
+    Unlink {
+        /// The name as the program passed it.
+        name: &'a str,
+    },
+    /// A page fault: the process needs `page` of `segment` readable (or writable).
+    Fault {
+        /// The segment.
+        segment: SegmentId,
+        /// Page index in the segment.
+        page: u32,
+        /// Whether the faulting access was a write.
+        write: bool,
+    },
+}
+
+/// The daemon's reply to a [`Request`]. Holds no heap data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// `Open` succeeded; the memfd travels with this frame.
+    Opened {
+        /// The segment.
+        segment: SegmentId,
+        /// Its current size.
+        size: u64,
+        /// The virtual address it is mapped at in every process.
+        base: u64,
+    },
+    /// `Resize` succeeded.
+    Resized {
+        /// The segment's new size.
+        size: u64,
+        /// Its base address (unchanged unless no process had mapped it).
+        base: u64,
+    },
+    /// `Map` succeeded: map at `base + offset`.
+    Mapped {
+        /// The segment's base address.
+        base: u64,
+    },
+    /// `Unmap` or `Unlink` succeeded.
+    Done,
+    /// `Fault` succeeded: the process may now access the page this much.
+    Granted {
+        /// Access granted (at least what the fault needed).
+        access: Access,
+    },
+    /// The request failed.
+    Failed(ShmError),
+}
+
+/// Why a client request failed; the shim turns it into an errno (or SIGBUS for a fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShmError {
+    /// No segment of that name (`ENOENT`).
+    NotFound,
+    /// `O_CREAT|O_EXCL` and the name exists (`EEXIST`).
+    AlreadyExists,
+    /// A malformed name, size, offset or length (`EINVAL`).
+    InvalidArgument,
+    /// The name is longer than the daemon accepts (`ENAMETOOLONG`).
+    NameTooLong,
+    /// The size exceeds what the segment's address span or the daemon allows (`EFBIG`).
+    TooLarge,
+    /// The daemon could not allocate memory or address space (`ENOMEM`).
+    NoMemory,
+    /// The segment was removed (unlinked and unmapped everywhere): its memory is gone.
+    Gone,
+    /// The fault is beyond the segment's end (SIGBUS, as for a file mapping).
+    OutOfRange,
+    /// The daemon failed for a reason of its own; its log says which (`EIO`).
+    Internal,
+}
+
+impl ShmError {
+    /// A short explanation for a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ShmError::NotFound => "no such segment",
+            ShmError::AlreadyExists => "segment already exists",
+            ShmError::InvalidArgument => "invalid argument",
+            ShmError::NameTooLong => "name too long",
+            ShmError::TooLarge => "size exceeds the segment's address span",
+            ShmError::NoMemory => "daemon out of memory or address space",
+            ShmError::Gone => "segment was removed",
+            ShmError::OutOfRange => "access beyond the end of the segment",
+            ShmError::Internal => "internal daemon error (see the dsmd log)",
+        }
+    }
+}
+
+/// Largest segment name, in bytes (as `NAME_MAX` for `/dev/shm` files).
+pub const MAX_NAME_LEN: usize = 255;

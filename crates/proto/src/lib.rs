@@ -1,0 +1,27 @@
+//! The dsm wire protocol.
+//!
+//! Every message that crosses a process boundary — client (libdsm.so) to daemon, `dsmctl` to
+//! daemon, daemon to daemon — is a serde type in this crate, encoded with postcard inside a
+//! length-prefixed frame ([`frame`]). Decoding untrusted bytes never panics: a malformed frame is
+//! an [`FrameError`] for the caller to log and to close that one connection with.
+//!
+//! The types that the shim's signal handler encodes and decodes ([`client::Request::Fault`],
+//! [`client::Reply`]) hold no heap data, so the handler can use them with stack buffers only.
+
+pub mod client;
+pub mod ctl;
+pub mod frame;
+pub mod hello;
+pub mod ids;
+
+pub use frame::FrameError;
+pub use ids::{Access, NodeId, SegmentId, SessionId, PAGE_SIZE};
+
+/// Version of every protocol in this crate; bumped on any incompatible change.
+///
+/// Both ends send it in the [`hello::Hello`] and refuse a mismatch with a clear reason.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// First four bytes of every [`hello::Hello`]: a connection from something that is not dsm is
+/// refused before anything else is parsed.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"DSM\0");

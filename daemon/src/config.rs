@@ -1,0 +1,132 @@
+//! Command line of `dsmd`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::Parser;
+use dsm_proto::NodeId;
+
+/// Default Unix socket clients and `dsmctl` connect to.
+pub const DEFAULT_SOCKET: &str = "/run/dsm/dsmd.sock";
+
+/// dsmd — the dsm daemon. Run one per host.
+///
+/// It holds this host's copies of distributed shared memory pages and serves the processes that
+/// run with LD_PRELOAD=libdsm.so: they connect to its Unix socket (--socket, or DSM_SOCKET on
+/// their side). Logging goes to stderr; set RUST_LOG=debug to see every fault.
+///
+/// Example, a one-node cluster:
+///
+///   dsmd --node-id 1 --socket /tmp/dsm/1.sock
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+pub struct Config {
+    /// This node's id, unique in the cluster (a small positive number).
+    #[arg(long, value_name = "N", value_parser = parse_node_id)]
+    pub node_id: NodeId,
+
+    /// Address to accept peer daemons on (TCP), e.g. 0.0.0.0:7700. Needed once there are peers.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// A peer daemon, as ID=ADDR:PORT. Repeat for each peer; none means a one-node cluster.
+    #[arg(long = "peer", value_name = "ID=ADDR:PORT")]
+    pub peers: Vec<PeerAddr>,
+
+    /// Unix socket for local processes and dsmctl; its directory is created, the socket is mode
+    /// 0660.
+    #[arg(long, value_name = "PATH", env = "DSM_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// A `--peer` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// The peer's node id.
+    pub node: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl FromStr for PeerAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not ID=ADDR:PORT (e.g. 2=10.0.0.2:7700)"))?;
+        Ok(PeerAddr {
+            node: parse_node_id(id)?,
+            addr: addr
+                .parse()
+                .map_err(|e| format!("`{addr}` is not an ADDR:PORT socket address: {e}"))?,
+        })
+    }
+}
+
+fn parse_node_id(s: &str) -> Result<NodeId, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(NodeId(n)),
+        _ => Err(format!(
+            "`{s}` is not a node id (a number from 1 to {})",
+            u32::MAX
+        )),
+    }
+}
+
+impl Config {
+    /// Checks what clap cannot: peers are distinct and not this node.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for peer in &self.peers {
+            if peer.node == self.node_id {
+                return Err(format!(
+                    "--peer {}={} names this node's own id; list only the other nodes",
+                    peer.node.0, peer.addr
+                ));
+            }
+            if !seen.insert(peer.node) {
+                return Err(format!("--peer {} is given twice", peer.node.0));
+            }
+        }
+        if !self.peers.is_empty() && self.listen.is_none() {
+            return Err("--peer needs --listen ADDR:PORT so the peers can reach this node".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_validate() {
+        let c = Config::try_parse_from([
+            "dsmd",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:7701",
+            "--peer",
+            "2=127.0.0.1:7702",
+        ])
+        .unwrap();
+        assert_eq!(c.peers[0].node, NodeId(2));
+        assert!(c.validate().is_ok());
+        assert!(Config::try_parse_from(["dsmd", "--node-id", "0"]).is_err());
+        assert!(Config::try_parse_from(["dsmd", "--node-id", "1", "--peer", "2"]).is_err());
+        let own = Config::try_parse_from([
+            "dsmd",
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:1",
+            "--peer",
+            "1=127.0.0.1:2",
+        ])
+        .unwrap();
+        assert!(own.validate().unwrap_err().contains("own id"));
+    }
+}

@@ -1,0 +1,26 @@
+//! `dsmd`: the dsm daemon.
+
+mod config;
+mod conn;
+mod page_store;
+mod segments;
+mod server;
+
+use clap::Parser;
+
+fn main() {
+    let config = config::Config::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_micros()
+        .init();
+    if let Err(e) = config.validate() {
+        eprintln!("dsmd: {e}");
+        std::process::exit(2);
+    }
+    let result = server::Server::bind(config).and_then(|s| s.run());
+    if let Err(e) = result {
+        log::error!("{e}");
+        eprintln!("dsmd: {e}");
+        std::process::exit(1);
+    }
+}
