@@ -147,7 +147,7 @@ impl Registry {
                     },
                 );
                 self.names.insert(key.to_owned(), id);
-                info!("created segment /{key} ({id}) at {base:#x}");
+                info!("created /{key} ({id}) at {base:#x}");
                 change = Change::Sized(id, 0);
                 id
             }
@@ -217,7 +217,7 @@ impl Registry {
         if let Some(seg) = self.segments.get_mut(&id) {
             seg.name = None;
         }
-        info!("unlinked segment /{key} ({id})");
+        info!("unlinked /{key} ({id})");
         Ok(self.reap(id))
     }
 
@@ -226,7 +226,7 @@ impl Registry {
             Some(seg) if seg.name.is_none() && seg.mappings == 0 => {
                 let seg = self.segments.remove(&id).expect("present");
                 self.space.free(seg.base, seg.span);
-                info!("removed segment {id}: unlinked and no longer mapped");
+                info!("removed {id}: unlinked and no longer mapped");
                 Change::Removed(id)
             }
             _ => Change::None,

@@ -1,0 +1,245 @@
+//! The SIGSEGV handler: DSM page faults are served by the daemon; every other fault goes where
+//! it would have gone without the shim.
+//!
+//! Installed at the first DSM `mmap`. From then on the program's own `sigaction(SIGSEGV, …)`
+//! calls are recorded here instead of replacing our handler, and a fault that is not ours is
+//! passed to the handler the program believes it installed — or, if that is `SIG_DFL`, the
+//! default disposition is restored and the faulting instruction runs again, so the process dies
+//! of SIGSEGV (with its core dump) exactly as it would have.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use dsm_proto::client::{Reply, Request, ShmError};
+use dsm_proto::{Access, PAGE_SIZE};
+
+use crate::lock::SpinLock;
+use crate::mappings::{self, Mapping};
+use crate::sys;
+use crate::{channels, say};
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The SIGSEGV action the program believes is installed.
+static PROGRAM_ACTION: SpinLock<Option<libc::sigaction>> = SpinLock::new(None);
+
+fn empty_action() -> libc::sigaction {
+    // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask, no flags).
+    unsafe { core::mem::zeroed() }
+}
+
+/// Installs the handler, once.
+pub fn install() {
+    if INSTALLED.load(Ordering::Acquire) {
+        return;
+    }
+    let mut program = PROGRAM_ACTION.lock();
+    if INSTALLED.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(real) = crate::real::sigaction() else {
+        say!("cannot find libc's sigaction; DSM memory will not work");
+        return;
+    };
+    let mut ours = empty_action();
+    ours.sa_sigaction = on_sigsegv as *const () as usize;
+    // SA_SIGINFO: we need the address and the context (write bit).
+    // SA_ONSTACK: a program that handles stack overflow on an alternate stack keeps doing so.
+    // SA_RESTART: a fault inside a restartable system call's user buffer restarts it.
+    // No SA_NODEFER: a fault inside our own handler is a bug and should kill, not recurse.
+    ours.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+    // Every signal blocked while we serve a fault: no program handler can run on this thread
+    // in the middle of a request to the daemon and re-enter DSM memory.
+    // SAFETY: sa_mask is a valid sigset_t to fill.
+    unsafe { libc::sigfillset(&mut ours.sa_mask) };
+    let mut previous = empty_action();
+    // SAFETY: both pointers are valid for the call.
+    if unsafe { real(libc::SIGSEGV, &ours, &mut previous) } != 0 {
+        say!("cannot install the SIGSEGV handler; DSM memory will not work");
+        return;
+    }
+    *program = Some(previous);
+    INSTALLED.store(true, Ordering::Release);
+}
+
+/// `sigaction(SIGSEGV, act, old)` by the program once we are installed: record, don't install.
+/// Returns `None` when the call should go to libc as it is.
+pub fn program_sigaction(
+    act: Option<libc::sigaction>,
+    old: Option<&mut libc::sigaction>,
+) -> Option<()> {
+    if !INSTALLED.load(Ordering::Acquire) {
+        return None;
+    }
+    let previous = {
+        let mut program = PROGRAM_ACTION.lock();
+        let previous = program.unwrap_or_else(empty_action);
+        if let Some(act) = act {
+            *program = Some(act);
+        }
+        previous
+    };
+    if let Some(old) = old {
+        *old = previous;
+    }
+    Some(())
+}
+
+/// Whether our handler is installed (so SIGSEGV dispositions are virtual).
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let saved_errno = sys::errno();
+    // SAFETY: the kernel passes a valid siginfo_t and ucontext_t to an SA_SIGINFO handler.
+    let (code, addr, write) = unsafe {
+        let uc = &*(ctx as *const libc::ucontext_t);
+        (
+            (*info).si_code,
+            (*info).si_addr() as usize,
+            // x86-64 page-fault error code, bit 1: the access was a write.
+            uc.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0,
+        )
+    };
+    // SEGV_ACCERR: the address is mapped but the access is not permitted (our PROT_NONE).
+    const SEGV_ACCERR: libc::c_int = 2;
+    if code == SEGV_ACCERR {
+        if let Some(mapping) = mappings::lookup(addr) {
+            if permitted(mapping.prot, write) {
+                serve(&mapping, addr, write);
+                sys::set_errno(saved_errno);
+                return;
+            }
+        }
+    }
+    forward(sig, info, ctx);
+    sys::set_errno(saved_errno);
+}
+
+fn permitted(prot: i32, write: bool) -> bool {
+    if write {
+        prot & libc::PROT_WRITE != 0
+    } else {
+        prot & (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) != 0
+    }
+}
+
+/// Asks the daemon for the page and opens it; on failure, queues SIGBUS.
+fn serve(mapping: &Mapping, addr: usize, write: bool) {
+    let page = mapping.page_of(addr);
+    let request = Request::Fault {
+        segment: mapping.segment,
+        page,
+        write,
+    };
+    let error = match channels::call(&request, None) {
+        Ok(Reply::Granted { access }) => {
+            let page_addr = addr & !(PAGE_SIZE - 1);
+            let prot = match access {
+                Access::Write => libc::PROT_READ | libc::PROT_WRITE,
+                Access::Read => libc::PROT_READ,
+                Access::None => libc::PROT_NONE,
+            } & mapping.prot
+                | (mapping.prot & libc::PROT_EXEC);
+            // SAFETY: the page lies in a DSM mapping of this process; raising its protection
+            // to what the daemon granted is the point of the fault.
+            match unsafe { sys::mprotect(page_addr, PAGE_SIZE, prot) } {
+                // The program unmapped it meanwhile: the access faults again and is not ours.
+                Ok(_) | Err(_) => return,
+            }
+        }
+        Ok(Reply::Failed(e)) => e.describe(),
+        Ok(_) => ShmError::Internal.describe(),
+        Err(e) => crate::errno_name(e),
+    };
+    say!(
+        "{} fault at {addr:#x} (page {page} of segment {:#x}) failed: {error}; raising SIGBUS",
+        if write { "write" } else { "read" },
+        mapping.segment.0
+    );
+    sys::queue_sigbus(addr);
+}
+
+/// Delivers a SIGSEGV that is not ours as if the shim were not there.
+fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // The program's action, read without waiting on a lock the interrupted thread might hold.
+    let action = {
+        let mut copy = None;
+        for _ in 0..1000 {
+            if let Some(guard) = try_lock_program() {
+                copy = Some(guard);
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        copy.unwrap_or_else(empty_action)
+    };
+    // SAFETY: siginfo is valid (see on_sigsegv).
+    let from_kernel = unsafe { (*info).si_code } > 0;
+    let handler = action.sa_sigaction;
+    if handler == libc::SIG_DFL || (handler == libc::SIG_IGN && from_kernel) {
+        // Restore the default and let the kernel do what it would have done: for a real fault
+        // the instruction faults again and the process dies with SIGSEGV; a SIGSEGV sent with
+        // kill() is sent again, to arrive once we return.
+        if let Some(real) = crate::real::sigaction() {
+            let dfl = empty_action();
+            // SAFETY: valid pointers; sigaction is async-signal-safe.
+            unsafe { real(libc::SIGSEGV, &dfl, core::ptr::null_mut()) };
+        }
+        if !from_kernel {
+            // SAFETY: signalling our own thread.
+            unsafe { libc::syscall(libc::SYS_tgkill, sys::getpid(), sys::gettid(), sig) };
+        }
+        return;
+    }
+    if handler == libc::SIG_IGN {
+        return;
+    }
+    if action.sa_flags & libc::SA_RESETHAND != 0 {
+        if let Some(mut program) = PROGRAM_ACTION.try_lock() {
+            *program = Some(empty_action());
+        }
+    }
+    // Run the program's handler with the mask it asked for, as the kernel would have: the mask
+    // at the fault, plus sa_mask, plus SIGSEGV itself unless SA_NODEFER. If the handler
+    // longjmps out, this is the mask it leaves behind, as without the shim.
+    // SAFETY: ctx is a valid ucontext_t; the sigset functions get valid pointers.
+    unsafe {
+        let uc = &*(ctx as *const libc::ucontext_t);
+        let mut mask = uc.uc_sigmask;
+        for s in 1..65 {
+            if libc::sigismember(&action.sa_mask, s) == 1 {
+                libc::sigaddset(&mut mask, s);
+            }
+        }
+        if action.sa_flags & libc::SA_NODEFER == 0 {
+            libc::sigaddset(&mut mask, sig);
+        }
+        sys::set_sigmask(&mask);
+        if action.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                core::mem::transmute(handler);
+            f(sig, info, ctx);
+        } else {
+            let f: extern "C" fn(libc::c_int) = core::mem::transmute(handler);
+            f(sig);
+        }
+    }
+}
+
+fn try_lock_program() -> Option<libc::sigaction> {
+    PROGRAM_ACTION
+        .try_lock()
+        .map(|g| g.unwrap_or_else(empty_action))
+}
+
+/// Taken before `fork`.
+pub fn lock_for_fork() {
+    PROGRAM_ACTION.raw_lock();
+}
+
+/// Released after `fork`, in parent and child.
+pub fn unlock_after_fork() {
+    // SAFETY: taken by `lock_for_fork` in this thread; no guard is alive.
+    unsafe { PROGRAM_ACTION.force_unlock() };
+}

@@ -1,0 +1,291 @@
+//! The DSM mappings of this process: address ranges, their segment, and the protection the
+//! program asked for.
+//!
+//! The signal handler reads this table without a lock (it may interrupt a thread that holds
+//! one): writers bump a generation counter to odd before they change anything and to even
+//! after, and a reader retries if the generation moved under it (a seqlock). Writers serialize
+//! on a spin lock. A thread whose own write is interrupted by a fault reads the table as it is
+//! rather than wait for itself.
+
+use core::sync::atomic::{fence, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+
+use dsm_proto::{SegmentId, PAGE_SIZE};
+
+use crate::lock::{SpinGuard, SpinLock};
+use crate::sys;
+
+/// Most DSM mappings a process can have at once.
+pub const CAPACITY: usize = 256;
+
+/// One DSM mapping (or a piece of one, after a partial `munmap`/`mprotect`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// First byte (page-aligned).
+    pub start: usize,
+    /// One past the last byte (page-aligned).
+    pub end: usize,
+    /// The segment.
+    pub segment: SegmentId,
+    /// The segment's base address.
+    pub base: usize,
+    /// Protection the program asked for (`PROT_*`).
+    pub prot: i32,
+}
+
+impl Mapping {
+    /// Page index in the segment of the page holding `addr`.
+    pub fn page_of(&self, addr: usize) -> u32 {
+        ((addr - self.base) / PAGE_SIZE) as u32
+    }
+}
+
+struct Slot {
+    start: AtomicUsize,
+    end: AtomicUsize,
+    segment: AtomicU64,
+    base: AtomicUsize,
+    prot: AtomicI32,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Slot = Slot {
+    start: AtomicUsize::new(0),
+    end: AtomicUsize::new(0),
+    segment: AtomicU64::new(0),
+    base: AtomicUsize::new(0),
+    prot: AtomicI32::new(0),
+};
+
+static SLOTS: [Slot; CAPACITY] = [EMPTY; CAPACITY];
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+static WRITER_TID: AtomicI32 = AtomicI32::new(0);
+static USED: AtomicUsize = AtomicUsize::new(0);
+
+/// What only writers need: how many `mmap`s each slot stands for, and which original mapping a
+/// piece came from (the daemon counts original mappings, not pieces).
+struct WriterState {
+    refs: [u32; CAPACITY],
+    origin: [u64; CAPACITY],
+    next_origin: u64,
+}
+
+static WRITER: SpinLock<WriterState> = SpinLock::new(WriterState {
+    refs: [0; CAPACITY],
+    origin: [0; CAPACITY],
+    next_origin: 1,
+});
+
+fn read_slot(slot: &Slot) -> Option<Mapping> {
+    let start = slot.start.load(Ordering::Relaxed);
+    if start == 0 {
+        return None;
+    }
+    Some(Mapping {
+        start,
+        end: slot.end.load(Ordering::Relaxed),
+        segment: SegmentId(slot.segment.load(Ordering::Relaxed)),
+        base: slot.base.load(Ordering::Relaxed),
+        prot: slot.prot.load(Ordering::Relaxed),
+    })
+}
+
+fn scan(addr: usize) -> Option<Mapping> {
+    SLOTS
+        .iter()
+        .filter_map(read_slot)
+        .find(|m| m.start <= addr && addr < m.end)
+}
+
+/// Whether the process has no DSM mapping (the hooks' fast path). Async-signal-safe.
+pub fn is_empty() -> bool {
+    USED.load(Ordering::Relaxed) == 0
+}
+
+/// The mapping holding `addr`. Async-signal-safe and lock-free.
+pub fn lookup(addr: usize) -> Option<Mapping> {
+    if is_empty() {
+        return None;
+    }
+    for _ in 0..10_000 {
+        let before = GENERATION.load(Ordering::Acquire);
+        if before & 1 == 1 {
+            if WRITER_TID.load(Ordering::Relaxed) == sys::gettid() {
+                break;
+            }
+            core::hint::spin_loop();
+            continue;
+        }
+        let found = scan(addr);
+        fence(Ordering::Acquire);
+        if GENERATION.load(Ordering::Relaxed) == before {
+            return found;
+        }
+    }
+    scan(addr)
+}
+
+/// Exclusive access to the table for changes.
+pub struct Writer {
+    state: SpinGuard<'static, WriterState>,
+}
+
+/// A mapping whose last piece was removed: tell the daemon `refs` mappings are gone.
+#[derive(Clone, Copy, Debug)]
+pub struct Released {
+    /// The segment.
+    pub segment: SegmentId,
+    /// How many `mmap`s of it the removed mapping stood for.
+    pub refs: u32,
+}
+
+/// Takes the writer lock and opens a write section.
+pub fn write() -> Writer {
+    let state = WRITER.lock();
+    WRITER_TID.store(sys::gettid(), Ordering::Relaxed);
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    fence(Ordering::Release);
+    Writer { state }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        GENERATION.fetch_add(1, Ordering::Release);
+        WRITER_TID.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Writer {
+    /// Every mapping overlapping `[lo, hi)`, with its slot index.
+    pub fn overlapping(&self, lo: usize, hi: usize) -> impl Iterator<Item = (usize, Mapping)> {
+        SLOTS
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, read_slot(s)?)))
+            .filter(move |(_, m)| m.start < hi && lo < m.end)
+    }
+
+    /// The slot holding exactly this range of `segment`, if any.
+    pub fn find_exact(&self, start: usize, end: usize, segment: SegmentId) -> Option<usize> {
+        self.overlapping(start, end)
+            .find(|(_, m)| m.start == start && m.end == end && m.segment == segment)
+            .map(|(i, _)| i)
+    }
+
+    /// How many `mmap`s slot `i` stands for.
+    pub fn refs(&self, i: usize) -> u32 {
+        self.state.refs[i]
+    }
+
+    /// Changes how many `mmap`s slot `i` stands for.
+    pub fn set_refs(&mut self, i: usize, refs: u32) {
+        self.state.refs[i] = refs;
+    }
+
+    /// Changes the program's protection of slot `i`.
+    pub fn set_prot(&mut self, i: usize, prot: i32) {
+        SLOTS[i].prot.store(prot, Ordering::Relaxed);
+    }
+
+    /// Adds a new mapping; `Err` if the table is full.
+    pub fn insert(&mut self, m: Mapping) -> Result<(), ()> {
+        let origin = self.state.next_origin;
+        self.state.next_origin += 1;
+        self.put(m, 1, origin)
+    }
+
+    fn put(&mut self, m: Mapping, refs: u32, origin: u64) -> Result<(), ()> {
+        let i = SLOTS
+            .iter()
+            .position(|s| s.start.load(Ordering::Relaxed) == 0)
+            .ok_or(())?;
+        self.state.refs[i] = refs;
+        self.state.origin[i] = origin;
+        let s = &SLOTS[i];
+        s.end.store(m.end, Ordering::Relaxed);
+        s.segment.store(m.segment.0, Ordering::Relaxed);
+        s.base.store(m.base, Ordering::Relaxed);
+        s.prot.store(m.prot, Ordering::Relaxed);
+        s.start.store(m.start, Ordering::Relaxed);
+        USED.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn clear(&mut self, i: usize) -> Option<Released> {
+        let m = read_slot(&SLOTS[i])?;
+        SLOTS[i].start.store(0, Ordering::Relaxed);
+        USED.fetch_sub(1, Ordering::Relaxed);
+        let origin = self.state.origin[i];
+        let last = !SLOTS
+            .iter()
+            .enumerate()
+            .any(|(j, s)| s.start.load(Ordering::Relaxed) != 0 && self.state.origin[j] == origin);
+        last.then_some(Released {
+            segment: m.segment,
+            refs: self.state.refs[i],
+        })
+    }
+
+    /// Splits every mapping that straddles `lo` or `hi` so that each mapping lies wholly inside
+    /// or wholly outside `[lo, hi)`. `Err` if the table has no room for the pieces.
+    pub fn split_at(&mut self, lo: usize, hi: usize) -> Result<(), ()> {
+        let straddling: Vec<(usize, Mapping)> = self
+            .overlapping(lo, hi)
+            .filter(|(_, m)| m.start < lo || hi < m.end)
+            .collect();
+        let needed: usize = straddling
+            .iter()
+            .map(|(_, m)| usize::from(m.start < lo) + usize::from(hi < m.end))
+            .sum();
+        if CAPACITY - USED.load(Ordering::Relaxed) < needed {
+            return Err(());
+        }
+        for (i, m) in straddling {
+            let (refs, origin) = (self.state.refs[i], self.state.origin[i]);
+            let inner = Mapping {
+                start: m.start.max(lo),
+                end: m.end.min(hi),
+                ..m
+            };
+            SLOTS[i].start.store(inner.start, Ordering::Relaxed);
+            SLOTS[i].end.store(inner.end, Ordering::Relaxed);
+            if m.start < lo {
+                self.put(Mapping { end: lo, ..m }, refs, origin)?;
+            }
+            if hi < m.end {
+                self.put(Mapping { start: hi, ..m }, refs, origin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every mapping inside `[lo, hi)` (call [`Writer::split_at`] first), returning
+    /// the original mappings that are now wholly gone.
+    pub fn remove_inside(&mut self, lo: usize, hi: usize) -> Vec<Released> {
+        let inside: Vec<usize> = self
+            .overlapping(lo, hi)
+            .filter(|(_, m)| lo <= m.start && m.end <= hi)
+            .map(|(i, _)| i)
+            .collect();
+        inside.into_iter().filter_map(|i| self.clear(i)).collect()
+    }
+
+    /// Every mapping, for the forked child to re-register and re-protect.
+    pub fn all(&self) -> Vec<(Mapping, u32, u64)> {
+        SLOTS
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((read_slot(s)?, self.state.refs[i], self.state.origin[i])))
+            .collect()
+    }
+}
+
+/// Taken before `fork` so the child does not inherit a half-written table.
+pub fn lock_for_fork() {
+    WRITER.raw_lock();
+}
+
+/// Released after `fork`, in the parent and in the child.
+pub fn unlock_after_fork() {
+    // SAFETY: taken by `lock_for_fork` in this thread; no guard is alive.
+    unsafe { WRITER.force_unlock() };
+}

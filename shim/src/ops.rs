@@ -1,0 +1,457 @@
+//! What the interposed functions do for DSM segments. The `extern "C"` detours in
+//! [`crate::hooks`] only convert arguments and results; a `None` from here means "not DSM:
+//! let the call through unchanged".
+
+use dsm_proto::client::{Reply, Request, ShmError};
+use dsm_proto::{SegmentId, PAGE_SIZE};
+
+use crate::mappings::{self, Mapping};
+use crate::sys::{self, Errno};
+use crate::{channels, fault, say, segments, session};
+
+/// The errno a failed request becomes.
+pub fn errno_of(e: ShmError) -> Errno {
+    match e {
+        ShmError::NotFound => libc::ENOENT,
+        ShmError::AlreadyExists => libc::EEXIST,
+        ShmError::InvalidArgument => libc::EINVAL,
+        ShmError::NameTooLong => libc::ENAMETOOLONG,
+        ShmError::TooLarge => libc::EFBIG,
+        ShmError::NoMemory => libc::ENOMEM,
+        ShmError::Gone => libc::EIDRM,
+        ShmError::OutOfRange => libc::ENXIO,
+        ShmError::Internal => libc::EIO,
+    }
+}
+
+/// Sends a request on this thread's channel; a daemon that cannot be reached is reported once
+/// per call on stderr and becomes `ECONNREFUSED`.
+fn request(what: &str, req: &Request<'_>, fd_out: Option<&mut i32>) -> Result<Reply, Errno> {
+    session::ensure().map_err(|_| libc::ECONNREFUSED)?;
+    channels::call(req, fd_out).map_err(|e| {
+        say!(
+            "{what}: lost the connection to dsmd at {} ({})",
+            crate::config::get().socket,
+            crate::errno_name(e)
+        );
+        libc::ECONNREFUSED
+    })
+}
+
+fn expect_done(what: &str, req: &Request<'_>) -> Result<(), Errno> {
+    match request(what, req, None)? {
+        Reply::Done => Ok(()),
+        Reply::Failed(e) => Err(errno_of(e)),
+        other => Err(unexpected(what, other)),
+    }
+}
+
+fn unexpected(what: &str, reply: Reply) -> Errno {
+    say!("{what}: unexpected reply from dsmd: {reply:?}");
+    libc::EIO
+}
+
+/// `shm_open` of a name that is to be distributed.
+pub fn shm_open(name: &str, oflag: i32, mode: u32) -> Result<i32, Errno> {
+    let mut fd = -1;
+    let reply = request(
+        "shm_open",
+        &Request::Open {
+            name,
+            create: oflag & libc::O_CREAT != 0,
+            exclusive: oflag & libc::O_EXCL != 0,
+            truncate: oflag & libc::O_TRUNC != 0,
+            mode,
+        },
+        Some(&mut fd),
+    )?;
+    let segment = match reply {
+        Reply::Opened { segment, .. } if fd >= 0 => segment,
+        Reply::Failed(e) => return Err(errno_of(e)),
+        other => {
+            if fd >= 0 {
+                sys::close(fd);
+            }
+            return Err(unexpected("shm_open", other));
+        }
+    };
+    if oflag & libc::O_ACCMODE == libc::O_RDONLY {
+        // A read-only description of the same memory, so the kernel itself refuses writes
+        // through it (mmap PROT_WRITE, ftruncate) as it would for /dev/shm.
+        fd = reopen_read_only(fd)?;
+    }
+    segments::remember(fd, segment);
+    Ok(fd)
+}
+
+fn reopen_read_only(fd: i32) -> Result<i32, Errno> {
+    let mut path = [0u8; 32];
+    let prefix = b"/proc/self/fd/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let mut n = fd as u32;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    path[prefix.len()..prefix.len() + d.len()].copy_from_slice(d);
+    // SAFETY: `path` is NUL-terminated (zero-filled past the digits).
+    let ro = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    let err = sys::errno();
+    sys::close(fd);
+    if ro < 0 {
+        Err(err)
+    } else {
+        Ok(ro as i32)
+    }
+}
+
+/// `shm_unlink` of a distributed name.
+pub fn shm_unlink(name: &str) -> Result<(), Errno> {
+    expect_done("shm_unlink", &Request::Unlink { name })
+}
+
+/// `ftruncate`: `None` if `fd` is not a DSM segment.
+pub fn ftruncate(fd: i32, len: i64) -> Option<Result<(), Errno>> {
+    let segment = segments::lookup(fd)?;
+    Some((|| {
+        if len < 0 || sys::access_mode(fd)? == libc::O_RDONLY {
+            return Err(libc::EINVAL);
+        }
+        match request(
+            "ftruncate",
+            &Request::Resize {
+                segment,
+                size: len as u64,
+            },
+            None,
+        )? {
+            Reply::Resized { .. } => Ok(()),
+            Reply::Failed(e) => Err(errno_of(e)),
+            other => Err(unexpected("ftruncate", other)),
+        }
+    })())
+}
+
+fn round_up(len: usize) -> Option<usize> {
+    len.checked_add(PAGE_SIZE - 1).map(|l| l & !(PAGE_SIZE - 1))
+}
+
+/// `mmap`: `None` if this is not a mapping of a DSM segment.
+pub fn mmap(
+    addr: usize,
+    len: usize,
+    prot: i32,
+    flags: i32,
+    fd: i32,
+    off: i64,
+) -> Option<Result<usize, Errno>> {
+    if flags & libc::MAP_ANONYMOUS != 0 {
+        return None;
+    }
+    let segment = segments::lookup(fd)?;
+    Some(map_segment(segment, addr, len, prot, flags, fd, off))
+}
+
+fn map_segment(
+    segment: SegmentId,
+    addr: usize,
+    len: usize,
+    prot: i32,
+    flags: i32,
+    fd: i32,
+    off: i64,
+) -> Result<usize, Errno> {
+    const MAP_TYPE: i32 = 0x0f;
+    if flags & MAP_TYPE == libc::MAP_PRIVATE {
+        say!("MAP_PRIVATE mappings of DSM segments are not supported; map them MAP_SHARED");
+        return Err(libc::EINVAL);
+    }
+    let len = round_up(len).ok_or(libc::ENOMEM)?;
+    if len == 0 || off < 0 || off as usize % PAGE_SIZE != 0 {
+        return Err(libc::EINVAL);
+    }
+    if prot & libc::PROT_WRITE != 0 && sys::access_mode(fd)? == libc::O_RDONLY {
+        return Err(libc::EACCES);
+    }
+    let base = match request(
+        "mmap",
+        &Request::Map {
+            segment,
+            offset: off as u64,
+            len: len as u64,
+        },
+        None,
+    )? {
+        Reply::Mapped { base } => base as usize,
+        Reply::Failed(e) => return Err(errno_of(e)),
+        other => return Err(unexpected("mmap", other)),
+    };
+    let start = base + off as usize;
+    let end = start + len;
+    let undo = || {
+        let _ = expect_done("mmap", &Request::Unmap { segment });
+    };
+    let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
+    if fixed && addr != start {
+        undo();
+        say!(
+            "segment {:#x} lives at {start:#x} in every process; a fixed mapping at {addr:#x} is not possible",
+            segment.0
+        );
+        return Err(libc::EINVAL);
+    }
+    let mut table = mappings::write();
+    if let Some(i) = table.find_exact(start, end, segment) {
+        // Mapped again where it already is: the same memory, one more reference.
+        table.set_refs(i, table.refs(i) + 1);
+        table.set_prot(i, prot);
+        // SAFETY: the range is our DSM mapping; dropping access only causes refaults.
+        let _ = unsafe { sys::mprotect(start, len, libc::PROT_NONE) };
+        return Ok(start);
+    }
+    let mut released = Vec::new();
+    let placement = if flags & libc::MAP_FIXED != 0 {
+        // The program asked to replace whatever is there; DSM mappings there go away.
+        if table.split_at(start, end).is_ok() {
+            released = table.remove_inside(start, end);
+        }
+        libc::MAP_FIXED
+    } else {
+        libc::MAP_FIXED_NOREPLACE
+    };
+    let keep = flags & (libc::MAP_NORESERVE | libc::MAP_LOCKED);
+    // SAFETY: maps the segment's memfd at its agreed address; without MAP_FIXED the kernel
+    // refuses if anything is there, with it the program asked for the replacement.
+    let result = unsafe {
+        sys::mmap(
+            start,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_SHARED | placement | keep,
+            fd,
+            off,
+        )
+    };
+    let failure = match result {
+        Ok(p) if p == start => match table.insert(Mapping {
+            start,
+            end,
+            segment,
+            base,
+            prot,
+        }) {
+            Ok(()) => None,
+            Err(()) => {
+                // SAFETY: we just created this mapping and nobody has seen its address.
+                let _ = unsafe { sys::munmap(start, len) };
+                say!(
+                    "more than {} DSM mappings in one process",
+                    mappings::CAPACITY
+                );
+                Some(libc::ENOMEM)
+            }
+        },
+        Ok(p) => {
+            // A kernel without MAP_FIXED_NOREPLACE took the address as a hint.
+            // SAFETY: the mapping at `p` is ours and unseen.
+            let _ = unsafe { sys::munmap(p, len) };
+            Some(libc::ENOMEM)
+        }
+        Err(e) => {
+            if e == libc::EEXIST {
+                say!(
+                    "address range {start:#x}-{end:#x} of segment {:#x} is already in use in this process",
+                    segment.0
+                );
+            }
+            Some(if e == libc::EEXIST { libc::ENOMEM } else { e })
+        }
+    };
+    drop(table);
+    release(&released);
+    if let Some(e) = failure {
+        undo();
+        return Err(e);
+    }
+    fault::install();
+    Ok(start)
+}
+
+fn release(released: &[mappings::Released]) {
+    for r in released {
+        for _ in 0..r.refs {
+            let _ = expect_done("munmap", &Request::Unmap { segment: r.segment });
+        }
+    }
+}
+
+/// `munmap`: `None` if the range holds no DSM mapping.
+pub fn munmap(addr: usize, len: usize) -> Option<Result<(), Errno>> {
+    if mappings::is_empty() || addr % PAGE_SIZE != 0 {
+        return None;
+    }
+    let hi = addr.checked_add(round_up(len)?)?;
+    let mut table = mappings::write();
+    let overlapping: Vec<_> = table.overlapping(addr, hi).collect();
+    if overlapping.is_empty() {
+        return None;
+    }
+    if let [(i, m)] = overlapping[..] {
+        if m.start == addr && m.end == hi && table.refs(i) > 1 {
+            // One of several identical mappings goes; the memory stays mapped for the others.
+            table.set_refs(i, table.refs(i) - 1);
+            drop(table);
+            return Some(expect_done(
+                "munmap",
+                &Request::Unmap { segment: m.segment },
+            ));
+        }
+    }
+    // SAFETY: the program unmaps its own range; we only keep our table in step.
+    if let Err(e) = unsafe { sys::munmap(addr, hi - addr) } {
+        return Some(Err(e));
+    }
+    if table.split_at(addr, hi).is_err() {
+        say!("mapping table full while splitting at munmap; forgetting the straddling mappings");
+        let (lo_all, hi_all) = overlapping
+            .iter()
+            .fold((addr, hi), |(l, h), (_, m)| (l.min(m.start), h.max(m.end)));
+        let released = table.remove_inside(lo_all, hi_all);
+        drop(table);
+        release(&released);
+        return Some(Ok(()));
+    }
+    let released = table.remove_inside(addr, hi);
+    drop(table);
+    release(&released);
+    Some(Ok(()))
+}
+
+/// After a successful `MAP_FIXED` mapping that is not DSM: any DSM mapping it replaced is
+/// forgotten (the kernel already unmapped it).
+pub fn forget_range(addr: usize, len: usize) -> Option<()> {
+    if mappings::is_empty() || addr % PAGE_SIZE != 0 {
+        return None;
+    }
+    let hi = addr.checked_add(round_up(len)?)?;
+    let mut table = mappings::write();
+    table.overlapping(addr, hi).next()?;
+    let released = if table.split_at(addr, hi).is_ok() {
+        table.remove_inside(addr, hi)
+    } else {
+        Vec::new()
+    };
+    drop(table);
+    release(&released);
+    Some(())
+}
+
+/// `mprotect`: `None` if the range holds no DSM mapping.
+pub fn mprotect(addr: usize, len: usize, prot: i32) -> Option<Result<(), Errno>> {
+    if mappings::is_empty() || addr % PAGE_SIZE != 0 {
+        return None;
+    }
+    let hi = addr.checked_add(round_up(len)?)?;
+    let mut table = mappings::write();
+    if table.overlapping(addr, hi).next().is_none() {
+        return None;
+    }
+    if table.split_at(addr, hi).is_err() {
+        say!(
+            "more than {} DSM mapping pieces in one process",
+            mappings::CAPACITY
+        );
+        return Some(Err(libc::ENOMEM));
+    }
+    let inside: Vec<_> = table.overlapping(addr, hi).collect();
+    let covered: usize = inside.iter().map(|(_, m)| m.end - m.start).sum();
+    for (i, _) in &inside {
+        table.set_prot(*i, prot);
+    }
+    // Pages of DSM mappings drop to no access: whatever the program now allows, a page must be
+    // granted again before it is used (and the grant honours the new protection).
+    // SAFETY: the program changes the protection of its own range; DSM pages only lose access.
+    let result = unsafe {
+        if covered == hi - addr {
+            sys::mprotect(addr, hi - addr, libc::PROT_NONE)
+        } else {
+            sys::mprotect(addr, hi - addr, prot).and_then(|_| {
+                for (_, m) in &inside {
+                    sys::mprotect(m.start, m.end - m.start, libc::PROT_NONE)?;
+                }
+                Ok(0)
+            })
+        }
+    };
+    Some(result.map(|_| ()))
+}
+
+/// Before `fork`: no table may be inherited half-written.
+pub fn prepare_fork() {
+    session::lock_for_fork();
+    segments::lock_for_fork();
+    mappings::lock_for_fork();
+    fault::lock_for_fork();
+}
+
+/// After `fork`, in the parent.
+pub fn parent_after_fork() {
+    fault::unlock_after_fork();
+    mappings::unlock_after_fork();
+    segments::unlock_after_fork();
+    session::unlock_after_fork();
+}
+
+/// After `fork`, in the child: it inherits the mappings and their page protections but not the
+/// parent's connection to the daemon. It drops every page to no access (the daemon granted
+/// those pages to the parent, not to it), attaches as a process of its own and registers the
+/// mappings it has, so it can fault pages in as any process can.
+pub fn child_after_fork() {
+    fault::unlock_after_fork();
+    mappings::unlock_after_fork();
+    segments::unlock_after_fork();
+    session::reset_after_fork();
+    channels::reset_after_fork();
+    if mappings::is_empty() {
+        return;
+    }
+    let all = mappings::write().all();
+    for (m, _, _) in &all {
+        // SAFETY: our own DSM mapping; dropping access only causes refaults.
+        let _ = unsafe { sys::mprotect(m.start, m.end - m.start, libc::PROT_NONE) };
+    }
+    let mut seen = Vec::new();
+    for (m, refs, origin) in all {
+        if seen.contains(&origin) {
+            continue;
+        }
+        seen.push(origin);
+        for _ in 0..refs {
+            let req = Request::Map {
+                segment: m.segment,
+                offset: (m.start - m.base) as u64,
+                len: (m.end - m.start) as u64,
+            };
+            if !matches!(request("fork", &req, None), Ok(Reply::Mapped { .. })) {
+                say!(
+                    "forked child could not register its mapping of segment {:#x}",
+                    m.segment.0
+                );
+            }
+        }
+    }
+}

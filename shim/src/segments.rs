@@ -1,0 +1,80 @@
+//! Which open file descriptions are DSM segments, by the memfd's device and inode.
+//!
+//! Recognizing a descriptor by what it refers to, rather than by its number, makes `dup`,
+//! `dup2`, `fork` and Python's `mmap` (which dups the descriptor it is given) work without
+//! hooking them.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use dsm_proto::SegmentId;
+
+use crate::lock::SpinLock;
+use crate::sys;
+
+const CAPACITY: usize = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Known {
+    dev: u64,
+    ino: u64,
+    segment: SegmentId,
+}
+
+static TABLE: SpinLock<[Option<Known>; CAPACITY]> = SpinLock::new([None; CAPACITY]);
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Remembers that `fd` (just received from the daemon) is `segment`.
+pub fn remember(fd: i32, segment: SegmentId) {
+    let Ok(st) = sys::fstat(fd) else { return };
+    let known = Known {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        segment,
+    };
+    let mut table = TABLE.lock();
+    if let Some(slot) = table
+        .iter_mut()
+        .find(|k| matches!(k, Some(k) if k.dev == known.dev && k.ino == known.ino))
+    {
+        *slot = Some(known);
+        return;
+    }
+    match table.iter_mut().find(|k| k.is_none()) {
+        Some(slot) => {
+            *slot = Some(known);
+            COUNT.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {
+            // Forget the oldest entry; its segment's descriptors, if any are left, stop being
+            // recognized, which the message makes visible.
+            crate::say!("more than {CAPACITY} segments opened; forgetting the oldest");
+            table.rotate_left(1);
+            table[CAPACITY - 1] = Some(known);
+        }
+    }
+}
+
+/// The segment `fd` refers to, if it is one. Costs one `fstat` once any segment is known.
+pub fn lookup(fd: i32) -> Option<SegmentId> {
+    if fd < 0 || COUNT.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let st = sys::fstat(fd).ok()?;
+    let table = TABLE.lock();
+    table
+        .iter()
+        .flatten()
+        .find(|k| k.dev == st.st_dev && k.ino == st.st_ino)
+        .map(|k| k.segment)
+}
+
+/// Taken before `fork`.
+pub fn lock_for_fork() {
+    TABLE.raw_lock();
+}
+
+/// Released after `fork`, in parent and child.
+pub fn unlock_after_fork() {
+    // SAFETY: taken by `lock_for_fork` in this thread; no guard is alive.
+    unsafe { TABLE.force_unlock() };
+}
