@@ -37,7 +37,7 @@ pub struct Segment {
     pub span: u64,
     /// Permission bits it was created with.
     pub mode: u32,
-    /// Live mappings by local processes.
+    /// Local processes that map it.
     pub mappings: u64,
     /// The node's copy.
     pub store: MemFd,
@@ -187,26 +187,35 @@ impl Registry {
         Ok(Change::Sized(id, seg.pages()))
     }
 
-    /// `mmap`: a process maps `[offset, offset + len)`; returns the base address.
-    pub fn map(&mut self, id: SegmentId, offset: u64, len: u64) -> Result<u64, ShmError> {
+    /// `mmap`: a process maps `[offset, offset + len)` (`first`: the first mapping of the segment
+    /// by that process); returns the base address.
+    pub fn map(
+        &mut self,
+        id: SegmentId,
+        offset: u64,
+        len: u64,
+        first: bool,
+    ) -> Result<u64, ShmError> {
         let seg = self.segments.get_mut(&id).ok_or(ShmError::Gone)?;
         let end = offset.checked_add(len).ok_or(ShmError::InvalidArgument)?;
-        if len == 0 || offset % PAGE_SIZE as u64 != 0 {
+        if len == 0 || !offset.is_multiple_of(PAGE_SIZE as u64) {
             return Err(ShmError::InvalidArgument);
         }
         if end > seg.span {
             return Err(ShmError::TooLarge);
         }
-        seg.mappings += 1;
+        if first {
+            seg.mappings += 1;
+        }
         Ok(seg.base)
     }
 
-    /// A process dropped `count` mappings of the segment.
-    pub fn unmap(&mut self, id: SegmentId, count: u64) -> Change {
+    /// A process no longer maps any part of the segment.
+    pub fn unmap(&mut self, id: SegmentId) -> Change {
         let Some(seg) = self.segments.get_mut(&id) else {
             return Change::None;
         };
-        seg.mappings = seg.mappings.saturating_sub(count);
+        seg.mappings = seg.mappings.saturating_sub(1);
         self.reap(id)
     }
 
@@ -305,13 +314,13 @@ mod tests {
             ShmError::AlreadyExists
         );
         assert_eq!(r.resize(id, 10_000).unwrap(), Change::Sized(id, 3));
-        assert_eq!(r.map(id, 0, 10_000).unwrap(), base);
+        assert_eq!(r.map(id, 0, 10_000, true).unwrap(), base);
         assert_eq!(r.unlink("/a").unwrap(), Change::None, "still mapped");
         assert!(
             r.open("/a", false, false, false, 0).is_err(),
             "name is gone"
         );
-        assert_eq!(r.unmap(id, 1), Change::Removed(id));
+        assert_eq!(r.unmap(id), Change::Removed(id));
         assert!(r.get(id).is_none());
     }
 
@@ -332,9 +341,18 @@ mod tests {
             ShmError::NameTooLong
         );
         let id = r.open("/s", true, false, false, 0).unwrap().0.id;
-        assert_eq!(r.map(id, 100, 4096).unwrap_err(), ShmError::InvalidArgument);
-        assert_eq!(r.map(id, 0, 0).unwrap_err(), ShmError::InvalidArgument);
-        assert_eq!(r.map(id, 0, MIN_SPAN + 1).unwrap_err(), ShmError::TooLarge);
+        assert_eq!(
+            r.map(id, 100, 4096, true).unwrap_err(),
+            ShmError::InvalidArgument
+        );
+        assert_eq!(
+            r.map(id, 0, 0, true).unwrap_err(),
+            ShmError::InvalidArgument
+        );
+        assert_eq!(
+            r.map(id, 0, MIN_SPAN + 1, true).unwrap_err(),
+            ShmError::TooLarge
+        );
     }
 
     #[test]
@@ -346,7 +364,7 @@ mod tests {
         let moved = r.get(id).unwrap().base;
         assert_ne!(first, moved);
         assert_eq!(r.get(id).unwrap().span, 2 * MIN_SPAN);
-        r.map(id, 0, 4096).unwrap();
+        r.map(id, 0, 4096, true).unwrap();
         assert_eq!(r.resize(id, 3 * MIN_SPAN).unwrap_err(), ShmError::TooLarge);
         // The freed span is reused by the next segment.
         let other = r.open("/h", true, false, false, 0).unwrap().0.base;

@@ -2,7 +2,7 @@
 //! and the protocol core, and writes the replies. Thin on purpose: decisions live in
 //! `dsm_core` and in [`crate::segments`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -67,8 +67,8 @@ fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerErr
 #[derive(Debug)]
 struct Session {
     pid: u32,
-    /// Live mappings per segment.
-    maps: BTreeMap<SegmentId, u64>,
+    /// Segments the process maps (any part of, any number of times).
+    maps: BTreeSet<SegmentId>,
     faults: u64,
 }
 
@@ -320,7 +320,7 @@ impl Server {
                     id,
                     Session {
                         pid,
-                        maps: BTreeMap::new(),
+                        maps: BTreeSet::new(),
                         faults: 0,
                     },
                 );
@@ -402,31 +402,34 @@ impl Server {
                 segment,
                 offset,
                 len,
-            } => match self.registry.map(segment, offset, len) {
-                Ok(base) => {
-                    if let Some(s) = self.sessions.get_mut(&session) {
-                        *s.maps.entry(segment).or_default() += 1;
+            } => {
+                let first = self
+                    .sessions
+                    .get_mut(&session)
+                    .is_some_and(|s| s.maps.insert(segment));
+                match self.registry.map(segment, offset, len, first) {
+                    Ok(base) => Reply::Mapped { base },
+                    Err(e) => {
+                        if first {
+                            self.sessions
+                                .get_mut(&session)
+                                .map(|s| s.maps.remove(&segment));
+                        }
+                        Reply::Failed(e)
                     }
-                    Reply::Mapped { base }
                 }
-                Err(e) => Reply::Failed(e),
-            },
+            }
             Request::Unmap { segment } => {
-                let had = self.sessions.get_mut(&session).and_then(|s| {
-                    let count = s.maps.get_mut(&segment)?;
-                    *count -= 1;
-                    if *count == 0 {
-                        s.maps.remove(&segment);
-                    }
-                    Some(())
-                });
-                match had {
-                    Some(()) => {
-                        let change = self.registry.unmap(segment, 1);
-                        self.apply(change);
-                        Reply::Done
-                    }
-                    None => Reply::Failed(ShmError::InvalidArgument),
+                let had = self
+                    .sessions
+                    .get_mut(&session)
+                    .is_some_and(|s| s.maps.remove(&segment));
+                if had {
+                    let change = self.registry.unmap(segment);
+                    self.apply(change);
+                    Reply::Done
+                } else {
+                    Reply::Failed(ShmError::InvalidArgument)
                 }
             }
             Request::Unlink { name } => match self.registry.unlink(name) {
@@ -536,7 +539,7 @@ impl Server {
                 session: id.0,
                 segments: s
                     .maps
-                    .keys()
+                    .iter()
                     .map(|seg| {
                         self.registry
                             .get(*seg)
@@ -647,13 +650,13 @@ impl Server {
         let Some(session) = self.sessions.remove(&id) else {
             return;
         };
-        let released: u64 = session.maps.values().sum();
-        for (segment, count) in session.maps {
-            let change = self.registry.unmap(segment, count);
+        let released = session.maps.len();
+        for segment in session.maps {
+            let change = self.registry.unmap(segment);
             self.apply(change);
         }
         info!(
-            "process {} detached (session {}): released {released} mappings",
+            "process {} detached (session {}): released its mappings of {released} segments",
             session.pid, id.0
         );
     }

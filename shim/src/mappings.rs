@@ -61,18 +61,14 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 static WRITER_TID: AtomicI32 = AtomicI32::new(0);
 static USED: AtomicUsize = AtomicUsize::new(0);
 
-/// What only writers need: how many `mmap`s each slot stands for, and which original mapping a
-/// piece came from (the daemon counts original mappings, not pieces).
+/// What only writers need: how many `mmap`s cover each slot's range (a program may map the
+/// same part of a segment more than once; it is one kernel mapping, unmapped with the last).
 struct WriterState {
     refs: [u32; CAPACITY],
-    origin: [u64; CAPACITY],
-    next_origin: u64,
 }
 
 static WRITER: SpinLock<WriterState> = SpinLock::new(WriterState {
     refs: [0; CAPACITY],
-    origin: [0; CAPACITY],
-    next_origin: 1,
 });
 
 fn read_slot(slot: &Slot) -> Option<Mapping> {
@@ -124,18 +120,13 @@ pub fn lookup(addr: usize) -> Option<Mapping> {
     scan(addr)
 }
 
+/// The table has no free slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFull;
+
 /// Exclusive access to the table for changes.
 pub struct Writer {
     state: SpinGuard<'static, WriterState>,
-}
-
-/// A mapping whose last piece was removed: tell the daemon `refs` mappings are gone.
-#[derive(Clone, Copy, Debug)]
-pub struct Released {
-    /// The segment.
-    pub segment: SegmentId,
-    /// How many `mmap`s of it the removed mapping stood for.
-    pub refs: u32,
 }
 
 /// Takes the writer lock and opens a write section.
@@ -164,11 +155,30 @@ impl Writer {
             .filter(move |(_, m)| m.start < hi && lo < m.end)
     }
 
-    /// The slot holding exactly this range of `segment`, if any.
-    pub fn find_exact(&self, start: usize, end: usize, segment: SegmentId) -> Option<usize> {
-        self.overlapping(start, end)
-            .find(|(_, m)| m.start == start && m.end == end && m.segment == segment)
-            .map(|(i, _)| i)
+    /// Whether mappings of `segment` cover all of `[lo, hi)`.
+    pub fn covered_by(&self, lo: usize, hi: usize, segment: SegmentId) -> bool {
+        let mut pieces: Vec<Mapping> = self
+            .overlapping(lo, hi)
+            .map(|(_, m)| m)
+            .filter(|m| m.segment == segment)
+            .collect();
+        pieces.sort_by_key(|m| m.start);
+        let mut reached = lo;
+        for m in pieces {
+            if m.start > reached {
+                return false;
+            }
+            reached = reached.max(m.end);
+        }
+        reached >= hi
+    }
+
+    /// Whether any mapping of `segment` is left.
+    pub fn maps_segment(&self, segment: SegmentId) -> bool {
+        SLOTS
+            .iter()
+            .filter_map(read_slot)
+            .any(|m| m.segment == segment)
     }
 
     /// How many `mmap`s slot `i` stands for.
@@ -187,19 +197,16 @@ impl Writer {
     }
 
     /// Adds a new mapping; `Err` if the table is full.
-    pub fn insert(&mut self, m: Mapping) -> Result<(), ()> {
-        let origin = self.state.next_origin;
-        self.state.next_origin += 1;
-        self.put(m, 1, origin)
+    pub fn insert(&mut self, m: Mapping) -> Result<(), TableFull> {
+        self.put(m, 1)
     }
 
-    fn put(&mut self, m: Mapping, refs: u32, origin: u64) -> Result<(), ()> {
+    fn put(&mut self, m: Mapping, refs: u32) -> Result<(), TableFull> {
         let i = SLOTS
             .iter()
             .position(|s| s.start.load(Ordering::Relaxed) == 0)
-            .ok_or(())?;
+            .ok_or(TableFull)?;
         self.state.refs[i] = refs;
-        self.state.origin[i] = origin;
         let s = &SLOTS[i];
         s.end.store(m.end, Ordering::Relaxed);
         s.segment.store(m.segment.0, Ordering::Relaxed);
@@ -210,24 +217,16 @@ impl Writer {
         Ok(())
     }
 
-    fn clear(&mut self, i: usize) -> Option<Released> {
-        let m = read_slot(&SLOTS[i])?;
-        SLOTS[i].start.store(0, Ordering::Relaxed);
-        USED.fetch_sub(1, Ordering::Relaxed);
-        let origin = self.state.origin[i];
-        let last = !SLOTS
-            .iter()
-            .enumerate()
-            .any(|(j, s)| s.start.load(Ordering::Relaxed) != 0 && self.state.origin[j] == origin);
-        last.then_some(Released {
-            segment: m.segment,
-            refs: self.state.refs[i],
-        })
+    /// Removes slot `i`.
+    pub fn remove(&mut self, i: usize) {
+        if SLOTS[i].start.swap(0, Ordering::Relaxed) != 0 {
+            USED.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Splits every mapping that straddles `lo` or `hi` so that each mapping lies wholly inside
     /// or wholly outside `[lo, hi)`. `Err` if the table has no room for the pieces.
-    pub fn split_at(&mut self, lo: usize, hi: usize) -> Result<(), ()> {
+    pub fn split_at(&mut self, lo: usize, hi: usize) -> Result<(), TableFull> {
         let straddling: Vec<(usize, Mapping)> = self
             .overlapping(lo, hi)
             .filter(|(_, m)| m.start < lo || hi < m.end)
@@ -237,10 +236,10 @@ impl Writer {
             .map(|(_, m)| usize::from(m.start < lo) + usize::from(hi < m.end))
             .sum();
         if CAPACITY - USED.load(Ordering::Relaxed) < needed {
-            return Err(());
+            return Err(TableFull);
         }
         for (i, m) in straddling {
-            let (refs, origin) = (self.state.refs[i], self.state.origin[i]);
+            let refs = self.state.refs[i];
             let inner = Mapping {
                 start: m.start.max(lo),
                 end: m.end.min(hi),
@@ -249,33 +248,25 @@ impl Writer {
             SLOTS[i].start.store(inner.start, Ordering::Relaxed);
             SLOTS[i].end.store(inner.end, Ordering::Relaxed);
             if m.start < lo {
-                self.put(Mapping { end: lo, ..m }, refs, origin)?;
+                self.put(Mapping { end: lo, ..m }, refs)?;
             }
             if hi < m.end {
-                self.put(Mapping { start: hi, ..m }, refs, origin)?;
+                self.put(Mapping { start: hi, ..m }, refs)?;
             }
         }
         Ok(())
     }
 
-    /// Removes every mapping inside `[lo, hi)` (call [`Writer::split_at`] first), returning
-    /// the original mappings that are now wholly gone.
-    pub fn remove_inside(&mut self, lo: usize, hi: usize) -> Vec<Released> {
-        let inside: Vec<usize> = self
-            .overlapping(lo, hi)
+    /// The mappings inside `[lo, hi)` (after [`Writer::split_at`], all that overlap it).
+    pub fn inside(&self, lo: usize, hi: usize) -> Vec<(usize, Mapping)> {
+        self.overlapping(lo, hi)
             .filter(|(_, m)| lo <= m.start && m.end <= hi)
-            .map(|(i, _)| i)
-            .collect();
-        inside.into_iter().filter_map(|i| self.clear(i)).collect()
+            .collect()
     }
 
-    /// Every mapping, for the forked child to re-register and re-protect.
-    pub fn all(&self) -> Vec<(Mapping, u32, u64)> {
-        SLOTS
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((read_slot(s)?, self.state.refs[i], self.state.origin[i])))
-            .collect()
+    /// Every mapping.
+    pub fn all(&self) -> Vec<Mapping> {
+        SLOTS.iter().filter_map(read_slot).collect()
     }
 }
 

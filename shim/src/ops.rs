@@ -181,7 +181,7 @@ fn map_segment(
         return Err(libc::EINVAL);
     }
     let len = round_up(len).ok_or(libc::ENOMEM)?;
-    if len == 0 || off < 0 || off as usize % PAGE_SIZE != 0 {
+    if len == 0 || off < 0 || !(off as usize).is_multiple_of(PAGE_SIZE) {
         return Err(libc::EINVAL);
     }
     if prot & libc::PROT_WRITE != 0 && sys::access_mode(fd)? == libc::O_RDONLY {
@@ -202,32 +202,42 @@ fn map_segment(
     };
     let start = base + off as usize;
     let end = start + len;
-    let undo = || {
-        let _ = expect_done("mmap", &Request::Unmap { segment });
-    };
     let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
+    let mut table = mappings::write();
     if fixed && addr != start {
-        undo();
+        release(table, &[segment]);
         say!(
             "segment {:#x} lives at {start:#x} in every process; a fixed mapping at {addr:#x} is not possible",
             segment.0
         );
         return Err(libc::EINVAL);
     }
-    let mut table = mappings::write();
-    if let Some(i) = table.find_exact(start, end, segment) {
-        // Mapped again where it already is: the same memory, one more reference.
-        table.set_refs(i, table.refs(i) + 1);
-        table.set_prot(i, prot);
-        // SAFETY: the range is our DSM mapping; dropping access only causes refaults.
+    if table.covered_by(start, end, segment) {
+        // Mapped again where it already is: the same memory, one more reference to each piece.
+        if table.split_at(start, end).is_err() {
+            say!(
+                "more than {} DSM mapping pieces in one process",
+                mappings::CAPACITY
+            );
+            return Err(libc::ENOMEM);
+        }
+        for (i, _) in table.inside(start, end) {
+            table.set_refs(i, table.refs(i) + 1);
+            table.set_prot(i, prot);
+        }
+        // SAFETY: the range is our DSM mapping; dropping access only causes refaults, which
+        // then honour the new protection.
         let _ = unsafe { sys::mprotect(start, len, libc::PROT_NONE) };
         return Ok(start);
     }
-    let mut released = Vec::new();
+    let mut replaced = Vec::new();
     let placement = if flags & libc::MAP_FIXED != 0 {
         // The program asked to replace whatever is there; DSM mappings there go away.
         if table.split_at(start, end).is_ok() {
-            released = table.remove_inside(start, end);
+            for (i, m) in table.inside(start, end) {
+                table.remove(i);
+                replaced.push(m.segment);
+            }
         }
         libc::MAP_FIXED
     } else {
@@ -255,7 +265,7 @@ fn map_segment(
             prot,
         }) {
             Ok(()) => None,
-            Err(()) => {
+            Err(mappings::TableFull) => {
                 // SAFETY: we just created this mapping and nobody has seen its address.
                 let _ = unsafe { sys::munmap(start, len) };
                 say!(
@@ -271,105 +281,112 @@ fn map_segment(
             let _ = unsafe { sys::munmap(p, len) };
             Some(libc::ENOMEM)
         }
-        Err(e) => {
-            if e == libc::EEXIST {
-                say!(
-                    "address range {start:#x}-{end:#x} of segment {:#x} is already in use in this process",
-                    segment.0
-                );
-            }
-            Some(if e == libc::EEXIST { libc::ENOMEM } else { e })
+        Err(libc::EEXIST) => {
+            say!(
+                "address range {start:#x}-{end:#x} of segment {:#x} is already in use in this process",
+                segment.0
+            );
+            Some(libc::ENOMEM)
         }
+        Err(e) => Some(e),
     };
-    drop(table);
-    release(&released);
+    replaced.push(segment);
+    release(table, &replaced);
     if let Some(e) = failure {
-        undo();
         return Err(e);
     }
     fault::install();
     Ok(start)
 }
 
-fn release(released: &[mappings::Released]) {
-    for r in released {
-        for _ in 0..r.refs {
-            let _ = expect_done("munmap", &Request::Unmap { segment: r.segment });
-        }
+/// Ends a write section, then tells the daemon about each of `segments` that the process no
+/// longer maps at all.
+fn release(table: mappings::Writer, segments: &[SegmentId]) {
+    let mut gone: Vec<SegmentId> = segments
+        .iter()
+        .copied()
+        .filter(|s| !table.maps_segment(*s))
+        .collect();
+    drop(table);
+    gone.sort();
+    gone.dedup();
+    for segment in gone {
+        let _ = expect_done("munmap", &Request::Unmap { segment });
     }
 }
 
 /// `munmap`: `None` if the range holds no DSM mapping.
 pub fn munmap(addr: usize, len: usize) -> Option<Result<(), Errno>> {
-    if mappings::is_empty() || addr % PAGE_SIZE != 0 {
-        return None;
-    }
-    let hi = addr.checked_add(round_up(len)?)?;
-    let mut table = mappings::write();
-    let overlapping: Vec<_> = table.overlapping(addr, hi).collect();
-    if overlapping.is_empty() {
-        return None;
-    }
-    if let [(i, m)] = overlapping[..] {
-        if m.start == addr && m.end == hi && table.refs(i) > 1 {
-            // One of several identical mappings goes; the memory stays mapped for the others.
-            table.set_refs(i, table.refs(i) - 1);
-            drop(table);
-            return Some(expect_done(
-                "munmap",
-                &Request::Unmap { segment: m.segment },
-            ));
-        }
-    }
-    // SAFETY: the program unmaps its own range; we only keep our table in step.
-    if let Err(e) = unsafe { sys::munmap(addr, hi - addr) } {
-        return Some(Err(e));
-    }
-    if table.split_at(addr, hi).is_err() {
-        say!("mapping table full while splitting at munmap; forgetting the straddling mappings");
-        let (lo_all, hi_all) = overlapping
-            .iter()
-            .fold((addr, hi), |(l, h), (_, m)| (l.min(m.start), h.max(m.end)));
-        let released = table.remove_inside(lo_all, hi_all);
-        drop(table);
-        release(&released);
-        return Some(Ok(()));
-    }
-    let released = table.remove_inside(addr, hi);
-    drop(table);
-    release(&released);
-    Some(Ok(()))
-}
-
-/// After a successful `MAP_FIXED` mapping that is not DSM: any DSM mapping it replaced is
-/// forgotten (the kernel already unmapped it).
-pub fn forget_range(addr: usize, len: usize) -> Option<()> {
-    if mappings::is_empty() || addr % PAGE_SIZE != 0 {
+    if mappings::is_empty() || !addr.is_multiple_of(PAGE_SIZE) {
         return None;
     }
     let hi = addr.checked_add(round_up(len)?)?;
     let mut table = mappings::write();
     table.overlapping(addr, hi).next()?;
-    let released = if table.split_at(addr, hi).is_ok() {
-        table.remove_inside(addr, hi)
-    } else {
-        Vec::new()
-    };
-    drop(table);
-    release(&released);
+    if table.split_at(addr, hi).is_err() {
+        say!(
+            "more than {} DSM mapping pieces in one process",
+            mappings::CAPACITY
+        );
+        return Some(Err(libc::ENOMEM));
+    }
+    // Pieces another mmap still covers only lose a reference; the rest of the range (other
+    // pieces, and any memory that is not DSM) is unmapped.
+    let mut kept: Vec<Mapping> = Vec::new();
+    let mut gone = Vec::new();
+    for (i, m) in table.inside(addr, hi) {
+        if table.refs(i) > 1 {
+            table.set_refs(i, table.refs(i) - 1);
+            kept.push(m);
+        } else {
+            table.remove(i);
+            gone.push(m.segment);
+        }
+    }
+    kept.sort_by_key(|m| m.start);
+    let mut from = addr;
+    let mut result = Ok(());
+    for hole in kept.iter().map(|m| (m.start, m.end)).chain([(hi, hi)]) {
+        if from < hole.0 {
+            // SAFETY: the program unmaps its own range; pieces still referenced are skipped.
+            if let Err(e) = unsafe { sys::munmap(from, hole.0 - from) } {
+                result = Err(e);
+            }
+        }
+        from = hole.1;
+    }
+    release(table, &gone);
+    Some(result)
+}
+
+/// After a successful `MAP_FIXED` mapping that is not DSM: any DSM mapping it replaced is
+/// forgotten (the kernel already unmapped it).
+pub fn forget_range(addr: usize, len: usize) -> Option<()> {
+    if mappings::is_empty() || !addr.is_multiple_of(PAGE_SIZE) {
+        return None;
+    }
+    let hi = addr.checked_add(round_up(len)?)?;
+    let mut table = mappings::write();
+    table.overlapping(addr, hi).next()?;
+    let mut gone = Vec::new();
+    if table.split_at(addr, hi).is_ok() {
+        for (i, m) in table.inside(addr, hi) {
+            table.remove(i);
+            gone.push(m.segment);
+        }
+    }
+    release(table, &gone);
     Some(())
 }
 
 /// `mprotect`: `None` if the range holds no DSM mapping.
 pub fn mprotect(addr: usize, len: usize, prot: i32) -> Option<Result<(), Errno>> {
-    if mappings::is_empty() || addr % PAGE_SIZE != 0 {
+    if mappings::is_empty() || !addr.is_multiple_of(PAGE_SIZE) {
         return None;
     }
     let hi = addr.checked_add(round_up(len)?)?;
     let mut table = mappings::write();
-    if table.overlapping(addr, hi).next().is_none() {
-        return None;
-    }
+    table.overlapping(addr, hi).next()?;
     if table.split_at(addr, hi).is_err() {
         say!(
             "more than {} DSM mapping pieces in one process",
@@ -430,28 +447,27 @@ pub fn child_after_fork() {
         return;
     }
     let all = mappings::write().all();
-    for (m, _, _) in &all {
+    for m in &all {
         // SAFETY: our own DSM mapping; dropping access only causes refaults.
         let _ = unsafe { sys::mprotect(m.start, m.end - m.start, libc::PROT_NONE) };
     }
-    let mut seen = Vec::new();
-    for (m, refs, origin) in all {
-        if seen.contains(&origin) {
-            continue;
+    let mut segments: Vec<&Mapping> = Vec::new();
+    for m in &all {
+        if !segments.iter().any(|s| s.segment == m.segment) {
+            segments.push(m);
         }
-        seen.push(origin);
-        for _ in 0..refs {
-            let req = Request::Map {
-                segment: m.segment,
-                offset: (m.start - m.base) as u64,
-                len: (m.end - m.start) as u64,
-            };
-            if !matches!(request("fork", &req, None), Ok(Reply::Mapped { .. })) {
-                say!(
-                    "forked child could not register its mapping of segment {:#x}",
-                    m.segment.0
-                );
-            }
+    }
+    for m in segments {
+        let req = Request::Map {
+            segment: m.segment,
+            offset: (m.start - m.base) as u64,
+            len: (m.end - m.start) as u64,
+        };
+        if !matches!(request("fork", &req, None), Ok(Reply::Mapped { .. })) {
+            say!(
+                "forked child could not register its mapping of segment {:#x}",
+                m.segment.0
+            );
         }
     }
 }

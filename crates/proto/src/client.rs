@@ -31,7 +31,8 @@ pub enum Request<'a> {
         /// New size in bytes.
         size: u64,
     },
-    /// `mmap` of part of a segment: the process will map `[offset, offset + len)`.
+    /// `mmap` of part of a segment: the process will map `[offset, offset + len)`. Repeating it
+    /// for a segment the process maps already is harmless.
     Map {
         /// The segment.
         segment: SegmentId,
@@ -40,7 +41,7 @@ pub enum Request<'a> {
         /// Length in bytes.
         len: u64,
     },
-    /// The process dropped one mapping of the segment (the counterpart of one `Map`).
+    /// The process no longer maps any part of the segment.
     Unmap {
         /// The segment.
         segment: SegmentId,

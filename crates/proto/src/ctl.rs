@@ -73,7 +73,7 @@ pub struct SegmentStatus {
     pub readable: u64,
     /// Pages this node holds writable.
     pub writable: u64,
-    /// Mappings of it by local processes.
+    /// Local processes that map it.
     pub mappings: u64,
 }
 

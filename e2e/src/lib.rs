@@ -1,0 +1,361 @@
+//! Harness for the end-to-end tests: starts real `dsmd` processes, compiles the C programs in
+//! `e2e/c/` with the system `cc`, and runs them under `LD_PRELOAD=libdsm.so`.
+//!
+//! The binaries under test are the ones next to the test executable (`target/<profile>/`), so
+//! build the workspace first: `scripts/test` does.
+//! Every program runs under a time limit: a hang fails the test instead of stalling the suite.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any one program may run before the test calls it hung.
+pub const PROGRAM_LIMIT: Duration = Duration::from_secs(120);
+
+/// Paths of the built binaries under test.
+#[derive(Debug)]
+pub struct Artifacts {
+    /// The daemon.
+    pub dsmd: PathBuf,
+    /// The control tool.
+    pub dsmctl: PathBuf,
+    /// The preload library.
+    pub libdsm: PathBuf,
+}
+
+/// The binaries of the profile this test was built with.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps/<test>");
+        let a = Artifacts {
+            dsmd: profile_dir.join("dsmd"),
+            dsmctl: profile_dir.join("dsmctl"),
+            libdsm: profile_dir.join("libdsm.so"),
+        };
+        for p in [&a.dsmd, &a.dsmctl, &a.libdsm] {
+            assert!(
+                p.exists(),
+                "{} is missing: build the workspace before the end-to-end tests (scripts/test does)",
+                p.display()
+            );
+        }
+        a
+    })
+}
+
+/// A unique name for this process and call: segments, directories.
+pub fn unique(label: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{label}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system temp dir.
+    pub fn new(label: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(unique(&format!("dsm-e2e-{label}")));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiles a C program once per test process and returns the executable: `name` is a file of
+/// `e2e/c/` (`"fork"`) or a path from the workspace root (`"examples/writer"`), without `.c`.
+pub fn c_program(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    static DIR: OnceLock<TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| TempDir::new("bin"));
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let e2e = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = if name.contains('/') {
+        e2e.parent()
+            .expect("workspace root")
+            .join(format!("{name}.c"))
+    } else {
+        e2e.join("c").join(format!("{name}.c"))
+    };
+    let out = dir.0.join(name.replace('/', "_"));
+    let result = Command::new("cc")
+        .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("run cc (is a C compiler installed?)");
+    assert!(
+        result.status.success(),
+        "cc {} failed:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    built.insert(name.to_owned(), out.clone());
+    out
+}
+
+/// A running `dsmd`, stopped (SIGKILL) when dropped unless [`Daemon::stop`] was called.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    /// Its Unix socket.
+    pub socket: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    /// Starts a one-node daemon and waits until it accepts connections.
+    pub fn start(node: u32) -> Daemon {
+        Daemon::start_with(node, &[])
+    }
+
+    /// Starts a daemon with extra arguments.
+    pub fn start_with(node: u32, extra: &[&str]) -> Daemon {
+        let dir = TempDir::new("node");
+        let socket = dir.0.join("dsmd.sock");
+        let log = dir.0.join("dsmd.log");
+        let child = Command::new(&artifacts().dsmd)
+            .arg("--node-id")
+            .arg(node.to_string())
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start dsmd");
+        let mut daemon = Daemon {
+            child: Some(child),
+            socket,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
+            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("dsmd exited at start ({status}):\n{}", daemon.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dsmd did not start:\n{}",
+                daemon.log()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        daemon
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling a child process we own.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_limited(&mut child, Duration::from_secs(10), "dsmd after SIGTERM")
+    }
+
+    /// A program run against this daemon.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("LD_PRELOAD", &artifacts().libdsm)
+            .env("DSM_SOCKET", &self.socket);
+        cmd
+    }
+
+    /// Starts a program against this daemon, its stdout piped; killed when the guard drops.
+    pub fn spawn(&self, program: &Path, args: &[&str]) -> Spawned {
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Spawned(child)
+    }
+
+    /// Runs a program against this daemon to completion (within [`PROGRAM_LIMIT`]).
+    pub fn run(&self, program: &Path, args: &[&str]) -> Outcome {
+        let mut cmd = self.command(program);
+        cmd.args(args);
+        run(cmd)
+    }
+
+    /// `dsmctl --json status`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let mut cmd = Command::new(&artifacts().dsmctl);
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .args(["--json", "status"]);
+        let out = run(cmd);
+        assert!(out.status.success(), "dsmctl failed: {}", out.stderr);
+        serde_json::from_str(&out.stdout).expect("dsmctl --json prints JSON")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running program, killed when dropped (so a failing test leaves nothing behind).
+#[derive(Debug)]
+pub struct Spawned(pub Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a finished program did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics with the program's output unless it exited 0.
+    pub fn assert_ok(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "program failed ({:?}, signal {:?})\nstdout:\n{}\nstderr:\n{}",
+            self.status.code(),
+            self.status.signal(),
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `cmd` to completion within [`PROGRAM_LIMIT`], capturing its output.
+pub fn run(mut cmd: Command) -> Outcome {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let status = wait_limited(&mut child, PROGRAM_LIMIT, &format!("{cmd:?}"));
+    Outcome {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Waits for `child`, killing it and failing the test if it outlives `limit`.
+pub fn wait_limited(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}: hung");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads lines from a child's stdout until one equals `want` (within a limit).
+pub fn wait_for_line(child: &mut Child, want: &str) {
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    let deadline = Instant::now() + PROGRAM_LIMIT;
+    loop {
+        assert!(Instant::now() < deadline, "no line {want:?} in time");
+        match stdout.read(&mut byte) {
+            Ok(0) => panic!("program closed stdout before printing {want:?}"),
+            Ok(_) if byte[0] == b'\n' => {
+                if String::from_utf8_lossy(&line) == want {
+                    return;
+                }
+                line.clear();
+            }
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!("reading program output: {e}"),
+        }
+    }
+}

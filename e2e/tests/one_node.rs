@@ -1,0 +1,384 @@
+//! One host, end to end: a real dsmd, real C (and Python) programs under LD_PRELOAD.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use dsm_e2e::{c_program, unique, wait_for_line, wait_limited, Daemon};
+use dsm_proto::client::Request;
+use dsm_proto::frame;
+use dsm_proto::hello::{Hello, HelloReply, Role};
+use dsm_proto::SegmentId;
+
+fn shm_name(label: &str) -> String {
+    format!("/{}", unique(label))
+}
+
+#[test]
+fn writer_and_reader_share_a_segment() {
+    let d = Daemon::start(1);
+    let name = shm_name("wr");
+    let writer = d.run(&c_program("examples/writer"), &[&name, "1000000"]);
+    writer.assert_ok();
+    let status = d.status();
+    let seg = &status["segments"][0];
+    assert_eq!(seg["name"], name.as_str());
+    assert_eq!(seg["size"], 1_000_000);
+    assert_eq!(seg["pages"], 245);
+    assert_eq!(seg["resident"], 245, "the writer touched every page");
+    let base = seg["base"].as_u64().unwrap();
+    assert!(
+        writer.stdout.contains(&format!("{base:#x}")),
+        "writer mapped at the daemon's base address: {}",
+        writer.stdout
+    );
+    let reader = d.run(&c_program("examples/reader"), &[&name]);
+    reader.assert_ok();
+    assert!(
+        reader.stdout.contains("hello from the writer"),
+        "{}",
+        reader.stdout
+    );
+    assert!(
+        reader.stdout.contains(" 0 words wrong"),
+        "{}",
+        reader.stdout
+    );
+    assert!(
+        reader.stdout.contains(&format!("{base:#x}")),
+        "same address in every process"
+    );
+    assert_eq!(
+        d.status()["segments"].as_array().unwrap().len(),
+        0,
+        "reader unlinked it"
+    );
+}
+
+#[test]
+fn live_processes_see_each_others_stores() {
+    let d = Daemon::start(1);
+    let name = shm_name("live");
+    let prog = c_program("sharing");
+    let mut first = d.spawn(&prog, &[&name, "0", "2000"]);
+    let second = d.run(&prog, &[&name, "1", "2000"]);
+    second.assert_ok();
+    let status = wait_limited(&mut first, Duration::from_secs(60), "sharing role 0");
+    assert!(status.success(), "role 0 failed: {status}");
+}
+
+#[test]
+fn fork_child_shares_and_faults_on_its_own() {
+    let d = Daemon::start(1);
+    let out = d.run(&c_program("fork"), &[&shm_name("fork")]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("parent sees 4321 and 5678"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn many_threads_fault_at_once() {
+    let d = Daemon::start(1);
+    let out = d.run(&c_program("threads"), &[&shm_name("threads")]);
+    out.assert_ok();
+    assert!(out.stdout.contains("failures 0"), "{}", out.stdout);
+}
+
+#[test]
+fn posix_semantics_hold() {
+    let d = Daemon::start(1);
+    let out = d.run(&c_program("lifecycle"), &[&shm_name("life")]);
+    out.assert_ok();
+    assert!(out.stdout.contains("0 failures"), "{}", out.stdout);
+    assert!(d.status()["segments"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn foreign_segfault_without_handler_kills_with_sigsegv() {
+    let d = Daemon::start(1);
+    let out = d.run(&c_program("segv"), &[&shm_name("segv"), "none"]);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
+    assert!(!out.stdout.contains("not reached"));
+}
+
+#[test]
+fn foreign_segfault_reaches_the_programs_handler() {
+    let d = Daemon::start(1);
+    let out = d.run(&c_program("segv"), &[&shm_name("segv"), "sigaction"]);
+    assert_eq!(out.status.code(), Some(42), "{out:?}");
+    assert!(out.stdout.contains("caught 11 at 0x10"), "{}", out.stdout);
+
+    let out = d.run(&c_program("segv"), &[&shm_name("segv"), "early"]);
+    assert_eq!(
+        out.status.code(),
+        Some(43),
+        "handler installed before the shim's: {out:?}"
+    );
+
+    let out = d.run(&c_program("segv"), &[&shm_name("segv"), "longjmp"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("caught 2, mem 9"), "{}", out.stdout);
+}
+
+#[test]
+fn sigkilled_writer_loses_nothing() {
+    let d = Daemon::start(1);
+    let name = shm_name("kill");
+    let size = (256 * 4096 + 123).to_string();
+    let mut holder = d.spawn(&c_program("hold"), &[&name, &size]);
+    wait_for_line(&mut holder, "ready");
+    assert_eq!(d.status()["processes"].as_array().unwrap().len(), 1);
+    holder.kill().unwrap();
+    let status = wait_limited(&mut holder, Duration::from_secs(10), "killed holder");
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    let out = d.run(&c_program("check"), &[&name, "unlink"]);
+    out.assert_ok();
+    assert!(out.stdout.starts_with("0 of "), "{}", out.stdout);
+    let status = d.status();
+    assert!(
+        status["processes"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    assert!(
+        status["segments"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+}
+
+#[test]
+fn unreachable_daemon_fails_shm_open_promptly() {
+    let d = Daemon::start(1);
+    let mut cmd = d.command(&c_program("connect_fail"));
+    cmd.env("DSM_SOCKET", "/nonexistent/dsmd.sock")
+        .arg(shm_name("nope"));
+    let out = dsm_e2e::run(cmd);
+    out.assert_ok();
+    assert!(
+        out.stderr
+            .contains("cannot reach dsmd at /nonexistent/dsmd.sock"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("errno=111"), "{}", out.stdout);
+}
+
+#[test]
+fn access_past_the_end_raises_sigbus() {
+    let d = Daemon::start(1);
+    let out = d.run(&c_program("bus"), &[&shm_name("bus")]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(
+        out.stdout.contains("SIGBUS 7 code 2"),
+        "BUS_ADRERR: {}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("beyond the end"), "{}", out.stderr);
+}
+
+#[test]
+fn dsm_shm_selects_which_names_are_distributed() {
+    let d = Daemon::start(1);
+    let local = shm_name("local");
+    let mut cmd = d.command(&c_program("examples/writer"));
+    cmd.env("DSM_SHM", "dsm-*").args([local.as_str(), "8192"]);
+    dsm_e2e::run(cmd).assert_ok();
+    let dev_shm = std::path::Path::new("/dev/shm").join(&local[1..]);
+    assert!(dev_shm.exists(), "a name outside DSM_SHM goes to /dev/shm");
+    std::fs::remove_file(&dev_shm).unwrap();
+    assert!(d.status()["segments"].as_array().unwrap().is_empty());
+
+    let distributed = format!("/dsm-{}", unique("x"));
+    let mut cmd = d.command(&c_program("examples/writer"));
+    cmd.env("DSM_SHM", "other,dsm-*")
+        .args([distributed.as_str(), "8192"]);
+    dsm_e2e::run(cmd).assert_ok();
+    assert!(!std::path::Path::new("/dev/shm")
+        .join(&distributed[1..])
+        .exists());
+    assert_eq!(d.status()["segments"][0]["name"], distributed.as_str());
+}
+
+#[test]
+fn python_shared_memory_works_unmodified() {
+    let d = Daemon::start(1);
+    let name = unique("py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/c/shared_memory.py");
+    let python = std::path::Path::new("python3");
+    let mut cmd = d.command(python);
+    cmd.args([script, "create", &name]);
+    dsm_e2e::run(cmd).assert_ok();
+    assert_eq!(
+        d.status()["segments"][0]["name"],
+        format!("/{name}").as_str()
+    );
+    let mut cmd = d.command(python);
+    cmd.args([script, "attach", &name]);
+    let out = dsm_e2e::run(cmd);
+    out.assert_ok();
+    assert!(out.stdout.contains("helloworld"), "{}", out.stdout);
+    assert!(d.status()["segments"].as_array().unwrap().is_empty());
+}
+
+/// Connects and, optionally, introduces itself as a fresh session's channel.
+fn raw(d: &Daemon) -> UnixStream {
+    let s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn read_frame(s: &mut UnixStream) -> Vec<u8> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).unwrap();
+    let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
+    s.read_exact(&mut body).unwrap();
+    body
+}
+
+/// A session and one channel of it, speaking the protocol by hand.
+fn attach(d: &Daemon) -> (UnixStream, UnixStream) {
+    let mut session = raw(d);
+    session
+        .write_all(&frame::encode(&Hello::new(Role::Session { pid: 1 })).unwrap())
+        .unwrap();
+    let body = read_frame(&mut session);
+    let welcome: HelloReply<'_> = frame::decode(&body).unwrap();
+    let HelloReply::Welcome { session: id, .. } = welcome else {
+        panic!("refused: {welcome:?}");
+    };
+    let mut chan = raw(d);
+    chan.write_all(
+        &frame::encode(&Hello::new(Role::Channel {
+            session: id,
+            tid: 2,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    read_frame(&mut chan);
+    (session, chan)
+}
+
+fn expect_closed(mut s: UnixStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) => panic!("daemon kept a bad connection open: {e}"),
+        }
+    }
+}
+
+#[test]
+fn malformed_frames_close_one_connection_and_nothing_else() {
+    let mut d = Daemon::start(1);
+    let name = shm_name("bad");
+
+    // A process that stays attached through all of it.
+    let mut holder = d.spawn(&c_program("hold"), &[&name, "65536"]);
+    wait_for_line(&mut holder, "ready");
+
+    // Garbage instead of a hello.
+    let mut s = raw(&d);
+    s.write_all(b"\x05\0\0\0GET / HTTP/1.1\r\n").unwrap();
+    expect_closed(s);
+
+    // A length prefix far over the limit.
+    let mut s = raw(&d);
+    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    expect_closed(s);
+
+    // A wrong protocol version gets a reason, then the close.
+    let mut s = raw(&d);
+    let mut hello = Hello::new(Role::Ctl);
+    hello.version = 999;
+    s.write_all(&frame::encode(&hello).unwrap()).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply).contains("protocol version 999"));
+
+    // A channel for a session that does not exist.
+    let mut s = raw(&d);
+    let hello = Hello::new(Role::Channel {
+        session: dsm_proto::SessionId(12345),
+        tid: 1,
+    });
+    s.write_all(&frame::encode(&hello).unwrap()).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert!(String::from_utf8_lossy(&reply).contains("unknown session"));
+
+    // A good session's channel that sends a request then garbage; one that vanishes in the
+    // middle of a frame; one that sends a fault and vanishes before the reply.
+    let fault = frame::encode(&Request::Fault {
+        segment: SegmentId(77),
+        page: 0,
+        write: true,
+    })
+    .unwrap();
+    let garbage = [&fault[..], b"\x03\0\0\0\xff\xff\xff"].concat();
+    let partial = b"\x40\0\0\0\x05".to_vec();
+    for (bytes, wait_for_close) in [(garbage, true), (partial, false), (fault.clone(), false)] {
+        let (session, mut chan) = attach(&d);
+        chan.write_all(&bytes).unwrap();
+        if wait_for_close {
+            expect_closed(chan);
+        } else {
+            drop(chan);
+        }
+        drop(session);
+    }
+
+    // A client that sends a request and disappears before reading the reply.
+    let mut s = raw(&d);
+    s.write_all(&frame::encode(&Hello::new(Role::Ctl)).unwrap())
+        .unwrap();
+    s.write_all(&frame::encode(&dsm_proto::ctl::CtlRequest::Status).unwrap())
+        .unwrap();
+    drop(s);
+
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(d.alive(), "daemon died:\n{}", d.log());
+    let log = d.log();
+    assert!(
+        log.contains("malformed frame"),
+        "a log line names the bad frame:\n{log}"
+    );
+    assert!(log.contains("exceeds the limit"), "{log}");
+    assert!(log.contains("closed mid-frame"), "{log}");
+
+    // Nothing was lost: the holder's data is intact and the daemon serves new programs.
+    let out = d.run(&c_program("check"), &[&name]);
+    out.assert_ok();
+    assert_eq!(d.status()["segments"][0]["name"], name.as_str());
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let d = Daemon::start(1);
+    let socket = d.socket.clone();
+    let status = d.stop();
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "socket file removed");
+}
+
+#[test]
+fn second_daemon_on_the_same_socket_is_refused() {
+    let d = Daemon::start(1);
+    let out = dsm_e2e::run({
+        let mut cmd = std::process::Command::new(&dsm_e2e::artifacts().dsmd);
+        cmd.args(["--node-id", "2", "--socket"]).arg(&d.socket);
+        cmd
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains("another dsmd is already serving"),
+        "{}",
+        out.stderr
+    );
+    assert!(d.socket.exists(), "the first daemon's socket is untouched");
+}
