@@ -144,8 +144,14 @@ fn serve(mapping: &Mapping, addr: usize, write: bool) {
             // SAFETY: the page lies in a DSM mapping of this process; raising its protection
             // to what the daemon granted is the point of the fault.
             match unsafe { sys::mprotect(page_addr, PAGE_SIZE, prot) } {
+                Ok(_) => return,
+                // Splitting the mapping needs one more kernel mapping than the process may
+                // have: retrying would fault forever.
+                Err(libc::ENOMEM) => {
+                    "the process reached vm.max_map_count (raise it: sysctl -w vm.max_map_count=1048576)"
+                }
                 // The program unmapped it meanwhile: the access faults again and is not ours.
-                Ok(_) | Err(_) => return,
+                Err(_) => return,
             }
         }
         Ok(Reply::Failed(e)) => e.describe(),
