@@ -131,7 +131,11 @@ fn sigkilled_writer_loses_nothing() {
     let size = (256 * 4096 + 123).to_string();
     let mut holder = d.spawn(&c_program("hold"), &[&name, &size]);
     wait_for_line(&mut holder, "ready");
-    assert_eq!(d.status()["processes"].as_array().unwrap().len(), 1);
+    let status = d.status();
+    assert_eq!(status["processes"].as_array().unwrap().len(), 1);
+    // One fault per page: a first write is recognised as a write, never read-then-write.
+    assert_eq!(status["processes"][0]["faults"], 257, "{status}");
+    assert_eq!(status["segments"][0]["pages"], 257);
     holder.kill().unwrap();
     let status = wait_limited(&mut holder, Duration::from_secs(10), "killed holder");
     assert_eq!(status.signal(), Some(libc::SIGKILL));
