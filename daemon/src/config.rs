@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::Parser;
+use dsm_core::ManagerKind;
 use dsm_proto::NodeId;
 
 /// Default Unix socket clients and `dsmctl` connect to.
@@ -33,6 +34,17 @@ pub struct Config {
     /// A peer daemon, as ID=ADDR:PORT. Repeat for each peer; none means a one-node cluster.
     #[arg(long = "peer", value_name = "ID=ADDR:PORT")]
     pub peers: Vec<PeerAddr>,
+
+    /// How nodes find a page's owner: dynamic (Li & Hudak's dynamic distributed manager:
+    /// probable owners), fixed (page p managed by node p mod N) or central (the lowest node id
+    /// manages every page). Every node of a cluster must use the same.
+    #[arg(long, value_name = "KIND", default_value = "dynamic", value_parser = parse_manager)]
+    pub manager: ManagerKind,
+
+    /// A fault still waiting for its page after this many milliseconds fails: the process gets
+    /// SIGBUS and the log names the page and the peer (a peer that is down or unreachable).
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub fault_timeout_ms: u64,
 
     /// Unix socket for local processes and dsmctl; its directory is created, the socket is mode
     /// 0660.
@@ -65,6 +77,17 @@ impl FromStr for PeerAddr {
     }
 }
 
+fn parse_manager(s: &str) -> Result<ManagerKind, String> {
+    match s {
+        "dynamic" => Ok(ManagerKind::Dynamic),
+        "fixed" => Ok(ManagerKind::Fixed),
+        "central" => Ok(ManagerKind::Central),
+        _ => Err(format!(
+            "`{s}` is not a manager: use dynamic, fixed or central"
+        )),
+    }
+}
+
 fn parse_node_id(s: &str) -> Result<NodeId, String> {
     match s.parse::<u32>() {
         Ok(n) if n > 0 => Ok(NodeId(n)),
@@ -76,6 +99,14 @@ fn parse_node_id(s: &str) -> Result<NodeId, String> {
 }
 
 impl Config {
+    /// Every member of the cluster, this node included.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut m: Vec<NodeId> = self.peers.iter().map(|p| p.node).collect();
+        m.push(self.node_id);
+        m.sort();
+        m
+    }
+
     /// Checks what clap cannot: peers are distinct and not this node.
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = std::collections::BTreeSet::new();
@@ -89,6 +120,9 @@ impl Config {
             if !seen.insert(peer.node) {
                 return Err(format!("--peer {} is given twice", peer.node.0));
             }
+        }
+        if self.peers.len() > 63 {
+            return Err("a cluster has at most 64 nodes".into());
         }
         if !self.peers.is_empty() && self.listen.is_none() {
             return Err("--peer needs --listen ADDR:PORT so the peers can reach this node".into());

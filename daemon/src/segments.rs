@@ -125,7 +125,7 @@ impl Registry {
             }
             None if !create => return Err(ShmError::NotFound),
             None => {
-                let id = SegmentId((u64::from(self.node.0) << 40) | self.next_id);
+                let id = SegmentId::new(self.node, self.next_id);
                 let base = self.space.alloc(MIN_SPAN).ok_or(ShmError::NoMemory)?;
                 let store = MemFd::create(key).map_err(|e| {
                     warn!("cannot create memory for segment /{key}: {e}");

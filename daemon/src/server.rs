@@ -15,6 +15,7 @@ use dsm_proto::client::{Reply, Request, ShmError};
 use dsm_proto::ctl::{CtlReply, CtlRequest, PeerStatus, ProcessStatus, SegmentStatus, Status};
 use dsm_proto::frame::{self, MAX_CLIENT_FRAME};
 use dsm_proto::hello::{Hello, HelloReply, Role};
+use dsm_proto::peer::PageKey;
 use dsm_proto::{SegmentId, SessionId, MAGIC, PROTOCOL_VERSION};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, UnixListener, UnixStream};
@@ -28,6 +29,8 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const PEER_LISTENER: Token = Token(2);
 const FIRST_CONN: usize = 16;
+/// How often the core hears the time (fault timeouts are checked at this granularity).
+const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Why the daemon could not start or keep running.
 #[derive(Debug)]
@@ -124,6 +127,12 @@ impl Server {
             .map_err(io_context("cannot register the signal pipe"))?;
         let node = config.node_id;
         Ok(Server {
+            core: Node::new(dsm_core::Config {
+                me: node,
+                members: config.members(),
+                manager: config.manager,
+                fault_timeout_ms: config.fault_timeout_ms,
+            }),
             config,
             poll,
             listener,
@@ -134,7 +143,6 @@ impl Server {
             sessions: BTreeMap::new(),
             next_session: 1,
             registry: Registry::new(node),
-            core: Node::new(node),
             started: Instant::now(),
         })
     }
@@ -156,12 +164,16 @@ impl Server {
         }
         let mut events = Events::with_capacity(256);
         'serve: loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(io_context("event loop failed")(e));
             }
+            self.core.handle(Input::Tick {
+                now_ms: self.started.elapsed().as_millis() as u64,
+            });
+            self.drain_core();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -452,17 +464,23 @@ impl Server {
                     session.0,
                     if write { "write" } else { "read" }
                 );
-                if let Some(conn) = self.conns.get_mut(&token) {
-                    conn.busy = true;
+                match self.registry.get(segment) {
+                    None => Reply::Failed(ShmError::Gone),
+                    Some(seg) if page >= seg.pages() => Reply::Failed(ShmError::OutOfRange),
+                    Some(_) => {
+                        if let Some(conn) = self.conns.get_mut(&token) {
+                            conn.busy = true;
+                        }
+                        self.core.handle(Input::Fault {
+                            id: FaultId(token.0 as u64),
+                            key: PageKey { segment, page },
+                            write,
+                            now_ms: self.started.elapsed().as_millis() as u64,
+                        });
+                        self.drain_core();
+                        return Ok(());
+                    }
                 }
-                self.core.handle(Input::Fault {
-                    id: FaultId(token.0 as u64),
-                    segment,
-                    page,
-                    write,
-                });
-                self.drain_core();
-                return Ok(());
             }
         };
         self.send(token, &reply, None);
@@ -471,26 +489,39 @@ impl Server {
 
     fn apply(&mut self, change: Change) {
         match change {
-            Change::None => return,
-            Change::Sized(segment, pages) => {
-                self.core.handle(Input::SegmentSized { segment, pages })
+            // The core needs no sizes: the driver checks a fault is inside its segment.
+            Change::None | Change::Sized(..) => {}
+            Change::Removed(segment) => {
+                self.core.handle(Input::SegmentRemoved { segment });
+                self.drain_core();
             }
-            Change::Removed(segment) => self.core.handle(Input::SegmentRemoved { segment }),
         }
-        self.drain_core();
     }
 
     fn drain_core(&mut self) {
         while let Some(output) = self.core.poll_output() {
             let (id, reply) = match output {
-                Output::Grant { id, access } => (id, Reply::Granted { access }),
+                Output::Grant { id, access, .. } => (id, Reply::Granted { access }),
                 Output::Fail { id, error } => {
                     let error = match error {
                         FaultError::UnknownSegment => ShmError::Gone,
-                        FaultError::OutOfRange => ShmError::OutOfRange,
+                        FaultError::TimedOut => ShmError::TimedOut,
                     };
                     debug!("fault {} failed: {}", id.0, error.describe());
                     (id, Reply::Failed(error))
+                }
+                Output::Send { to, msg } => {
+                    warn!("no connection to {to} for {msg:?}: peers are not implemented yet");
+                    continue;
+                }
+                Output::Revoke { key, .. } => {
+                    // One node never gives pages away, so nothing asks for this yet.
+                    self.core.handle(Input::Revoked { key });
+                    continue;
+                }
+                Output::Violation { from, what } => {
+                    warn!("protocol violation by {from}: {what}");
+                    continue;
                 }
             };
             let token = Token(id.0 as usize);

@@ -20,6 +20,7 @@ pub fn errno_of(e: ShmError) -> Errno {
         ShmError::NoMemory => libc::ENOMEM,
         ShmError::Gone => libc::EIDRM,
         ShmError::OutOfRange => libc::ENXIO,
+        ShmError::TimedOut => libc::EHOSTUNREACH,
         ShmError::Internal => libc::EIO,
     }
 }

@@ -2,16 +2,18 @@
 //!
 //! The driver (`dsmd`) feeds [`Input`]s to a [`Node`] with [`Node::handle`], then drains
 //! [`Node::poll_output`] until it returns `None`, turning each [`Output`] into a syscall or a
-//! message. Nothing here touches a socket, a clock or a thread, so the same code runs under the
-//! model checker and the simulator.
+//! message. Nothing here touches a socket, a clock or a thread, so the same code runs in the
+//! daemon, under the model checker (`tests/model_check.rs`) and in the simulator
+//! (`tests/simulation.rs`).
 //!
-//! Today the node is alone in its cluster: it owns every page, and a fault is granted at once.
-//! The page state ([`page::PageState`]) already carries what the distributed managers need.
+//! The protocol is Li & Hudak's (1989): sequential consistency at page granularity with single
+//! writer / multiple readers, pages moving on demand, copies invalidated before a write.
+//! Three managers locate a page's owner ([`ManagerKind`]). See `docs/protocol.md`.
 
 #![forbid(unsafe_code)]
 
 pub mod node;
 pub mod page;
 
-pub use node::{FaultError, FaultId, Input, Node, Output, Stats};
+pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Stats};
 pub use page::PageState;

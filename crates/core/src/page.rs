@@ -1,14 +1,119 @@
-//! What a node knows about one page.
+//! What a node knows about one page, and what it is in the middle of doing with it.
 
-use dsm_proto::Access;
+use std::collections::VecDeque;
 
-/// One page's state on one node.
+use dsm_proto::peer::NodeSet;
+use dsm_proto::{Access, NodeId};
+
+use crate::FaultId;
+
+/// One page's resting state on one node: 16 bytes, one per page of every segment.
 ///
-/// Kept small: a node holds one of these per page of every segment (target: at most 64 bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// `probable_owner == this node` means this node owns the page; the owner always holds a copy
+/// (`access >= Read`) and knows the copyset. Local processes never hold more than the node
+/// (`local <= access`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PageState {
-    /// What this node's copy allows; local processes are never granted more.
+    /// What this node's copy allows.
     pub access: Access,
-    /// Whether the page was ever faulted in on this node (untouched pages read as zeros).
-    pub touched: bool,
+    /// The most any local process may currently hold (revoked before `access` drops).
+    pub local: Access,
+    /// Who owns the page, as far as this node knows (itself, if it owns it).
+    pub probable_owner: NodeId,
+    /// Owner only: the nodes holding read copies.
+    pub copyset: NodeSet,
+}
+
+impl PageState {
+    /// The state of a page nobody has touched: owned by `creator`, whose copy (zeros) is
+    /// writable.
+    pub fn untouched(me: NodeId, creator: NodeId) -> PageState {
+        PageState {
+            access: if me == creator {
+                Access::Write
+            } else {
+                Access::None
+            },
+            local: Access::None,
+            probable_owner: creator,
+            copyset: NodeSet::EMPTY,
+        }
+    }
+}
+
+/// A local fault waiting for the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Waiting {
+    /// The fault.
+    pub id: FaultId,
+    /// Whether it needs write access.
+    pub write: bool,
+    /// When it arrived (ms), for the timeout.
+    pub since_ms: u64,
+}
+
+/// A remote request waiting until this node is done with the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Queued {
+    /// Ownership wanted.
+    pub write: bool,
+    /// Who asked.
+    pub requester: NodeId,
+}
+
+/// What to do once local processes have given up access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AfterRevoke {
+    /// Send `requester` a read copy (we keep one).
+    ServeRead(NodeId),
+    /// Hand ownership to `requester`.
+    ServeWrite(NodeId),
+    /// Acknowledge `new_owner`'s invalidation.
+    Invalidate(NodeId),
+}
+
+/// Work in progress on a page (kept apart from [`PageState`] so idle pages stay small).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Busy {
+    /// Our request is out: `Some(write)`.
+    pub pending: Option<bool>,
+    /// We are the new owner (or an upgrading owner) waiting for these nodes' acks.
+    pub invalidating: Option<NodeSet>,
+    /// Local processes are being revoked; then this.
+    pub revoking: Option<AfterRevoke>,
+    /// An invalidation arrived while our read grant was still on its way: acknowledge it (to
+    /// this new owner) once the grant is in and its readers served.
+    pub deferred_invalidate: Option<NodeId>,
+    /// A manager must hear `Confirm` when the request completes (fixed and central managers).
+    pub confirm: bool,
+    /// Local faults waiting, in arrival order.
+    pub faults: Vec<Waiting>,
+    /// Remote requests waiting, in arrival order.
+    pub requests: VecDeque<Queued>,
+}
+
+impl Busy {
+    /// Whether the page is in a transition (new faults and requests must wait).
+    pub fn in_transition(&self) -> bool {
+        self.pending.is_some() || self.invalidating.is_some() || self.revoking.is_some()
+    }
+
+    /// Whether nothing is in progress or waiting.
+    pub fn is_idle(&self) -> bool {
+        !self.in_transition()
+            && self.deferred_invalidate.is_none()
+            && self.faults.is_empty()
+            && self.requests.is_empty()
+    }
+}
+
+/// Fixed and central managers: what the manager of a page knows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Managed {
+    /// The owner (or the node ownership is moving to).
+    pub owner: NodeId,
+    /// A request is being served; later ones wait for its `Confirm`.
+    pub busy: bool,
+    /// Requests waiting.
+    pub queue: VecDeque<Queued>,
 }

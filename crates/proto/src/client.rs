@@ -116,6 +116,8 @@ pub enum ShmError {
     Gone,
     /// The fault is beyond the segment's end (SIGBUS, as for a file mapping).
     OutOfRange,
+    /// The page did not arrive in time: a peer is down or unreachable (SIGBUS for a fault).
+    TimedOut,
     /// The daemon failed for a reason of its own; its log says which (`EIO`).
     Internal,
 }
@@ -132,6 +134,7 @@ impl ShmError {
             ShmError::NoMemory => "daemon out of memory or address space",
             ShmError::Gone => "segment was removed",
             ShmError::OutOfRange => "access beyond the end of the segment",
+            ShmError::TimedOut => "the page did not arrive in time (a peer down or unreachable)",
             ShmError::Internal => "internal daemon error (see the dsmd log)",
         }
     }

@@ -14,6 +14,23 @@ pub struct NodeId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SegmentId(pub u64);
 
+impl SegmentId {
+    /// Bits of the id below the creating node's id.
+    pub const SERIAL_BITS: u32 = 40;
+
+    /// The id of the `serial`th segment created on behalf of `creator`.
+    pub fn new(creator: NodeId, serial: u64) -> SegmentId {
+        SegmentId(
+            (u64::from(creator.0) << Self::SERIAL_BITS) | (serial & ((1 << Self::SERIAL_BITS) - 1)),
+        )
+    }
+
+    /// The node that created the segment: the first owner of every one of its pages.
+    pub fn creator(self) -> NodeId {
+        NodeId((self.0 >> Self::SERIAL_BITS) as u32)
+    }
+}
+
 /// One attached client process, as its node's daemon knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionId(pub u64);

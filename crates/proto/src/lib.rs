@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod frame;
 pub mod hello;
 pub mod ids;
+pub mod peer;
 
 pub use frame::FrameError;
 pub use ids::{Access, NodeId, SegmentId, SessionId, PAGE_SIZE};

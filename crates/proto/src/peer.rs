@@ -1,0 +1,116 @@
+//! Messages between daemons about pages (the coherence protocol's own vocabulary).
+//!
+//! A [`PeerMsg::Grant`] carries the page's contents: on the wire, its frame is followed by
+//! exactly [`crate::PAGE_SIZE`] raw bytes, read straight from and written straight into the
+//! segment's memfd.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeId, SegmentId};
+
+/// One page of one segment, the unit the protocol keeps coherent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PageKey {
+    /// The segment.
+    pub segment: SegmentId,
+    /// Page index in it.
+    pub page: u32,
+}
+
+/// A set of nodes, by their index in the cluster's sorted member list (at most 64 nodes).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct NodeSet(pub u64);
+
+impl NodeSet {
+    /// The empty set.
+    pub const EMPTY: NodeSet = NodeSet(0);
+
+    /// Whether member `index` is in the set.
+    pub fn contains(self, index: usize) -> bool {
+        self.0 & (1 << index) != 0
+    }
+
+    /// The set with `index` added.
+    pub fn with(self, index: usize) -> NodeSet {
+        NodeSet(self.0 | (1 << index))
+    }
+
+    /// The set without `index`.
+    pub fn without(self, index: usize) -> NodeSet {
+        NodeSet(self.0 & !(1 << index))
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Member indices, ascending.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |i| self.contains(*i))
+    }
+
+    /// Number of members.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+}
+
+/// A coherence message from one daemon to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PeerMsg {
+    /// `requester` needs a copy (`write: false`) or ownership (`write: true`) of `key`. Sent to
+    /// the probable owner (dynamic manager) or the page's manager, and forwarded from there.
+    Request {
+        /// The page.
+        key: PageKey,
+        /// Ownership wanted.
+        write: bool,
+        /// Who faulted.
+        requester: NodeId,
+    },
+    /// The owner's answer to a request: the page's contents follow the frame. For a write, the
+    /// sender gave up ownership and `copyset` lists the nodes whose copies the new owner must
+    /// invalidate.
+    Grant {
+        /// The page.
+        key: PageKey,
+        /// Ownership granted.
+        write: bool,
+        /// Holders of read copies (for a write grant).
+        copyset: NodeSet,
+    },
+    /// Drop your copy of `key`; `new_owner` is about to write it.
+    Invalidate {
+        /// The page.
+        key: PageKey,
+        /// Where the page lives from now on.
+        new_owner: NodeId,
+    },
+    /// The sender has dropped its copy (and revoked it from its local processes).
+    InvalidateAck {
+        /// The page.
+        key: PageKey,
+    },
+    /// Fixed and central managers: the requester has its page; the manager may serve the next
+    /// request for `key`.
+    Confirm {
+        /// The page.
+        key: PageKey,
+    },
+}
+
+impl PeerMsg {
+    /// The page the message is about.
+    pub fn key(&self) -> PageKey {
+        match *self {
+            PeerMsg::Request { key, .. }
+            | PeerMsg::Grant { key, .. }
+            | PeerMsg::Invalidate { key, .. }
+            | PeerMsg::InvalidateAck { key }
+            | PeerMsg::Confirm { key } => key,
+        }
+    }
+}
