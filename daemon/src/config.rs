@@ -35,6 +35,10 @@ pub struct Config {
     #[arg(long = "peer", value_name = "ID=ADDR:PORT")]
     pub peers: Vec<PeerAddr>,
 
+    /// The cluster's name: daemons refuse peers of another cluster.
+    #[arg(long, value_name = "NAME", default_value = "dsm")]
+    pub cluster: String,
+
     /// How nodes find a page's owner: dynamic (Li & Hudak's dynamic distributed manager:
     /// probable owners), fixed (page p managed by node p mod N) or central (the lowest node id
     /// manages every page). Every node of a cluster must use the same.

@@ -37,6 +37,8 @@ pub struct Conn {
     pub frames: FrameBuffer,
     /// A request is being served; later frames wait until its reply is queued.
     pub busy: bool,
+    /// The page a fault on this channel waits for, and since when.
+    pub fault: Option<(dsm_proto::peer::PageKey, std::time::Instant)>,
     /// Close once everything queued is sent.
     pub closing: bool,
     /// Whether WRITABLE interest is registered.
@@ -69,6 +71,7 @@ impl Conn {
             kind: Kind::New,
             frames: FrameBuffer::new(max_frame),
             busy: false,
+            fault: None,
             closing: false,
             want_write: false,
             out: VecDeque::new(),

@@ -2,9 +2,11 @@
 
 mod config;
 mod conn;
+mod directory;
 mod page_store;
-mod segments;
+mod peers;
 mod server;
+mod store;
 
 use clap::Parser;
 

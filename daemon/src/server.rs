@@ -1,6 +1,6 @@
-//! The event loop: accepts local connections, reads frames, hands them to the segment registry
-//! and the protocol core, and writes the replies. Thin on purpose: decisions live in
-//! `dsm_core` and in [`crate::segments`].
+//! The event loop: local connections (processes and `dsmctl`), peer links, the segment
+//! directory and the protocol core. Thin on purpose: decisions live in `dsm_core`, in
+//! [`crate::directory`] and in [`crate::store`]; this file carries bytes between them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -8,29 +8,31 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dsm_core::{FaultError, FaultId, Input, Node, Output};
-use dsm_proto::client::{Reply, Request, ShmError};
+use dsm_proto::client::{Push, PushAck, Reply, Request, ShmError};
 use dsm_proto::ctl::{CtlReply, CtlRequest, PeerStatus, ProcessStatus, SegmentStatus, Status};
 use dsm_proto::frame::{self, MAX_CLIENT_FRAME};
 use dsm_proto::hello::{Hello, HelloReply, Role};
-use dsm_proto::peer::PageKey;
-use dsm_proto::{SegmentId, SessionId, MAGIC, PROTOCOL_VERSION};
+use dsm_proto::peer::{DirMsg, DirOp, PageKey, PeerFrame, PeerMsg, SegmentMeta};
+use dsm_proto::{NodeId, SegmentId, SessionId, MAGIC, PAGE_SIZE, PROTOCOL_VERSION};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Config;
 use crate::conn::{Conn, Kind, ReadEnd};
-use crate::segments::{Change, Registry};
+use crate::directory::Directory;
+use crate::peers::{Identity, Incoming, Peers};
+use crate::store::Store;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const PEER_LISTENER: Token = Token(2);
 const FIRST_CONN: usize = 16;
-/// How often the core hears the time (fault timeouts are checked at this granularity).
-const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often the core hears the time and links retry (timeouts have this granularity).
+const TICK: Duration = Duration::from_millis(50);
 
 /// Why the daemon could not start or keep running.
 #[derive(Debug)]
@@ -70,9 +72,20 @@ fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerErr
 #[derive(Debug)]
 struct Session {
     pid: u32,
+    token: Token,
     /// Segments the process maps (any part of, any number of times).
     maps: BTreeSet<SegmentId>,
     faults: u64,
+}
+
+/// A client request waiting for the registrar's answer.
+#[derive(Debug, Clone, Copy)]
+enum Parked {
+    Open(Token),
+    Resize(Token),
+    Unlink(Token),
+    /// Attach/Detach: nobody waits.
+    Notice,
 }
 
 /// The daemon's whole state.
@@ -86,9 +99,56 @@ pub struct Server {
     next_token: usize,
     sessions: BTreeMap<SessionId, Session>,
     next_session: u64,
-    registry: Registry,
+    registrar: NodeId,
+    directory: Directory,
+    store: Store,
     core: Node,
+    peers: Peers,
+    parked: HashMap<u64, (Parked, Instant)>,
+    next_request: u64,
+    /// Revocations sent so far (a grant carries this, see `Reply::Granted::seq`).
+    revoke_seq: u64,
+    /// Sessions still to acknowledge the revocation of a page.
+    revoking: HashMap<PageKey, BTreeSet<SessionId>>,
+    /// Which page each outstanding revocation (session, seq) is for.
+    revoke_acks: HashMap<(SessionId, u64), PageKey>,
+    /// Recent fault latencies: [served at once, had to wait].
+    latency: [Latencies; 2],
     started: Instant,
+}
+
+/// The most recent fault latencies, for percentiles.
+#[derive(Default)]
+struct Latencies {
+    recent: std::collections::VecDeque<u32>,
+}
+
+impl Latencies {
+    const KEEP: usize = 10_000;
+
+    fn record(&mut self, d: Duration) {
+        if self.recent.len() == Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent
+            .push_back(d.as_micros().min(u128::from(u32::MAX)) as u32);
+    }
+
+    fn percentiles(&self) -> dsm_proto::ctl::Percentiles {
+        let mut v: Vec<u32> = self.recent.iter().copied().collect();
+        if v.is_empty() {
+            return Default::default();
+        }
+        v.sort_unstable();
+        let at = |q: f64| u64::from(v[((v.len() - 1) as f64 * q).round() as usize]);
+        dsm_proto::ctl::Percentiles {
+            count: v.len() as u64,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
 }
 
 impl Server {
@@ -125,14 +185,28 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(io_context("cannot register the signal pipe"))?;
-        let node = config.node_id;
+        let me = config.node_id;
+        let members = config.members();
+        let peers = Peers::new(
+            Identity {
+                node: me,
+                cluster: config.cluster.clone(),
+                manager: config.manager.as_str().into(),
+            },
+            &config
+                .peers
+                .iter()
+                .map(|p| (p.node, p.addr))
+                .collect::<Vec<_>>(),
+        );
         Ok(Server {
             core: Node::new(dsm_core::Config {
-                me: node,
-                members: config.members(),
+                me,
+                members: members.clone(),
                 manager: config.manager,
                 fault_timeout_ms: config.fault_timeout_ms,
             }),
+            registrar: members[0],
             config,
             poll,
             listener,
@@ -142,38 +216,49 @@ impl Server {
             next_token: FIRST_CONN,
             sessions: BTreeMap::new(),
             next_session: 1,
-            registry: Registry::new(node),
+            directory: Directory::default(),
+            store: Store::default(),
+            peers,
+            parked: HashMap::new(),
+            next_request: 1,
+            revoke_seq: 0,
+            revoking: HashMap::new(),
+            revoke_acks: HashMap::new(),
+            latency: Default::default(),
             started: Instant::now(),
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     /// Serves until SIGTERM or SIGINT, then removes the socket file.
     pub fn run(mut self) -> Result<(), ServerError> {
         info!(
-            "dsmd {} node {} serving {}{}",
+            "dsmd {} node {} of cluster `{}` ({} nodes, {} manager, registrar {}) serving {}{}",
             env!("CARGO_PKG_VERSION"),
             self.config.node_id.0,
+            self.config.cluster,
+            self.config.members().len(),
+            self.config.manager.as_str(),
+            self.registrar,
             self.config.socket.display(),
             match self.config.listen {
                 Some(a) => format!(", peers on {a}"),
                 None => String::new(),
             }
         );
-        if !self.config.peers.is_empty() {
-            warn!("peer connections are not implemented yet: running as a one-node cluster");
-        }
         let mut events = Events::with_capacity(256);
+        let mut last_tick = Instant::now();
         'serve: loop {
+            self.peers.tick(self.poll.registry(), Instant::now());
             if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(io_context("event loop failed")(e));
             }
-            self.core.handle(Input::Tick {
-                now_ms: self.started.elapsed().as_millis() as u64,
-            });
-            self.drain_core();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -182,20 +267,65 @@ impl Server {
                             break 'serve;
                         }
                     }
-                    PEER_LISTENER => self.refuse_peers(),
+                    PEER_LISTENER => {
+                        if let Some(l) = &self.peer_listener {
+                            self.peers.accept(self.poll.registry(), l);
+                        }
+                    }
+                    token if Peers::owns(token) => {
+                        let arrived = self.peers.on_event(
+                            self.poll.registry(),
+                            token,
+                            event.is_readable(),
+                            event.is_writable(),
+                        );
+                        for (from, incoming) in arrived {
+                            self.on_peer_message(from, incoming);
+                        }
+                    }
                     token => self.on_event(token, event.is_readable(), event.is_writable()),
                 }
+            }
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                self.tick();
             }
         }
         info!(
             "shutting down: {} segments, {} attached processes",
-            self.registry.iter().count(),
+            self.store.iter().count(),
             self.sessions.len()
         );
         if let Err(e) = std::fs::remove_file(&self.config.socket) {
             warn!("cannot remove {}: {e}", self.config.socket.display());
         }
         Ok(())
+    }
+
+    fn tick(&mut self) {
+        let now_ms = self.now_ms();
+        self.core.handle(Input::Tick { now_ms });
+        self.drain_core();
+        let limit = Duration::from_millis(self.config.fault_timeout_ms);
+        let expired: Vec<u64> = self
+            .parked
+            .iter()
+            .filter(|(_, (_, since))| since.elapsed() >= limit)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let (parked, _) = self.parked.remove(&id).expect("listed");
+            warn!(
+                "the registrar ({}) did not answer in {limit:?}{}",
+                self.registrar,
+                if self.peers.is_up(self.registrar) {
+                    ""
+                } else {
+                    " (its link is down)"
+                }
+            );
+            self.complete(parked, Err(ShmError::TimedOut));
+        }
     }
 
     fn signalled(&mut self) -> bool {
@@ -238,21 +368,6 @@ impl Server {
         }
     }
 
-    fn refuse_peers(&mut self) {
-        let Some(listener) = &self.peer_listener else {
-            return;
-        };
-        loop {
-            match listener.accept() {
-                Ok((_, addr)) => {
-                    warn!("refused peer connection from {addr}: peer protocol not implemented yet")
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    }
-
     fn on_event(&mut self, token: Token, readable: bool, writable: bool) {
         if readable {
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -260,6 +375,9 @@ impl Server {
             };
             let end = match conn.fill() {
                 Ok(end) => end,
+                // A process that exits with a revocation still unread in its socket resets the
+                // connection: that is an exit, not an error.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => ReadEnd::Eof,
                 Err(e) => {
                     self.close(token, &format!("read failed: {e}"));
                     return;
@@ -299,7 +417,7 @@ impl Server {
                 Kind::New => self.hello(token, &frame),
                 Kind::Channel(session) => self.request(token, session, &frame),
                 Kind::Ctl => self.ctl(token, &frame),
-                Kind::Session(_) => Err("a session sent a frame; sessions only listen".into()),
+                Kind::Session(session) => self.push_ack(session, &frame),
             };
             if let Err(reason) = result {
                 self.close(token, &reason);
@@ -332,6 +450,7 @@ impl Server {
                     id,
                     Session {
                         pid,
+                        token,
                         maps: BTreeSet::new(),
                         faults: 0,
                     },
@@ -365,6 +484,8 @@ impl Server {
         Ok(())
     }
 
+    // ---- client requests ----
+
     fn request(&mut self, token: Token, session: SessionId, frame: &[u8]) -> Result<(), String> {
         let request: Request<'_> = frame::decode(frame).map_err(|e| e.to_string())?;
         if !self.sessions.contains_key(&session) {
@@ -377,80 +498,49 @@ impl Server {
                 exclusive,
                 truncate,
                 mode,
-            } => match self.registry.open(name, create, exclusive, truncate, mode) {
-                Ok((seg, change)) => {
-                    let reply = Reply::Opened {
-                        segment: seg.id,
-                        size: seg.size,
-                        base: seg.base,
-                    };
-                    match seg.store.share() {
-                        Ok(fd) => {
-                            self.apply(change);
-                            self.send(token, &reply, Some(fd));
-                            return Ok(());
-                        }
-                        Err(e) => {
-                            warn!("cannot share segment {name}: {e}");
-                            self.apply(change);
-                            Reply::Failed(ShmError::NoMemory)
-                        }
-                    }
+            } => {
+                let op = DirOp::Open {
+                    name: name.to_owned(),
+                    create,
+                    exclusive,
+                    truncate,
+                    mode,
+                };
+                self.ask_registrar(op, Parked::Open(token));
+                return Ok(());
+            }
+            Request::Resize { segment, size } => {
+                if self.store.get(segment).is_none() {
+                    Reply::Failed(ShmError::Gone)
+                } else {
+                    self.ask_registrar(DirOp::Resize { segment, size }, Parked::Resize(token));
+                    return Ok(());
                 }
-                Err(e) => {
-                    debug!("open {name}: {}", e.describe());
-                    Reply::Failed(e)
-                }
-            },
-            Request::Resize { segment, size } => match self.registry.resize(segment, size) {
-                Ok(change) => {
-                    self.apply(change);
-                    let base = self.registry.get(segment).map_or(0, |s| s.base);
-                    Reply::Resized { size, base }
-                }
-                Err(e) => Reply::Failed(e),
-            },
+            }
+            Request::Unlink { name } => {
+                let op = DirOp::Unlink {
+                    name: name.to_owned(),
+                };
+                self.ask_registrar(op, Parked::Unlink(token));
+                return Ok(());
+            }
             Request::Map {
                 segment,
                 offset,
                 len,
-            } => {
-                let first = self
-                    .sessions
-                    .get_mut(&session)
-                    .is_some_and(|s| s.maps.insert(segment));
-                match self.registry.map(segment, offset, len, first) {
-                    Ok(base) => Reply::Mapped { base },
-                    Err(e) => {
-                        if first {
-                            self.sessions
-                                .get_mut(&session)
-                                .map(|s| s.maps.remove(&segment));
-                        }
-                        Reply::Failed(e)
-                    }
-                }
-            }
+            } => self.map(session, segment, offset, len),
             Request::Unmap { segment } => {
                 let had = self
                     .sessions
                     .get_mut(&session)
                     .is_some_and(|s| s.maps.remove(&segment));
                 if had {
-                    let change = self.registry.unmap(segment);
-                    self.apply(change);
+                    self.unmap(session, segment);
                     Reply::Done
                 } else {
                     Reply::Failed(ShmError::InvalidArgument)
                 }
             }
-            Request::Unlink { name } => match self.registry.unlink(name) {
-                Ok(change) => {
-                    self.apply(change);
-                    Reply::Done
-                }
-                Err(e) => Reply::Failed(e),
-            },
             Request::Fault {
                 segment,
                 page,
@@ -464,18 +554,21 @@ impl Server {
                     session.0,
                     if write { "write" } else { "read" }
                 );
-                match self.registry.get(segment) {
+                match self.store.get(segment) {
                     None => Reply::Failed(ShmError::Gone),
                     Some(seg) if page >= seg.pages() => Reply::Failed(ShmError::OutOfRange),
                     Some(_) => {
+                        let key = PageKey { segment, page };
                         if let Some(conn) = self.conns.get_mut(&token) {
                             conn.busy = true;
+                            conn.fault = Some((key, Instant::now()));
                         }
+                        let now_ms = self.now_ms();
                         self.core.handle(Input::Fault {
                             id: FaultId(token.0 as u64),
-                            key: PageKey { segment, page },
+                            key,
                             write,
-                            now_ms: self.started.elapsed().as_millis() as u64,
+                            now_ms,
                         });
                         self.drain_core();
                         return Ok(());
@@ -487,78 +580,443 @@ impl Server {
         Ok(())
     }
 
-    fn apply(&mut self, change: Change) {
-        match change {
-            // The core needs no sizes: the driver checks a fault is inside its segment.
-            Change::None | Change::Sized(..) => {}
-            Change::Removed(segment) => {
+    fn map(&mut self, session: SessionId, segment: SegmentId, offset: u64, len: u64) -> Reply {
+        let Some(local) = self.store.get_mut(segment) else {
+            return Reply::Failed(ShmError::Gone);
+        };
+        let Some(end) = offset.checked_add(len) else {
+            return Reply::Failed(ShmError::InvalidArgument);
+        };
+        if len == 0 || !offset.is_multiple_of(PAGE_SIZE as u64) {
+            return Reply::Failed(ShmError::InvalidArgument);
+        }
+        if end > local.meta.span {
+            return Reply::Failed(ShmError::TooLarge);
+        }
+        let base = local.meta.base;
+        let first_here = local.sessions.is_empty();
+        local.sessions.insert(session);
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.maps.insert(segment);
+        }
+        if first_here {
+            self.ask_registrar(DirOp::Attach { segment }, Parked::Notice);
+        }
+        Reply::Mapped { base }
+    }
+
+    fn unmap(&mut self, session: SessionId, segment: SegmentId) {
+        let Some(local) = self.store.get_mut(segment) else {
+            return;
+        };
+        local.sessions.remove(&session);
+        if local.sessions.is_empty() {
+            self.ask_registrar(DirOp::Detach { segment }, Parked::Notice);
+        }
+        // Revocations this session will never answer now.
+        let stale: Vec<(SessionId, u64)> = self
+            .revoke_acks
+            .iter()
+            .filter(|((s, _), key)| *s == session && key.segment == segment)
+            .map(|(k, _)| *k)
+            .collect();
+        for ack in stale {
+            self.revoke_acked(ack.0, ack.1);
+        }
+    }
+
+    // ---- the directory ----
+
+    fn ask_registrar(&mut self, op: DirOp, parked: Parked) {
+        if let Parked::Open(t) | Parked::Resize(t) | Parked::Unlink(t) = parked {
+            if let Some(conn) = self.conns.get_mut(&t) {
+                conn.busy = true;
+            }
+        }
+        let me = self.config.node_id;
+        if self.registrar == me {
+            let effect = self.directory.apply(me, op);
+            if let Some(b) = effect.broadcast {
+                self.broadcast(b);
+            }
+            self.complete(parked, effect.reply);
+            return;
+        }
+        let id = self.next_request;
+        self.next_request += 1;
+        if !matches!(parked, Parked::Notice) {
+            self.parked.insert(id, (parked, Instant::now()));
+        }
+        let frame = PeerFrame::Directory(DirMsg::Request { id, op });
+        self.peers
+            .send(self.poll.registry(), self.registrar, &frame, None);
+    }
+
+    fn broadcast(&mut self, msg: DirMsg) {
+        let peers: Vec<NodeId> = self.config.peers.iter().map(|p| p.node).collect();
+        for peer in peers {
+            self.peers.send(
+                self.poll.registry(),
+                peer,
+                &PeerFrame::Directory(msg.clone()),
+                None,
+            );
+        }
+        self.directory_news(msg);
+    }
+
+    /// A size change or removal the registrar announced.
+    fn directory_news(&mut self, msg: DirMsg) {
+        match msg {
+            DirMsg::Sized { segment, size } => {
+                if let Err(e) = self.store.resize(segment, size) {
+                    warn!("cannot resize {segment} to {size}: {e}");
+                }
+            }
+            DirMsg::Removed { segment } => {
+                if self.store.remove(segment).is_some() {
+                    debug!("forgot {segment}: removed cluster-wide");
+                }
                 self.core.handle(Input::SegmentRemoved { segment });
                 self.drain_core();
+            }
+            DirMsg::Request { .. } | DirMsg::Reply { .. } => {}
+        }
+    }
+
+    fn complete(&mut self, parked: Parked, result: Result<SegmentMeta, ShmError>) {
+        let (token, reply, fd) = match (parked, result) {
+            (Parked::Notice, _) => return,
+            (Parked::Open(t) | Parked::Resize(t) | Parked::Unlink(t), Err(e)) => {
+                debug!("directory request failed: {}", e.describe());
+                (t, Reply::Failed(e), None)
+            }
+            (Parked::Unlink(t), Ok(meta)) => {
+                if let Some(local) = self.store.get_mut(meta.id) {
+                    local.unlinked = true;
+                }
+                (t, Reply::Done, None)
+            }
+            (Parked::Open(t), Ok(meta)) => match self.store.learn(meta) {
+                Ok(local) => {
+                    let reply = Reply::Opened {
+                        segment: local.meta.id,
+                        size: local.meta.size,
+                        base: local.meta.base,
+                    };
+                    match local.memfd.share() {
+                        Ok(fd) => (t, reply, Some(fd)),
+                        Err(e) => {
+                            warn!("cannot share a segment's memory: {e}");
+                            (t, Reply::Failed(ShmError::NoMemory), None)
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!("cannot create memory for a segment: {e}");
+                    (t, Reply::Failed(ShmError::NoMemory), None)
+                }
+            },
+            (Parked::Resize(t), Ok(meta)) => {
+                let (size, base) = (meta.size, meta.base);
+                match self.store.learn(meta) {
+                    Ok(_) => (t, Reply::Resized { size, base }, None),
+                    Err(e) => {
+                        warn!("cannot resize a segment's memory: {e}");
+                        (t, Reply::Failed(ShmError::NoMemory), None)
+                    }
+                }
+            }
+        };
+        if let Some(conn) = self.conns.get_mut(&token) {
+            conn.busy = false;
+            self.send(token, &reply, fd);
+            self.serve_frames(token);
+        }
+    }
+
+    // ---- peers ----
+
+    fn on_peer_message(&mut self, from: NodeId, incoming: Incoming) {
+        match incoming {
+            Incoming::Coherence(msg, page) => {
+                debug!("from {from}: {msg:?}");
+                if let (PeerMsg::Grant { key, .. }, Some(page)) = (&msg, page) {
+                    if let Err(e) = self.store.write_page(key.segment, key.page, &page) {
+                        warn!("cannot store page {} of {}: {e}", key.page, key.segment);
+                    }
+                }
+                self.core.handle(Input::Peer { from, msg });
+                self.drain_core();
+            }
+            Incoming::Directory(DirMsg::Request { id, op }) => {
+                if self.registrar != self.config.node_id {
+                    warn!(
+                        "{from} sent a directory request, but the registrar is {}",
+                        self.registrar
+                    );
+                    return;
+                }
+                let effect = self.directory.apply(from, op);
+                let reply = PeerFrame::Directory(DirMsg::Reply {
+                    id,
+                    result: effect.reply,
+                });
+                self.peers.send(self.poll.registry(), from, &reply, None);
+                if let Some(b) = effect.broadcast {
+                    self.broadcast(b);
+                }
+            }
+            Incoming::Directory(DirMsg::Reply { id, result }) => {
+                if let Some((parked, _)) = self.parked.remove(&id) {
+                    self.complete(parked, result);
+                }
+            }
+            Incoming::Directory(news) => self.directory_news(news),
+        }
+    }
+
+    // ---- the core ----
+
+    fn drain_core(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Grant {
+                    id, access, waited, ..
+                } => {
+                    if let Some((_, since)) =
+                        self.conns.get(&Token(id.0 as usize)).and_then(|c| c.fault)
+                    {
+                        self.latency[usize::from(waited)].record(since.elapsed());
+                    }
+                    let seq = self.revoke_seq;
+                    self.answer_fault(id, Reply::Granted { access, seq });
+                }
+                Output::Fail { id, error } => {
+                    let error = match error {
+                        FaultError::UnknownSegment => ShmError::Gone,
+                        FaultError::TimedOut => {
+                            self.log_timeout(id);
+                            ShmError::TimedOut
+                        }
+                    };
+                    self.answer_fault(id, Reply::Failed(error));
+                }
+                Output::Send { to, msg } => {
+                    debug!("to {to}: {msg:?}");
+                    let mut page = None;
+                    if let PeerMsg::Grant { key, .. } = msg {
+                        let mut data = [0u8; PAGE_SIZE];
+                        if let Err(e) = self.store.read_page(key.segment, key.page, &mut data) {
+                            warn!("cannot read page {} of {}: {e}", key.page, key.segment);
+                        }
+                        page = Some(data);
+                    }
+                    let frame = PeerFrame::Coherence(msg);
+                    self.peers.send(
+                        self.poll.registry(),
+                        to,
+                        &frame,
+                        page.as_ref().map(|p| &p[..]),
+                    );
+                }
+                Output::Revoke { key, to } => self.revoke(key, to),
+                Output::Violation { from, what } => warn!("protocol violation by {from}: {what}"),
             }
         }
     }
 
-    fn drain_core(&mut self) {
-        while let Some(output) = self.core.poll_output() {
-            let (id, reply) = match output {
-                Output::Grant { id, access, .. } => (id, Reply::Granted { access }),
-                Output::Fail { id, error } => {
-                    let error = match error {
-                        FaultError::UnknownSegment => ShmError::Gone,
-                        FaultError::TimedOut => ShmError::TimedOut,
-                    };
-                    debug!("fault {} failed: {}", id.0, error.describe());
-                    (id, Reply::Failed(error))
-                }
-                Output::Send { to, msg } => {
-                    warn!("no connection to {to} for {msg:?}: peers are not implemented yet");
-                    continue;
-                }
-                Output::Revoke { key, .. } => {
-                    // One node never gives pages away, so nothing asks for this yet.
-                    self.core.handle(Input::Revoked { key });
-                    continue;
-                }
-                Output::Violation { from, what } => {
-                    warn!("protocol violation by {from}: {what}");
-                    continue;
-                }
-            };
-            let token = Token(id.0 as usize);
-            if let Some(conn) = self.conns.get_mut(&token) {
-                conn.busy = false;
-                self.send(token, &reply, None);
-                self.serve_frames(token);
-            }
+    fn log_timeout(&self, id: FaultId) {
+        let Some((key, _)) = self.conns.get(&Token(id.0 as usize)).and_then(|c| c.fault) else {
+            return;
+        };
+        let owner = self.core.page(key).probable_owner;
+        let name = self
+            .store
+            .get(key.segment)
+            .map_or_else(|| key.segment.to_string(), |l| l.display_name());
+        warn!(
+            "fault on page {} of {name} timed out after {} ms waiting for {owner} (link {}); the process gets SIGBUS",
+            key.page,
+            self.config.fault_timeout_ms,
+            if self.peers.is_up(owner) { "up" } else { "down" }
+        );
+    }
+
+    fn answer_fault(&mut self, id: FaultId, reply: Reply) {
+        let token = Token(id.0 as usize);
+        if let Some(conn) = self.conns.get_mut(&token) {
+            conn.busy = false;
+            conn.fault = None;
+            self.send(token, &reply, None);
+            self.serve_frames(token);
         }
     }
+
+    /// Asks every local process that maps the segment to drop its access to the page.
+    fn revoke(&mut self, key: PageKey, to: dsm_proto::Access) {
+        let sessions: Vec<SessionId> = self
+            .store
+            .get(key.segment)
+            .map(|l| l.sessions.iter().copied().collect())
+            .unwrap_or_default();
+        // Record every acknowledgement awaited before sending anything: a send can find the
+        // process gone, and ending its session settles what it owed.
+        let mut pushes = Vec::new();
+        let mut waiting = BTreeSet::new();
+        for session in sessions {
+            let Some(token) = self.sessions.get(&session).map(|s| s.token) else {
+                continue;
+            };
+            self.revoke_seq += 1;
+            let seq = self.revoke_seq;
+            self.revoke_acks.insert((session, seq), key);
+            waiting.insert(session);
+            pushes.push((
+                token,
+                Push::Revoke {
+                    segment: key.segment,
+                    page: key.page,
+                    access: to,
+                    seq,
+                },
+            ));
+        }
+        debug!("revoke {key:?} to {to:?}: waiting for sessions {waiting:?}");
+        if waiting.is_empty() {
+            self.core.handle(Input::Revoked { key });
+            return;
+        }
+        self.revoking.insert(key, waiting);
+        for (token, push) in pushes {
+            self.send(token, &push, None);
+        }
+    }
+
+    fn push_ack(&mut self, session: SessionId, frame: &[u8]) -> Result<(), String> {
+        let PushAck::Revoked { seq } = frame::decode(frame).map_err(|e| e.to_string())?;
+        if !self.revoke_acks.contains_key(&(session, seq)) {
+            return Err(format!(
+                "acknowledged revocation {seq}, which it was not sent"
+            ));
+        }
+        self.revoke_acked(session, seq);
+        Ok(())
+    }
+
+    fn revoke_acked(&mut self, session: SessionId, seq: u64) {
+        let Some(key) = self.revoke_acks.remove(&(session, seq)) else {
+            return;
+        };
+        let done = match self.revoking.get_mut(&key) {
+            Some(waiting) => {
+                waiting.remove(&session);
+                waiting.is_empty()
+            }
+            None => false,
+        };
+        if done {
+            debug!("revoked {key:?}");
+            self.revoking.remove(&key);
+            self.core.handle(Input::Revoked { key });
+            self.drain_core();
+        }
+    }
+
+    // ---- dsmctl ----
 
     fn ctl(&mut self, token: Token, frame: &[u8]) -> Result<(), String> {
         let request: CtlRequest = frame::decode(frame).map_err(|e| e.to_string())?;
         let reply = match request {
             CtlRequest::Status => CtlReply::Status(self.status()),
+            CtlRequest::Pages { segment } => match self.pages(&segment) {
+                Some(pages) => CtlReply::Pages(pages),
+                None => CtlReply::Error(format!("no segment `{segment}` on this node")),
+            },
+            CtlRequest::Stats => CtlReply::Stats(self.stats()),
         };
         self.send(token, &reply, None);
         Ok(())
     }
 
+    fn pages(&self, wanted: &str) -> Option<dsm_proto::ctl::Pages> {
+        let name = wanted.trim_start_matches('/');
+        let id = u64::from_str_radix(wanted.trim_start_matches("0x"), 16).ok();
+        let seg = self
+            .store
+            .iter()
+            .find(|s| (!s.unlinked && s.meta.name == name) || Some(s.meta.id.0) == id)?;
+        let members = &self.config.members();
+        let me = self.config.node_id;
+        let pages = (0..seg.pages())
+            .map(|page| {
+                let key = PageKey {
+                    segment: seg.meta.id,
+                    page,
+                };
+                let state = self.core.page(key);
+                let owner = state.probable_owner == me;
+                dsm_proto::ctl::PageInfo {
+                    page,
+                    access: state.access,
+                    local: state.local,
+                    owner,
+                    probable_owner: state.probable_owner.0,
+                    copyset: if owner {
+                        state.copyset.iter().map(|i| members[i].0).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    busy: self.core.busy(key).is_some(),
+                }
+            })
+            .collect();
+        Some(dsm_proto::ctl::Pages {
+            segment: seg.display_name(),
+            id: seg.meta.id.0,
+            pages,
+        })
+    }
+
+    fn stats(&self) -> dsm_proto::ctl::Stats {
+        let s = self.core.stats();
+        dsm_proto::ctl::Stats {
+            node: self.config.node_id,
+            manager: self.config.manager.as_str().into(),
+            local_reads: s.local_reads,
+            local_writes: s.local_writes,
+            remote_reads: s.remote_reads,
+            remote_writes: s.remote_writes,
+            upgrades: s.upgrades,
+            failed: s.failed,
+            forwarded: s.forwarded,
+            invalidations_sent: s.invalidations_sent,
+            pages_sent: s.pages_sent,
+            pages_received: s.pages_received,
+            messages_sent: s.messages_sent,
+            revocations: s.revocations,
+            local_latency_us: self.latency[0].percentiles(),
+            remote_latency_us: self.latency[1].percentiles(),
+        }
+    }
+
     fn status(&self) -> Status {
         let segments = self
-            .registry
+            .store
             .iter()
             .map(|seg| {
-                let (readable, writable) = self.core.access_counts(seg.id);
+                let (readable, writable) = self.core.access_counts(seg.meta.id);
                 SegmentStatus {
-                    name: seg.name.as_ref().map(|n| format!("/{n}")),
-                    id: seg.id.0,
-                    size: seg.size,
-                    base: seg.base,
-                    mode: seg.mode,
+                    name: (!seg.unlinked).then(|| format!("/{}", seg.meta.name)),
+                    id: seg.meta.id.0,
+                    size: seg.meta.size,
+                    base: seg.meta.base,
+                    mode: seg.meta.mode,
                     pages: u64::from(seg.pages()),
                     resident: readable + writable,
                     readable,
                     writable,
-                    mappings: seg.mappings,
+                    mappings: seg.sessions.len() as u64,
                 }
             })
             .collect();
@@ -572,7 +1030,7 @@ impl Server {
                     .maps
                     .iter()
                     .map(|seg| {
-                        self.registry
+                        self.store
                             .get(*seg)
                             .map_or_else(|| format!("{:#x}", seg.0), |s| s.display_name())
                     })
@@ -583,26 +1041,33 @@ impl Server {
         Status {
             node: self.config.node_id,
             version: env!("CARGO_PKG_VERSION").into(),
-            uptime_ms: self.started.elapsed().as_millis() as u64,
+            uptime_ms: self.now_ms(),
             listen: self
                 .config
                 .listen
                 .map_or_else(String::new, |a| a.to_string()),
             socket: self.config.socket.display().to_string(),
             peers: self
-                .config
                 .peers
-                .iter()
+                .view()
+                .into_iter()
                 .map(|p| PeerStatus {
                     node: p.node,
                     addr: p.addr.to_string(),
-                    connected: false,
+                    connected: p.up_since.is_some(),
+                    up_for_ms: p.up_since.map(|t| t.elapsed().as_millis() as u64),
+                    messages_out: p.stats.messages_out,
+                    messages_in: p.stats.messages_in,
+                    bytes_out: p.stats.bytes_out,
+                    bytes_in: p.stats.bytes_in,
                 })
                 .collect(),
             segments,
             processes,
         }
     }
+
+    // ---- local connections ----
 
     fn send<T: serde::Serialize>(&mut self, token: Token, msg: &T, fd: Option<OwnedFd>) {
         let bytes = match frame::encode(msg) {
@@ -628,6 +1093,16 @@ impl Server {
         };
         let more = match conn.flush() {
             Ok(more) => more,
+            // The process exited: its end of the connection is gone.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                self.drop_conn(token);
+                return;
+            }
             Err(e) => {
                 self.close(token, &format!("write failed: {e}"));
                 return;
@@ -683,8 +1158,16 @@ impl Server {
         };
         let released = session.maps.len();
         for segment in session.maps {
-            let change = self.registry.unmap(segment);
-            self.apply(change);
+            self.unmap(id, segment);
+        }
+        let stale: Vec<(SessionId, u64)> = self
+            .revoke_acks
+            .keys()
+            .filter(|(s, _)| *s == id)
+            .copied()
+            .collect();
+        for (s, seq) in stale {
+            self.revoke_acked(s, seq);
         }
         info!(
             "process {} detached (session {}): released its mappings of {released} segments",

@@ -297,20 +297,131 @@ impl Outcome {
 }
 
 /// Runs `cmd` to completion within [`PROGRAM_LIMIT`], capturing its output.
-pub fn run(mut cmd: Command) -> Outcome {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let status = wait_limited(&mut child, PROGRAM_LIMIT, &format!("{cmd:?}"));
-    Outcome {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
+pub fn run(cmd: Command) -> Outcome {
+    Running::start(cmd).finish()
+}
+
+/// A program started with its output captured, to be finished with [`Running::finish`].
+#[derive(Debug)]
+pub struct Running {
+    child: Spawned,
+    what: String,
+    stdout: thread::JoinHandle<String>,
+    stderr: thread::JoinHandle<String>,
+}
+
+impl Running {
+    /// Starts `cmd` with stdout and stderr captured.
+    pub fn start(mut cmd: Command) -> Running {
+        let what = format!("{cmd:?}");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let stdout = drain(child.stdout.take().unwrap());
+        let stderr = drain(child.stderr.take().unwrap());
+        Running {
+            child: Spawned(child),
+            what,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits (within [`PROGRAM_LIMIT`]) and returns what it did.
+    pub fn finish(mut self) -> Outcome {
+        let status = wait_limited(&mut self.child, PROGRAM_LIMIT, &self.what);
+        Outcome {
+            status,
+            stdout: self.stdout.join().unwrap(),
+            stderr: self.stderr.join().unwrap(),
+        }
+    }
+}
+
+/// Several daemons on loopback, each with its own socket: a cluster on one machine.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The nodes, node id `i + 1` at index `i`.
+    pub nodes: Vec<Daemon>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n) and waits until every link is up.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let nodes: Vec<Daemon> = (0..n)
+            .map(|i| {
+                let mut args: Vec<String> =
+                    vec!["--listen".into(), format!("127.0.0.1:{}", ports[i])];
+                for (j, port) in ports.iter().enumerate() {
+                    if j != i {
+                        args.push("--peer".into());
+                        args.push(format!("{}=127.0.0.1:{port}", j + 1));
+                    }
+                }
+                args.extend(extra.iter().map(|s| s.to_string()));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Daemon::start_with(i as u32 + 1, &args)
+            })
+            .collect();
+        let cluster = Cluster { nodes };
+        cluster.wait_linked();
+        cluster
+    }
+
+    /// Waits until every node reports every peer connected.
+    pub fn wait_linked(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &self.nodes {
+            loop {
+                let status = node.status();
+                let peers = status["peers"].as_array().expect("peers");
+                if peers.iter().all(|p| p["connected"] == true) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "links not up: {status}\n{}",
+                    node.log()
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Node `id` (1-based, as its node id).
+    pub fn node(&self, id: usize) -> &Daemon {
+        &self.nodes[id - 1]
+    }
+
+    /// Runs one process per entry of `placement` (a node id), all at once, with `args(role)`,
+    /// and returns their outcomes in role order.
+    pub fn run_all(
+        &self,
+        program: &Path,
+        placement: &[usize],
+        args: impl Fn(usize) -> Vec<String>,
+    ) -> Vec<Outcome> {
+        let running: Vec<Running> = placement
+            .iter()
+            .enumerate()
+            .map(|(role, &node)| {
+                let mut cmd = self.node(node).command(program);
+                cmd.args(args(role));
+                Running::start(cmd)
+            })
+            .collect();
+        running.into_iter().map(Running::finish).collect()
     }
 }
 

@@ -10,7 +10,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use dsm_proto::client::{Reply, Request, ShmError};
-use dsm_proto::{Access, PAGE_SIZE};
+use dsm_proto::PAGE_SIZE;
 
 use crate::lock::SpinLock;
 use crate::mappings::{self, Mapping};
@@ -127,36 +127,32 @@ fn permitted(prot: i32, write: bool) -> bool {
 /// Asks the daemon for the page and opens it; on failure, queues SIGBUS.
 fn serve(mapping: &Mapping, addr: usize, write: bool) {
     let page = mapping.page_of(addr);
+    let page_addr = addr & !(PAGE_SIZE - 1);
     let request = Request::Fault {
         segment: mapping.segment,
         page,
         write,
     };
-    let error = match channels::call(&request, None) {
-        Ok(Reply::Granted { access }) => {
-            let page_addr = addr & !(PAGE_SIZE - 1);
-            let prot = match access {
-                Access::Write => libc::PROT_READ | libc::PROT_WRITE,
-                Access::Read => libc::PROT_READ,
-                Access::None => libc::PROT_NONE,
-            } & mapping.prot
-                | (mapping.prot & libc::PROT_EXEC);
-            // SAFETY: the page lies in a DSM mapping of this process; raising its protection
-            // to what the daemon granted is the point of the fault.
-            match unsafe { sys::mprotect(page_addr, PAGE_SIZE, prot) } {
-                Ok(_) => return,
-                // Splitting the mapping needs one more kernel mapping than the process may
-                // have: retrying would fault forever.
-                Err(libc::ENOMEM) => {
-                    "the process reached vm.max_map_count (raise it: sysctl -w vm.max_map_count=1048576)"
+    let error = loop {
+        match channels::call(&request, None) {
+            Ok(Reply::Granted { access, seq }) => {
+                match crate::revoke::apply_grant(mapping, page_addr, access, seq) {
+                    Ok(true) => return,
+                    // A revocation overtook this grant: ask again.
+                    Ok(false) => continue,
+                    // Splitting the mapping needs one more kernel mapping than the process may
+                    // have: retrying would fault forever.
+                    Err(libc::ENOMEM) => {
+                        break "the process reached vm.max_map_count (raise it: sysctl -w vm.max_map_count=1048576)";
+                    }
+                    // The program unmapped it meanwhile: the access faults again and is not ours.
+                    Err(_) => return,
                 }
-                // The program unmapped it meanwhile: the access faults again and is not ours.
-                Err(_) => return,
             }
+            Ok(Reply::Failed(e)) => break e.describe(),
+            Ok(_) => break ShmError::Internal.describe(),
+            Err(e) => break crate::errno_name(e),
         }
-        Ok(Reply::Failed(e)) => e.describe(),
-        Ok(_) => ShmError::Internal.describe(),
-        Err(e) => crate::errno_name(e),
     };
     say!(
         "{} fault at {addr:#x} (page {page} of segment {:#x}) failed: {error}; raising SIGBUS",

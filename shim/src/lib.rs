@@ -21,6 +21,7 @@ pub mod lock;
 pub mod mappings;
 pub mod ops;
 pub mod real;
+pub mod revoke;
 #[macro_use]
 pub mod say;
 pub mod segments;

@@ -124,6 +124,20 @@ pub fn lookup(addr: usize) -> Option<Mapping> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableFull;
 
+/// The mapping piece of `segment` that holds its page `page`, if this process maps it.
+/// Async-signal-safe and lock-free.
+pub fn lookup_segment_page(segment: SegmentId, page: u32) -> Option<Mapping> {
+    if is_empty() {
+        return None;
+    }
+    SLOTS
+        .iter()
+        .filter_map(read_slot)
+        .find(|m| m.segment == segment)
+        .and_then(|m| lookup(m.base + page as usize * PAGE_SIZE))
+        .filter(|m| m.segment == segment)
+}
+
 /// Exclusive access to the table for changes.
 pub struct Writer {
     state: SpinGuard<'static, WriterState>,

@@ -43,6 +43,7 @@ pub fn ensure() -> SysResult<SessionId> {
     })?;
     *fd = new_fd;
     ID.store(session.0, Ordering::Release);
+    crate::revoke::start_listener(new_fd);
     Ok(session)
 }
 
@@ -57,8 +58,8 @@ pub fn unlock_after_fork() {
     unsafe { FD.force_unlock() };
 }
 
-/// In a forked child: the inherited session is the parent's; forget it (the next `ensure`
-/// attaches the child on its own).
+/// In a forked child: the inherited session is the parent's (and its listener thread did not
+/// survive the fork); forget it. The next `ensure` attaches the child on its own.
 pub fn reset_after_fork() {
     // SAFETY: the child runs only this thread, which took the lock in `lock_for_fork`.
     unsafe { FD.force_unlock() };

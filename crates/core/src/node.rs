@@ -110,6 +110,8 @@ pub enum Output {
         key: PageKey,
         /// At least what the fault needs, at most what the node holds.
         access: Access,
+        /// Whether the fault had to wait (for a peer, or behind another transfer).
+        waited: bool,
     },
     /// The fault cannot be served.
     Fail {
@@ -341,7 +343,7 @@ impl Node {
         self.outputs.push_back(Output::Send { to, msg });
     }
 
-    fn grant(&mut self, w: Waiting, key: PageKey) {
+    fn grant(&mut self, w: Waiting, key: PageKey, waited: bool) {
         let state = self.state_mut(key);
         state.local = state.local.max(state.access);
         let access = state.access;
@@ -349,6 +351,7 @@ impl Node {
             id: w.id,
             key,
             access,
+            waited,
         });
     }
 
@@ -379,7 +382,7 @@ impl Node {
             } else {
                 self.stats.local_reads += 1;
             }
-            self.grant(waiting, key);
+            self.grant(waiting, key, false);
             return;
         }
         self.busy_mut(key).faults.push(waiting);
@@ -500,7 +503,7 @@ impl Node {
                 .into_iter()
                 .partition(|w| access >= Access::for_fault(w.write));
             for w in ready {
-                self.grant(w, key);
+                self.grant(w, key, true);
             }
             self.busy_mut(key).faults = still;
             if let Some(request) = self.busy_mut(key).requests.pop_front() {
@@ -889,7 +892,8 @@ mod tests {
             vec![Output::Grant {
                 id: FaultId(1),
                 key: key(1, 5),
-                access: Access::Write
+                access: Access::Write,
+                waited: false,
             }]
         );
         assert_eq!(n.stats().local_reads, 1);

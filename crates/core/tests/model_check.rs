@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use common::{Step, World};
+use common::{report, Step, World};
 use dsm_core::ManagerKind;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -83,14 +83,14 @@ fn explore(initial: World) -> Result<Report, String> {
 fn check(manager: ManagerKind, nodes: usize, pages: usize, ops: u8) {
     let started = Instant::now();
     match explore(World::new(nodes, pages, ops, manager)) {
-        Ok(r) => println!(
+        Ok(r) => report(format_args!(
             "model check {}: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
             manager.as_str(),
             r.states,
             r.terminal,
             r.max_depth,
             started.elapsed()
-        ),
+        )),
         Err(e) => panic!("model check {} failed: {e}", manager.as_str()),
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::World;
+use common::{report, World};
 use dsm_core::ManagerKind;
 
 /// xorshift64*: small, fast, and the same on every machine.
@@ -76,10 +76,10 @@ fn sweep(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: u64) 
             ),
         }
     }
-    println!(
+    report(format_args!(
         "simulation {}: {seeds} schedules of {nodes} nodes, {pages} pages, {ops} ops each: {steps} steps, {messages} messages, all invariants held",
         manager.as_str()
-    );
+    ));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dsm_proto::ctl::{CtlReply, CtlRequest, Status};
+use dsm_proto::ctl::{CtlReply, CtlRequest, Pages, Percentiles, Stats, Status};
 
 /// dsmctl — look inside a running dsm node.
 ///
@@ -17,7 +17,9 @@ use dsm_proto::ctl::{CtlReply, CtlRequest, Status};
 /// Examples:
 ///
 ///   dsmctl status
-///   dsmctl --socket /tmp/dsm/1.sock --json status
+///   dsmctl peers
+///   dsmctl pages /mydata
+///   dsmctl --socket /tmp/dsm/1.sock --json stats
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -44,12 +46,26 @@ enum Command {
     /// Node id, peers, segments (size, base address, pages resident/readable/writable) and
     /// attached processes.
     Status,
+    /// Each peer: connected or not, since when, messages and bytes each way.
+    Peers,
+    /// Each page of a segment on this node: access, owner (or probable owner), copyset.
+    Pages {
+        /// The segment: /name, name, or its id in hex.
+        segment: String,
+    },
+    /// Faults by kind (local hit or remote; read, write, upgrade), requests forwarded,
+    /// invalidations, page transfers, and fault latency percentiles.
+    Stats,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let request = match cli.command {
-        Command::Status => CtlRequest::Status,
+    let request = match &cli.command {
+        Command::Status | Command::Peers => CtlRequest::Status,
+        Command::Pages { segment } => CtlRequest::Pages {
+            segment: segment.clone(),
+        },
+        Command::Stats => CtlRequest::Stats,
     };
     let reply = match client::ask(&cli.socket, &request) {
         Ok(reply) => reply,
@@ -58,23 +74,178 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match reply {
-        CtlReply::Status(status) => {
+    let json = |value: &dyn erased::Json| println!("{}", value.pretty());
+    match (reply, &cli.command) {
+        (CtlReply::Status(status), Command::Peers) => {
             if cli.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status).expect("serializable")
-                );
+                json(&status.peers);
+            } else {
+                print_peers(&status);
+            }
+        }
+        (CtlReply::Status(status), _) => {
+            if cli.json {
+                json(&status);
             } else {
                 print_status(&status);
             }
-            ExitCode::SUCCESS
         }
-        CtlReply::Error(e) => {
-            eprintln!("dsmctl: dsmd answered: {e}");
-            ExitCode::FAILURE
+        (CtlReply::Pages(pages), _) => {
+            if cli.json {
+                json(&pages);
+            } else {
+                print_pages(&pages);
+            }
+        }
+        (CtlReply::Stats(stats), _) => {
+            if cli.json {
+                json(&stats);
+            } else {
+                print_stats(&stats);
+            }
+        }
+        (CtlReply::Error(e), _) => {
+            eprintln!("dsmctl: {e}");
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// JSON output of any reply part.
+mod erased {
+    /// Something `--json` can print.
+    pub trait Json {
+        /// Pretty JSON.
+        fn pretty(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn pretty(&self) -> String {
+            serde_json::to_string_pretty(self).expect("serializable")
+        }
+    }
+}
+
+fn print_peers(s: &Status) {
+    if s.peers.is_empty() {
+        println!("peers: none (one-node cluster)");
+        return;
+    }
+    let rows = s
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.node.0.to_string(),
+                p.addr.clone(),
+                match p.up_for_ms {
+                    Some(ms) => format!("up {}", table::duration(ms)),
+                    None => "down".into(),
+                },
+                p.messages_out.to_string(),
+                p.messages_in.to_string(),
+                table::bytes(p.bytes_out),
+                table::bytes(p.bytes_in),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "PEER",
+            "ADDRESS",
+            "STATE",
+            "MSGS OUT",
+            "MSGS IN",
+            "BYTES OUT",
+            "BYTES IN",
+        ],
+        rows,
+    );
+}
+
+fn print_pages(p: &Pages) {
+    println!("{} ({:#x}): {} pages", p.segment, p.id, p.pages.len());
+    let rows = p
+        .pages
+        .iter()
+        .map(|g| {
+            let copyset: Vec<String> = g.copyset.iter().map(u32::to_string).collect();
+            vec![
+                g.page.to_string(),
+                g.access.to_string(),
+                g.local.to_string(),
+                if g.owner {
+                    "this node".into()
+                } else {
+                    format!("node {} (probable)", g.probable_owner)
+                },
+                if copyset.is_empty() {
+                    "-".into()
+                } else {
+                    copyset.join(",")
+                },
+                if g.busy { "busy" } else { "" }.into(),
+            ]
+        })
+        .collect();
+    table::print(&["PAGE", "ACCESS", "LOCAL", "OWNER", "COPYSET", ""], rows);
+}
+
+fn print_stats(s: &Stats) {
+    println!("node {} · {} manager", s.node.0, s.manager);
+    println!();
+    table::print(
+        &["FAULTS", "READ", "WRITE", "UPGRADE"],
+        vec![
+            vec![
+                "local hit".into(),
+                s.local_reads.to_string(),
+                s.local_writes.to_string(),
+                "-".into(),
+            ],
+            vec![
+                "remote".into(),
+                s.remote_reads.to_string(),
+                s.remote_writes.to_string(),
+                s.upgrades.to_string(),
+            ],
+        ],
+    );
+    println!("failed faults: {}", s.failed);
+    println!();
+    table::print(
+        &["MESSAGES", "COUNT"],
+        vec![
+            vec!["sent".into(), s.messages_sent.to_string()],
+            vec!["requests forwarded".into(), s.forwarded.to_string()],
+            vec![
+                "invalidations sent".into(),
+                s.invalidations_sent.to_string(),
+            ],
+            vec!["pages sent".into(), s.pages_sent.to_string()],
+            vec!["pages received".into(), s.pages_received.to_string()],
+            vec!["local revocations".into(), s.revocations.to_string()],
+        ],
+    );
+    println!();
+    let row = |label: &str, p: &Percentiles| {
+        vec![
+            label.to_string(),
+            p.count.to_string(),
+            p.p50.to_string(),
+            p.p90.to_string(),
+            p.p99.to_string(),
+            p.max.to_string(),
+        ]
+    };
+    table::print(
+        &["FAULT LATENCY (µs)", "SAMPLES", "P50", "P90", "P99", "MAX"],
+        vec![
+            row("served at once", &s.local_latency_us),
+            row("waited for a peer", &s.remote_latency_us),
+        ],
+    );
 }
 
 fn print_status(s: &Status) {
@@ -86,23 +257,8 @@ fn print_status(s: &Status) {
     );
     let listen = if s.listen.is_empty() { "-" } else { &s.listen };
     println!("socket {} · peers listen on {listen}", s.socket);
-    if s.peers.is_empty() {
-        println!("peers: none (one-node cluster)");
-    } else {
-        let rows = s
-            .peers
-            .iter()
-            .map(|p| {
-                vec![
-                    p.node.0.to_string(),
-                    p.addr.clone(),
-                    if p.connected { "connected" } else { "down" }.into(),
-                ]
-            })
-            .collect();
-        println!();
-        table::print(&["PEER", "ADDRESS", "STATE"], rows);
-    }
+    println!();
+    print_peers(s);
     println!();
     if s.segments.is_empty() {
         println!("segments: none");

@@ -92,6 +92,9 @@ pub enum Reply {
     Granted {
         /// Access granted (at least what the fault needed).
         access: Access,
+        /// Revocations the daemon had sent before this grant. If the process has applied a
+        /// revocation numbered higher, the grant may be stale: fault again.
+        seq: u64,
     },
     /// The request failed.
     Failed(ShmError),
@@ -138,6 +141,32 @@ impl ShmError {
             ShmError::Internal => "internal daemon error (see the dsmd log)",
         }
     }
+}
+
+/// What the daemon tells a process on its session connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Push {
+    /// Lower your access to a page to at most `access`, then answer [`PushAck::Revoked`].
+    Revoke {
+        /// The segment.
+        segment: SegmentId,
+        /// Page index in it.
+        page: u32,
+        /// The most the process may keep.
+        access: Access,
+        /// This revocation's number (increasing).
+        seq: u64,
+    },
+}
+
+/// A process's answer on its session connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushAck {
+    /// The revocation numbered `seq` is applied.
+    Revoked {
+        /// Its number.
+        seq: u64,
+    },
 }
 
 /// Largest segment name, in bytes (as `NAME_MAX` for `/dev/shm` files).

@@ -9,6 +9,13 @@ use crate::NodeId;
 pub enum CtlRequest {
     /// Everything `dsmctl status` shows.
     Status,
+    /// Every page of one segment (`dsmctl pages`), by name or id.
+    Pages {
+        /// `/name`, `name` or the id in hex.
+        segment: String,
+    },
+    /// Counters and fault latencies (`dsmctl stats`).
+    Stats,
 }
 
 /// The daemon's answer to a [`CtlRequest`].
@@ -16,6 +23,10 @@ pub enum CtlRequest {
 pub enum CtlReply {
     /// Answer to [`CtlRequest::Status`].
     Status(Status),
+    /// Answer to [`CtlRequest::Pages`].
+    Pages(Pages),
+    /// Answer to [`CtlRequest::Stats`].
+    Stats(Stats),
     /// The request failed.
     Error(String),
 }
@@ -50,6 +61,98 @@ pub struct PeerStatus {
     pub addr: String,
     /// Whether a connection is up.
     pub connected: bool,
+    /// For how long, if up (ms).
+    pub up_for_ms: Option<u64>,
+    /// Messages sent to it.
+    pub messages_out: u64,
+    /// Messages received from it.
+    pub messages_in: u64,
+    /// Bytes sent to it.
+    pub bytes_out: u64,
+    /// Bytes received from it.
+    pub bytes_in: u64,
+}
+
+/// The pages of one segment on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pages {
+    /// The segment's name.
+    pub segment: String,
+    /// Its id.
+    pub id: u64,
+    /// One entry per page.
+    pub pages: Vec<PageInfo>,
+}
+
+/// One page on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageInfo {
+    /// Page index.
+    pub page: u32,
+    /// This node's access.
+    pub access: crate::Access,
+    /// The most a local process may hold.
+    pub local: crate::Access,
+    /// Whether this node owns it.
+    pub owner: bool,
+    /// The owner, as far as this node knows (itself if `owner`).
+    pub probable_owner: u32,
+    /// Owner only: nodes with read copies.
+    pub copyset: Vec<u32>,
+    /// Whether a transfer, invalidation or revocation is under way.
+    pub busy: bool,
+}
+
+/// Counters and fault latencies of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// This node.
+    pub node: NodeId,
+    /// Manager algorithm.
+    pub manager: String,
+    /// Read faults granted without a peer.
+    pub local_reads: u64,
+    /// Write faults granted without a peer.
+    pub local_writes: u64,
+    /// Read faults that needed a peer.
+    pub remote_reads: u64,
+    /// Write faults that needed a peer.
+    pub remote_writes: u64,
+    /// Write faults on a page held read-only.
+    pub upgrades: u64,
+    /// Faults that failed.
+    pub failed: u64,
+    /// Requests passed on to another node.
+    pub forwarded: u64,
+    /// Invalidations sent.
+    pub invalidations_sent: u64,
+    /// Pages sent to peers.
+    pub pages_sent: u64,
+    /// Pages received from peers.
+    pub pages_received: u64,
+    /// Coherence messages sent.
+    pub messages_sent: u64,
+    /// Local revocations.
+    pub revocations: u64,
+    /// Latency of faults served without a peer (µs), over the most recent ones.
+    pub local_latency_us: Percentiles,
+    /// Latency of faults that needed a peer (µs), over the most recent ones.
+    pub remote_latency_us: Percentiles,
+}
+
+/// Percentiles of a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
 }
 
 /// One segment, as this node holds it.

@@ -13,6 +13,9 @@ pub const HEADER_LEN: usize = 4;
 /// Largest frame a client or `dsmctl` may send to a daemon.
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
+/// Largest frame between daemons (a directory reply with a long name is the largest).
+pub const MAX_PEER_FRAME: usize = 64 * 1024;
+
 /// Largest frame a daemon sends to `dsmctl` (a status of many segments and pages).
 pub const MAX_CTL_REPLY_FRAME: usize = 64 * 1024 * 1024;
 
@@ -148,6 +151,18 @@ impl FrameBuffer {
         Ok(Some(payload))
     }
 
+    /// Takes `out.len()` raw bytes that follow the last frame (a page after a grant), if they
+    /// have all arrived.
+    pub fn take_raw(&mut self, out: &mut [u8]) -> bool {
+        let pending = &self.buf[self.start..];
+        if pending.len() < out.len() {
+            return false;
+        }
+        out.copy_from_slice(&pending[..out.len()]);
+        self.start += out.len();
+        true
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn pending(&self) -> usize {
         self.buf.len() - self.start
@@ -194,20 +209,12 @@ mod tests {
     #[test]
     fn encode_into_is_exact_and_checks_space() {
         let mut buf = [0u8; 64];
-        let n = encode_into(
-            &Reply::Granted {
-                access: crate::Access::Write,
-            },
-            &mut buf,
-        )
-        .unwrap();
-        assert_eq!(
-            &buf[..n],
-            &encode(&Reply::Granted {
-                access: crate::Access::Write
-            })
-            .unwrap()[..]
-        );
+        let reply = Reply::Granted {
+            access: crate::Access::Write,
+            seq: 300,
+        };
+        let n = encode_into(&reply, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &encode(&reply).unwrap()[..]);
         let mut tiny = [0u8; 5];
         assert_eq!(
             encode_into(
@@ -239,6 +246,8 @@ mod tests {
                 let _ = decode::<crate::hello::Hello>(&bytes);
                 let _ = decode::<crate::ctl::CtlRequest>(&bytes);
                 let _ = decode::<crate::ctl::CtlReply>(&bytes);
+                let _ = decode::<crate::peer::PeerFrame>(&bytes);
+                let _ = decode::<crate::client::PushAck>(&bytes);
             }
         }
     }

@@ -114,3 +114,122 @@ impl PeerMsg {
         }
     }
 }
+
+/// The first frame each side of a peer connection sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// Always [`crate::MAGIC`].
+    pub magic: u32,
+    /// The sender's [`crate::PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The cluster's name: daemons of different clusters refuse each other.
+    pub cluster: String,
+    /// The sender's node id.
+    pub node: NodeId,
+    /// The sender's manager algorithm (`dynamic`, `fixed`, `central`): all nodes must agree.
+    pub manager: String,
+}
+
+/// A frame between daemons.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerFrame {
+    /// Introduction, both ways.
+    Hello(PeerHello),
+    /// The hello was refused; the connection closes.
+    Refused {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A coherence message. A `Grant` is followed by exactly [`crate::PAGE_SIZE`] raw bytes.
+    Coherence(PeerMsg),
+    /// The cluster-wide segment directory.
+    Directory(DirMsg),
+}
+
+/// A segment as the directory knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// Cluster-wide id.
+    pub id: SegmentId,
+    /// Name without the leading `/` (empty once unlinked).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Base address in every process on every node.
+    pub base: u64,
+    /// Address space reserved from `base`.
+    pub span: u64,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// What a node asks of the registrar (the node that keeps the segment directory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirOp {
+    /// `shm_open`.
+    Open {
+        /// The name.
+        name: String,
+        /// `O_CREAT`.
+        create: bool,
+        /// `O_EXCL`.
+        exclusive: bool,
+        /// `O_TRUNC`.
+        truncate: bool,
+        /// Permission bits for a new segment.
+        mode: u32,
+    },
+    /// `ftruncate`; `mapped`: whether any node maps the segment (it may move only if not).
+    Resize {
+        /// The segment.
+        segment: SegmentId,
+        /// The new size.
+        size: u64,
+    },
+    /// `shm_unlink`.
+    Unlink {
+        /// The name.
+        name: String,
+    },
+    /// The sending node now maps the segment (its first local mapping).
+    Attach {
+        /// The segment.
+        segment: SegmentId,
+    },
+    /// The sending node no longer maps the segment (its last local mapping went).
+    Detach {
+        /// The segment.
+        segment: SegmentId,
+    },
+}
+
+/// Directory traffic between nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirMsg {
+    /// A node asks the registrar.
+    Request {
+        /// Echoed in the reply.
+        id: u64,
+        /// What.
+        op: DirOp,
+    },
+    /// The registrar answers.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// The segment as it now is, or why not.
+        result: Result<SegmentMeta, crate::client::ShmError>,
+    },
+    /// The registrar tells every node a segment's size changed.
+    Sized {
+        /// The segment.
+        segment: SegmentId,
+        /// Its size.
+        size: u64,
+    },
+    /// The registrar tells every node a segment is gone (unlinked and mapped nowhere).
+    Removed {
+        /// The segment.
+        segment: SegmentId,
+    },
+}

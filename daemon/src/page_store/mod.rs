@@ -10,6 +10,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 
 /// The memory behind one segment on this node.
 #[derive(Debug)]
@@ -39,6 +40,23 @@ impl MemFd {
         self.file.set_len(size)
     }
 
+    /// Reads `buf.len()` bytes at `offset`; bytes past the end read as zeros.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64)? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
     /// A new descriptor for the same memory, to hand to a client.
     pub fn share(&self) -> io::Result<OwnedFd> {
         self.file.as_fd().try_clone_to_owned()
@@ -54,7 +72,6 @@ impl AsFd for MemFd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::FileExt;
 
     #[test]
     fn memfd_resizes_and_shares_contents() {

@@ -285,3 +285,10 @@ impl World {
         self.nodes.iter().map(|x| x.stats().messages_sent).sum()
     }
 }
+
+/// Prints a result line even when the test harness captures output (it captures `println!`,
+/// not writes to the stderr handle), so the state counts show in every test run.
+pub fn report(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

@@ -1,0 +1,399 @@
+//! The cluster-wide segment directory, kept by one node (the registrar: the lowest node id).
+//!
+//! Names, sizes, base addresses, `O_EXCL`, unlink, and which nodes map each segment, so that a
+//! name means one segment of one size at one address everywhere, and a segment lives until it
+//! is unlinked *and* no node maps it (as a POSIX shared memory object does on one host).
+//! Pure logic: the server carries requests to it and its broadcasts to every node.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use dsm_proto::client::{ShmError, MAX_NAME_LEN};
+use dsm_proto::peer::{DirMsg, DirOp, SegmentMeta};
+use dsm_proto::{NodeId, SegmentId, PAGE_SIZE};
+use log::{info, warn};
+
+/// Start of the window base addresses are taken from (32 TiB: far below the mmap area near the
+/// top of the 47-bit address space, far above PIE binaries and their heaps).
+pub const WINDOW_START: u64 = 0x2000_0000_0000;
+/// End of that window (64 TiB).
+pub const WINDOW_END: u64 = 0x4000_0000_0000;
+/// Address span a segment reserves at least, so it can grow without moving.
+pub const MIN_SPAN: u64 = 1 << 30;
+/// Largest segment (the page index is a `u32`).
+pub const MAX_SIZE: u64 = (u32::MAX as u64) * PAGE_SIZE as u64;
+
+#[derive(Debug)]
+struct Entry {
+    meta: SegmentMeta,
+    /// Nodes that map the segment.
+    attached: BTreeSet<NodeId>,
+    unlinked: bool,
+}
+
+/// What an operation answers, and what every node must hear.
+#[derive(Debug)]
+pub struct Effect {
+    /// The answer to the requester.
+    pub reply: Result<SegmentMeta, ShmError>,
+    /// To send to every node (the registrar applies it to itself too).
+    pub broadcast: Option<DirMsg>,
+}
+
+/// The directory.
+#[derive(Debug)]
+pub struct Directory {
+    segments: BTreeMap<SegmentId, Entry>,
+    names: HashMap<String, SegmentId>,
+    next_serial: u64,
+    space: AddressSpace,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            segments: BTreeMap::new(),
+            names: HashMap::new(),
+            next_serial: 1,
+            space: AddressSpace::new(WINDOW_START, WINDOW_END),
+        }
+    }
+}
+
+impl Directory {
+    /// Carries out `op` for node `from`.
+    pub fn apply(&mut self, from: NodeId, op: DirOp) -> Effect {
+        let mut broadcast = None;
+        let reply = match op {
+            DirOp::Open {
+                name,
+                create,
+                exclusive,
+                truncate,
+                mode,
+            } => self.open(
+                from,
+                &name,
+                create,
+                exclusive,
+                truncate,
+                mode,
+                &mut broadcast,
+            ),
+            DirOp::Resize { segment, size } => self.resize(segment, size, &mut broadcast),
+            DirOp::Unlink { name } => self.unlink(&name, &mut broadcast),
+            DirOp::Attach { segment } => match self.segments.get_mut(&segment) {
+                Some(e) => {
+                    e.attached.insert(from);
+                    Ok(e.meta.clone())
+                }
+                None => Err(ShmError::Gone),
+            },
+            DirOp::Detach { segment } => {
+                let reply = match self.segments.get_mut(&segment) {
+                    Some(e) => {
+                        e.attached.remove(&from);
+                        Ok(e.meta.clone())
+                    }
+                    None => Err(ShmError::Gone),
+                };
+                broadcast = self.reap(segment);
+                reply
+            }
+        };
+        Effect { reply, broadcast }
+    }
+
+    /// The segment, if it exists.
+    #[cfg(test)]
+    pub fn get(&self, id: SegmentId) -> Option<&SegmentMeta> {
+        self.segments.get(&id).map(|e| &e.meta)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        from: NodeId,
+        name: &str,
+        create: bool,
+        exclusive: bool,
+        truncate: bool,
+        mode: u32,
+        broadcast: &mut Option<DirMsg>,
+    ) -> Result<SegmentMeta, ShmError> {
+        let key = normalize(name)?;
+        if let Some(&id) = self.names.get(key) {
+            if create && exclusive {
+                return Err(ShmError::AlreadyExists);
+            }
+            if truncate {
+                return self.resize(id, 0, broadcast);
+            }
+            return Ok(self.segments[&id].meta.clone());
+        }
+        if !create {
+            return Err(ShmError::NotFound);
+        }
+        // The requesting node creates the segment: it owns every page at first.
+        let id = SegmentId::new(from, self.next_serial);
+        let base = self.space.alloc(MIN_SPAN).ok_or(ShmError::NoMemory)?;
+        self.next_serial += 1;
+        let meta = SegmentMeta {
+            id,
+            name: key.to_owned(),
+            size: 0,
+            base,
+            span: MIN_SPAN,
+            mode,
+        };
+        info!("created /{key} ({id}) for {from} at {base:#x}");
+        self.segments.insert(
+            id,
+            Entry {
+                meta: meta.clone(),
+                attached: BTreeSet::new(),
+                unlinked: false,
+            },
+        );
+        self.names.insert(key.to_owned(), id);
+        Ok(meta)
+    }
+
+    fn resize(
+        &mut self,
+        id: SegmentId,
+        size: u64,
+        broadcast: &mut Option<DirMsg>,
+    ) -> Result<SegmentMeta, ShmError> {
+        if size > MAX_SIZE {
+            return Err(ShmError::TooLarge);
+        }
+        let entry = self.segments.get_mut(&id).ok_or(ShmError::Gone)?;
+        if size > entry.meta.span {
+            if !entry.attached.is_empty() {
+                warn!(
+                    "/{} cannot grow to {size} bytes while mapped: its address span is {} bytes",
+                    entry.meta.name, entry.meta.span
+                );
+                return Err(ShmError::TooLarge);
+            }
+            let span = size.next_multiple_of(MIN_SPAN);
+            let base = self.space.alloc(span).ok_or(ShmError::NoMemory)?;
+            self.space.free(entry.meta.base, entry.meta.span);
+            entry.meta.base = base;
+            entry.meta.span = span;
+        }
+        entry.meta.size = size;
+        *broadcast = Some(DirMsg::Sized { segment: id, size });
+        Ok(entry.meta.clone())
+    }
+
+    fn unlink(
+        &mut self,
+        name: &str,
+        broadcast: &mut Option<DirMsg>,
+    ) -> Result<SegmentMeta, ShmError> {
+        let key = normalize(name)?;
+        let id = self.names.remove(key).ok_or(ShmError::NotFound)?;
+        let entry = self.segments.get_mut(&id).expect("named segments exist");
+        entry.unlinked = true;
+        let meta = entry.meta.clone();
+        info!("unlinked /{key} ({id})");
+        *broadcast = self.reap(id);
+        Ok(meta)
+    }
+
+    fn reap(&mut self, id: SegmentId) -> Option<DirMsg> {
+        match self.segments.get(&id) {
+            Some(e) if e.unlinked && e.attached.is_empty() => {
+                let e = self.segments.remove(&id).expect("present");
+                self.space.free(e.meta.base, e.meta.span);
+                info!("removed {id}: unlinked and mapped nowhere");
+                Some(DirMsg::Removed { segment: id })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Strips the leading `/`s as glibc's `shm_open` does and checks what remains.
+fn normalize(name: &str) -> Result<&str, ShmError> {
+    let key = name.trim_start_matches('/');
+    if key.is_empty() || key.contains('/') || key.contains('\0') {
+        return Err(ShmError::InvalidArgument);
+    }
+    if key.len() > MAX_NAME_LEN {
+        return Err(ShmError::NameTooLong);
+    }
+    Ok(key)
+}
+
+/// First-fit allocator of address spans inside the window.
+#[derive(Debug)]
+struct AddressSpace {
+    /// Free spans, start → length, never adjacent (merged on free).
+    free: BTreeMap<u64, u64>,
+}
+
+impl AddressSpace {
+    fn new(start: u64, end: u64) -> AddressSpace {
+        AddressSpace {
+            free: BTreeMap::from([(start, end - start)]),
+        }
+    }
+
+    fn alloc(&mut self, len: u64) -> Option<u64> {
+        let (&start, &free_len) = self.free.iter().find(|(_, &l)| l >= len)?;
+        self.free.remove(&start);
+        if free_len > len {
+            self.free.insert(start + len, free_len - len);
+        }
+        Some(start)
+    }
+
+    fn free(&mut self, start: u64, len: u64) {
+        let mut start = start;
+        let mut len = len;
+        if let Some((&prev, &prev_len)) = self.free.range(..start).next_back() {
+            if prev + prev_len == start {
+                self.free.remove(&prev);
+                start = prev;
+                len += prev_len;
+            }
+        }
+        if let Some(&next_len) = self.free.get(&(start + len)) {
+            self.free.remove(&(start + len));
+            len += next_len;
+        }
+        self.free.insert(start, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+
+    fn open(name: &str, create: bool, excl: bool) -> DirOp {
+        DirOp::Open {
+            name: name.into(),
+            create,
+            exclusive: excl,
+            truncate: false,
+            mode: 0o600,
+        }
+    }
+
+    #[test]
+    fn one_name_one_segment_cluster_wide() {
+        let mut d = Directory::default();
+        assert_eq!(
+            d.apply(A, open("/a", false, false)).reply,
+            Err(ShmError::NotFound)
+        );
+        let made = d.apply(B, open("/a", true, true)).reply.unwrap();
+        assert_eq!(made.id.creator(), B, "the requesting node creates it");
+        assert_eq!(
+            d.apply(A, open("a", true, true)).reply,
+            Err(ShmError::AlreadyExists)
+        );
+        let seen = d.apply(A, open("/a", true, false)).reply.unwrap();
+        assert_eq!((seen.id, seen.base), (made.id, made.base));
+        let resized = d.apply(
+            A,
+            DirOp::Resize {
+                segment: made.id,
+                size: 10_000,
+            },
+        );
+        assert_eq!(
+            resized.broadcast,
+            Some(DirMsg::Sized {
+                segment: made.id,
+                size: 10_000
+            })
+        );
+    }
+
+    #[test]
+    fn lives_until_unlinked_and_mapped_nowhere() {
+        let mut d = Directory::default();
+        let id = d.apply(A, open("/s", true, false)).reply.unwrap().id;
+        d.apply(A, DirOp::Attach { segment: id });
+        d.apply(B, DirOp::Attach { segment: id });
+        let e = d.apply(B, DirOp::Unlink { name: "/s".into() });
+        assert!(e.reply.is_ok() && e.broadcast.is_none(), "still mapped");
+        assert_eq!(
+            d.apply(B, open("/s", false, false)).reply,
+            Err(ShmError::NotFound)
+        );
+        assert!(d
+            .apply(A, DirOp::Detach { segment: id })
+            .broadcast
+            .is_none());
+        let e = d.apply(B, DirOp::Detach { segment: id });
+        assert_eq!(e.broadcast, Some(DirMsg::Removed { segment: id }));
+        assert!(d.get(id).is_none());
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let mut d = Directory::default();
+        assert_eq!(
+            d.apply(A, open("/", true, false)).reply,
+            Err(ShmError::InvalidArgument)
+        );
+        assert_eq!(
+            d.apply(A, open("/a/b", true, false)).reply,
+            Err(ShmError::InvalidArgument)
+        );
+        let long = "x".repeat(300);
+        assert_eq!(
+            d.apply(A, open(&long, true, false)).reply,
+            Err(ShmError::NameTooLong)
+        );
+    }
+
+    #[test]
+    fn growth_moves_the_base_only_while_unmapped() {
+        let mut d = Directory::default();
+        let m = d.apply(A, open("/g", true, false)).reply.unwrap();
+        let moved = d
+            .apply(
+                A,
+                DirOp::Resize {
+                    segment: m.id,
+                    size: 3 * MIN_SPAN / 2,
+                },
+            )
+            .reply
+            .unwrap();
+        assert_ne!(moved.base, m.base);
+        assert_eq!(moved.span, 2 * MIN_SPAN);
+        d.apply(A, DirOp::Attach { segment: m.id });
+        let grow = d.apply(
+            A,
+            DirOp::Resize {
+                segment: m.id,
+                size: 3 * MIN_SPAN,
+            },
+        );
+        assert_eq!(grow.reply, Err(ShmError::TooLarge));
+        let other = d.apply(A, open("/h", true, false)).reply.unwrap();
+        assert_eq!(other.base, m.base, "the freed span is reused");
+    }
+
+    #[test]
+    fn address_space_merges_freed_spans() {
+        let mut s = AddressSpace::new(0, 100);
+        let a = s.alloc(10).unwrap();
+        let b = s.alloc(10).unwrap();
+        let c = s.alloc(10).unwrap();
+        s.free(b, 10);
+        s.free(a, 10);
+        s.free(c, 10);
+        assert_eq!(s.free, BTreeMap::from([(0, 100)]));
+        assert_eq!(s.alloc(101), None);
+    }
+}

@@ -1,0 +1,636 @@
+//! Connections to the other daemons: one TCP connection per pair of nodes (the lower id dials
+//! the higher), so messages between two nodes arrive in the order they were sent — the one
+//! ordering the protocol relies on.
+//!
+//! A link says hello both ways (protocol version, cluster name, node id, manager) and refuses a
+//! mismatch with a reason logged on both sides. Messages sent while a link is down wait in its
+//! outbox and go out, in order, once it is up again; the dialer retries with backoff.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use dsm_proto::frame::{self, FrameBuffer, MAX_PEER_FRAME};
+use dsm_proto::peer::{DirMsg, PeerFrame, PeerHello, PeerMsg};
+use dsm_proto::{NodeId, MAGIC, PAGE_SIZE, PROTOCOL_VERSION};
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+/// Tokens at and above this belong to peer connections.
+pub const FIRST_PEER_TOKEN: usize = 1 << 40;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Bytes a link may hold for a peer that is down before it starts dropping messages.
+const MAX_OUTBOX: usize = 256 * 1024 * 1024;
+
+/// A message from a peer.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Coherence, with the page for a grant.
+    Coherence(PeerMsg, Option<Box<[u8; PAGE_SIZE]>>),
+    /// Directory traffic.
+    Directory(DirMsg),
+}
+
+/// What the daemon must know about its own side of every hello.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// This node.
+    pub node: NodeId,
+    /// The cluster's name.
+    pub cluster: String,
+    /// The manager algorithm's name.
+    pub manager: String,
+}
+
+/// Counters for one link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkStats {
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+}
+
+struct Conn {
+    stream: TcpStream,
+    token: Token,
+    frames: FrameBuffer,
+    /// A grant whose page has not fully arrived yet.
+    awaiting_page: Option<PeerMsg>,
+    out: VecDeque<Vec<u8>>,
+    sent: usize,
+    want_write: bool,
+    connected: bool,
+    /// The peer's hello arrived and was accepted.
+    greeted: bool,
+    /// Close once `out` is flushed (after a refusal).
+    closing: bool,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, token: Token, connected: bool) -> Conn {
+        Conn {
+            stream,
+            token,
+            frames: FrameBuffer::new(MAX_PEER_FRAME),
+            awaiting_page: None,
+            out: VecDeque::new(),
+            sent: 0,
+            want_write: false,
+            connected,
+            greeted: false,
+            closing: false,
+        }
+    }
+}
+
+struct Link {
+    addr: SocketAddr,
+    dials: bool,
+    conn: Option<Conn>,
+    outbox: VecDeque<Vec<u8>>,
+    outbox_bytes: usize,
+    backoff: Duration,
+    retry_at: Instant,
+    up_since: Option<Instant>,
+    failures: u32,
+    stats: LinkStats,
+}
+
+/// All links of this node.
+pub struct Peers {
+    me: Identity,
+    links: BTreeMap<NodeId, Link>,
+    /// Accepted connections whose hello has not arrived.
+    strangers: HashMap<Token, Conn>,
+    tokens: HashMap<Token, NodeId>,
+    next_token: usize,
+}
+
+/// A peer's state for `dsmctl peers`.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    /// The peer.
+    pub node: NodeId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Up since, if up.
+    pub up_since: Option<Instant>,
+    /// Counters.
+    pub stats: LinkStats,
+}
+
+impl Peers {
+    /// Links to `peers`, none connected yet.
+    pub fn new(me: Identity, peers: &[(NodeId, SocketAddr)]) -> Peers {
+        let now = Instant::now();
+        let links = peers
+            .iter()
+            .map(|&(node, addr)| {
+                (
+                    node,
+                    Link {
+                        addr,
+                        dials: me.node < node,
+                        conn: None,
+                        outbox: VecDeque::new(),
+                        outbox_bytes: 0,
+                        backoff: FIRST_BACKOFF,
+                        retry_at: now,
+                        up_since: None,
+                        failures: 0,
+                        stats: LinkStats::default(),
+                    },
+                )
+            })
+            .collect();
+        Peers {
+            me,
+            links,
+            strangers: HashMap::new(),
+            tokens: HashMap::new(),
+            next_token: FIRST_PEER_TOKEN,
+        }
+    }
+
+    /// Whether `token` is one of ours.
+    pub fn owns(token: Token) -> bool {
+        token.0 >= FIRST_PEER_TOKEN
+    }
+
+    /// Whether the link to `node` is up.
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.links.get(&node).is_some_and(|l| l.up_since.is_some())
+    }
+
+    /// Every link, for status.
+    pub fn view(&self) -> Vec<PeerView> {
+        self.links
+            .iter()
+            .map(|(&node, l)| PeerView {
+                node,
+                addr: l.addr,
+                up_since: l.up_since,
+                stats: l.stats,
+            })
+            .collect()
+    }
+
+    fn hello(&self) -> Vec<u8> {
+        frame::encode(&PeerFrame::Hello(PeerHello {
+            magic: MAGIC,
+            version: PROTOCOL_VERSION,
+            cluster: self.me.cluster.clone(),
+            node: self.me.node,
+            manager: self.me.manager.clone(),
+        }))
+        .expect("hello encodes")
+    }
+
+    /// Queues a frame (and the page after a grant) for `to`, sending now if the link is up.
+    pub fn send(&mut self, registry: &Registry, to: NodeId, msg: &PeerFrame, page: Option<&[u8]>) {
+        let mut bytes = match frame::encode(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!("cannot encode a message for {to}: {e}");
+                return;
+            }
+        };
+        if let Some(page) = page {
+            bytes.extend_from_slice(page);
+        }
+        let Some(link) = self.links.get_mut(&to) else {
+            warn!("no link to {to}: not a member of this cluster");
+            return;
+        };
+        link.stats.messages_out += 1;
+        link.stats.bytes_out += bytes.len() as u64;
+        match &mut link.conn {
+            Some(conn) if conn.greeted => conn.out.push_back(bytes),
+            _ => {
+                if link.outbox_bytes + bytes.len() > MAX_OUTBOX {
+                    warn!("{to} has been down too long: dropping a message for it");
+                    return;
+                }
+                link.outbox_bytes += bytes.len();
+                link.outbox.push_back(bytes);
+                return;
+            }
+        }
+        self.flush(registry, to);
+    }
+
+    /// Dials the peers that are due for a (re)try.
+    pub fn tick(&mut self, registry: &Registry, now: Instant) {
+        let due: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.dials && l.conn.is_none() && l.retry_at <= now)
+            .map(|(&n, _)| n)
+            .collect();
+        for node in due {
+            self.dial(registry, node);
+        }
+    }
+
+    fn dial(&mut self, registry: &Registry, node: NodeId) {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let hello = self.hello();
+        let link = self.links.get_mut(&node).expect("known");
+        let mut stream = match TcpStream::connect(link.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                Self::failed(link, node, &format!("cannot connect to {}: {e}", link.addr));
+                return;
+            }
+        };
+        if let Err(e) =
+            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            warn!("cannot register a connection to {node}: {e}");
+            return;
+        }
+        let mut conn = Conn::new(stream, token, false);
+        conn.out.push_back(hello);
+        conn.want_write = true;
+        link.conn = Some(conn);
+        self.tokens.insert(token, node);
+    }
+
+    fn failed(link: &mut Link, node: NodeId, why: &str) {
+        if link.failures == 0 {
+            warn!("{node}: {why}; retrying");
+        } else {
+            debug!("{node}: {why}");
+        }
+        link.failures += 1;
+        link.retry_at = Instant::now() + link.backoff;
+        link.backoff = (link.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Accepts every pending connection on the listener.
+    pub fn accept(&mut self, registry: &Registry, listener: &TcpListener) {
+        loop {
+            match listener.accept() {
+                Ok((mut stream, addr)) => {
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
+                        warn!("cannot register a peer connection from {addr}: {e}");
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    debug!("peer connection from {addr}");
+                    self.strangers.insert(token, Conn::new(stream, token, true));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("cannot accept a peer connection: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles readiness of a peer connection; returns what arrived, in order.
+    pub fn on_event(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        readable: bool,
+        writable: bool,
+    ) -> Vec<(NodeId, Incoming)> {
+        let mut arrived = Vec::new();
+        if let Some(&node) = self.tokens.get(&token) {
+            if writable {
+                self.on_writable(registry, node);
+            }
+            if readable {
+                self.on_readable(registry, node, &mut arrived);
+            }
+        } else if self.strangers.contains_key(&token) && readable {
+            self.on_stranger(registry, token, &mut arrived);
+        }
+        arrived
+    }
+
+    fn on_writable(&mut self, registry: &Registry, node: NodeId) {
+        let Some(link) = self.links.get_mut(&node) else {
+            return;
+        };
+        let Some(conn) = &mut link.conn else { return };
+        if !conn.connected {
+            match conn.stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    let why = format!("cannot connect to {}: {e}", link.addr);
+                    self.drop_conn(registry, node, &why);
+                    return;
+                }
+                Ok(None) => {}
+            }
+            if conn.stream.peer_addr().is_err() {
+                return; // still connecting
+            }
+            conn.connected = true;
+            let _ = conn.stream.set_nodelay(true);
+        }
+        self.flush(registry, node);
+    }
+
+    fn on_readable(
+        &mut self,
+        registry: &Registry,
+        node: NodeId,
+        arrived: &mut Vec<(NodeId, Incoming)>,
+    ) {
+        let link = self.links.get_mut(&node).expect("token maps to a link");
+        let Some(conn) = &mut link.conn else { return };
+        let (eof, read) = match fill(conn) {
+            Ok(r) => r,
+            Err(e) => {
+                self.drop_conn(registry, node, &format!("read failed: {e}"));
+                return;
+            }
+        };
+        link.stats.bytes_in += read as u64;
+        if let Err(why) = self.parse(registry, node, arrived) {
+            self.refuse(registry, node, &why);
+            return;
+        }
+        if eof {
+            self.drop_conn(registry, node, "closed by peer");
+        }
+    }
+
+    /// Takes every complete frame a link's connection has buffered.
+    fn parse(
+        &mut self,
+        registry: &Registry,
+        node: NodeId,
+        arrived: &mut Vec<(NodeId, Incoming)>,
+    ) -> Result<(), String> {
+        loop {
+            let link = self.links.get_mut(&node).expect("known");
+            let Some(conn) = &mut link.conn else {
+                return Ok(());
+            };
+            if let Some(msg) = conn.awaiting_page {
+                let mut page = Box::new([0u8; PAGE_SIZE]);
+                if !conn.frames.take_raw(&mut page[..]) {
+                    return Ok(());
+                }
+                conn.awaiting_page = None;
+                link.stats.messages_in += 1;
+                arrived.push((node, Incoming::Coherence(msg, Some(page))));
+                continue;
+            }
+            let Some(payload) = conn.frames.pop().map_err(|e| e.to_string())? else {
+                return Ok(());
+            };
+            let frame: PeerFrame = frame::decode(&payload).map_err(|e| e.to_string())?;
+            let greeted = conn.greeted;
+            match frame {
+                PeerFrame::Hello(hello) if !greeted => {
+                    if hello.node != node {
+                        return Err(format!(
+                            "expected node {} but node {} answered",
+                            node.0, hello.node.0
+                        ));
+                    }
+                    self.check_hello(&hello)?;
+                    self.greeted(registry, node);
+                }
+                PeerFrame::Refused { reason } => {
+                    link.failures = link.failures.max(1);
+                    link.backoff = MAX_BACKOFF;
+                    warn!("{node} refused this node: {reason}");
+                    self.drop_conn(registry, node, "refused");
+                    return Ok(());
+                }
+                _ if !greeted => return Err("a message before the hello".into()),
+                PeerFrame::Hello(_) => return Err("a second hello".into()),
+                PeerFrame::Coherence(msg @ PeerMsg::Grant { .. }) => {
+                    conn.awaiting_page = Some(msg);
+                }
+                PeerFrame::Coherence(msg) => {
+                    link.stats.messages_in += 1;
+                    arrived.push((node, Incoming::Coherence(msg, None)));
+                }
+                PeerFrame::Directory(msg) => {
+                    link.stats.messages_in += 1;
+                    arrived.push((node, Incoming::Directory(msg)));
+                }
+            }
+        }
+    }
+
+    fn check_hello(&self, hello: &PeerHello) -> Result<(), String> {
+        if hello.magic != MAGIC {
+            return Err("not a dsm daemon (wrong magic)".into());
+        }
+        if hello.version != PROTOCOL_VERSION {
+            return Err(format!(
+                "protocol version {} (this node speaks {PROTOCOL_VERSION}): run the same dsm version on every node",
+                hello.version
+            ));
+        }
+        if hello.cluster != self.me.cluster {
+            return Err(format!(
+                "cluster `{}` (this node is in `{}`): check --cluster on both nodes",
+                hello.cluster, self.me.cluster
+            ));
+        }
+        if hello.manager != self.me.manager {
+            return Err(format!(
+                "manager `{}` (this node runs `{}`): every node needs the same --manager",
+                hello.manager, self.me.manager
+            ));
+        }
+        Ok(())
+    }
+
+    fn greeted(&mut self, registry: &Registry, node: NodeId) {
+        let link = self.links.get_mut(&node).expect("known");
+        let conn = link.conn.as_mut().expect("connected");
+        conn.greeted = true;
+        conn.out.extend(link.outbox.drain(..));
+        link.outbox_bytes = 0;
+        link.up_since = Some(Instant::now());
+        link.backoff = FIRST_BACKOFF;
+        link.failures = 0;
+        info!("link to {node} at {} is up", link.addr);
+        self.flush(registry, node);
+    }
+
+    fn on_stranger(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        arrived: &mut Vec<(NodeId, Incoming)>,
+    ) {
+        let conn = self.strangers.get_mut(&token).expect("checked");
+        let eof = match fill(conn) {
+            Ok((eof, _)) => eof,
+            Err(_) => true,
+        };
+        let hello = match conn.frames.pop() {
+            Ok(Some(payload)) => match frame::decode::<PeerFrame>(&payload) {
+                Ok(PeerFrame::Hello(h)) => Ok(h),
+                Ok(_) => Err("a message before the hello".to_string()),
+                Err(e) => Err(format!("bad hello: {e}")),
+            },
+            Ok(None) if eof => Err("closed before its hello".into()),
+            Ok(None) => return,
+            Err(e) => Err(e.to_string()),
+        };
+        let mut conn = self.strangers.remove(&token).expect("checked");
+        let peer = conn
+            .stream
+            .peer_addr()
+            .map_or("?".into(), |a| a.to_string());
+        let verdict = hello.and_then(|h| {
+            self.check_hello(&h)?;
+            match self.links.get(&h.node) {
+                None => Err(format!(
+                    "node {} is not a member here (no --peer for it)",
+                    h.node.0
+                )),
+                Some(l) if l.dials => Err(format!(
+                    "node {} should wait for this node ({}) to dial it",
+                    h.node.0, self.me.node.0
+                )),
+                Some(_) => Ok(h.node),
+            }
+        });
+        match verdict {
+            Ok(node) => {
+                if self.links[&node].conn.is_some() {
+                    self.drop_conn(registry, node, "replaced by a new connection");
+                }
+                conn.out.push_back(self.hello());
+                self.tokens.insert(token, node);
+                self.links.get_mut(&node).expect("known").conn = Some(conn);
+                self.greeted(registry, node);
+                // Frames that came with the hello.
+                if let Err(why) = self.parse(registry, node, arrived) {
+                    self.refuse(registry, node, &why);
+                }
+            }
+            Err(reason) => {
+                warn!("refusing peer connection from {peer}: {reason}");
+                let refusal = frame::encode(&PeerFrame::Refused { reason }).expect("encodes");
+                let _ = conn.stream.write(&refusal);
+                let _ = registry.deregister(&mut conn.stream);
+            }
+        }
+    }
+
+    fn refuse(&mut self, registry: &Registry, node: NodeId, reason: &str) {
+        warn!("closing link to {node}: {reason}");
+        if let Some(conn) = self.links.get_mut(&node).and_then(|l| l.conn.as_mut()) {
+            let refusal = frame::encode(&PeerFrame::Refused {
+                reason: reason.to_owned(),
+            })
+            .expect("encodes");
+            conn.out.clear();
+            conn.sent = 0;
+            conn.out.push_back(refusal);
+            conn.closing = true;
+        }
+        self.flush(registry, node);
+        self.drop_conn(registry, node, reason);
+    }
+
+    fn flush(&mut self, registry: &Registry, node: NodeId) {
+        let Some(link) = self.links.get_mut(&node) else {
+            return;
+        };
+        let Some(conn) = &mut link.conn else { return };
+        if !conn.connected {
+            return;
+        }
+        while let Some(front) = conn.out.front() {
+            match conn.stream.write(&front[conn.sent..]) {
+                Ok(n) => {
+                    conn.sent += n;
+                    if conn.sent == front.len() {
+                        conn.out.pop_front();
+                        conn.sent = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.drop_conn(registry, node, &format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+        let more = !conn.out.is_empty();
+        if more != conn.want_write {
+            conn.want_write = more;
+            let interest = if more {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = conn.token;
+            if let Err(e) = registry.reregister(&mut conn.stream, token, interest) {
+                self.drop_conn(registry, node, &format!("cannot reregister: {e}"));
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, registry: &Registry, node: NodeId, why: &str) {
+        let Some(link) = self.links.get_mut(&node) else {
+            return;
+        };
+        let Some(mut conn) = link.conn.take() else {
+            return;
+        };
+        let _ = registry.deregister(&mut conn.stream);
+        self.tokens.remove(&conn.token);
+        if let Some(since) = link.up_since.take() {
+            warn!("link to {node} lost after {:.1?}: {why}", since.elapsed());
+            // A message half-written to the dead connection cannot be resumed on a new one.
+            if conn.sent > 0 {
+                conn.out.pop_front();
+            }
+            // What was not yet written goes first when the link is back.
+            let mut requeue: VecDeque<Vec<u8>> = conn.out;
+            requeue.extend(link.outbox.drain(..));
+            link.outbox_bytes = requeue.iter().map(Vec::len).sum();
+            link.outbox = requeue;
+            link.retry_at = Instant::now();
+        } else if link.dials {
+            Self::failed(link, node, why);
+        }
+    }
+}
+
+/// Reads everything available; returns (end of stream, bytes read).
+fn fill(conn: &mut Conn) -> io::Result<(bool, usize)> {
+    let mut buf = [0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match conn.stream.read(&mut buf) {
+            Ok(0) => return Ok((true, total)),
+            Ok(n) => {
+                total += n;
+                conn.frames.push(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, total)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! This node's segments: the metadata it learned from the directory, its copy of the pages
+//! (a memfd), and which local processes map each one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+use dsm_proto::peer::SegmentMeta;
+use dsm_proto::{SegmentId, SessionId, PAGE_SIZE};
+
+use crate::page_store::MemFd;
+
+/// One segment on this node.
+#[derive(Debug)]
+pub struct Local {
+    /// What the directory says.
+    pub meta: SegmentMeta,
+    /// The node's copy.
+    pub memfd: MemFd,
+    /// Local processes that map it.
+    pub sessions: BTreeSet<SessionId>,
+    /// Whether its name was unlinked (it lives on while mapped).
+    pub unlinked: bool,
+}
+
+impl Local {
+    /// Pages in the segment (a partial last page counts).
+    pub fn pages(&self) -> u32 {
+        self.meta.size.div_ceil(PAGE_SIZE as u64) as u32
+    }
+
+    /// `/name`, or the id once unlinked.
+    pub fn display_name(&self) -> String {
+        if self.unlinked {
+            format!("({:#x}, unlinked)", self.meta.id.0)
+        } else {
+            format!("/{}", self.meta.name)
+        }
+    }
+}
+
+/// Every segment this node has heard of through its own processes.
+#[derive(Debug, Default)]
+pub struct Store {
+    segments: BTreeMap<SegmentId, Local>,
+}
+
+impl Store {
+    /// The segment, if this node has it.
+    pub fn get(&self, id: SegmentId) -> Option<&Local> {
+        self.segments.get(&id)
+    }
+
+    /// The segment, mutably.
+    pub fn get_mut(&mut self, id: SegmentId) -> Option<&mut Local> {
+        self.segments.get_mut(&id)
+    }
+
+    /// Every segment, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &Local> {
+        self.segments.values()
+    }
+
+    /// Takes the directory's word for a segment: creates the node's copy the first time, and
+    /// follows size and address changes.
+    pub fn learn(&mut self, meta: SegmentMeta) -> io::Result<&Local> {
+        let id = meta.id;
+        match self.segments.get_mut(&id) {
+            Some(local) => {
+                if local.meta.size != meta.size {
+                    local.memfd.set_len(meta.size)?;
+                }
+                local.meta = meta;
+            }
+            None => {
+                let memfd = MemFd::create(&meta.name)?;
+                memfd.set_len(meta.size)?;
+                self.segments.insert(
+                    id,
+                    Local {
+                        meta,
+                        memfd,
+                        sessions: BTreeSet::new(),
+                        unlinked: false,
+                    },
+                );
+            }
+        }
+        Ok(&self.segments[&id])
+    }
+
+    /// A size change the directory announced (for a segment this node has).
+    pub fn resize(&mut self, id: SegmentId, size: u64) -> io::Result<()> {
+        if let Some(local) = self.segments.get_mut(&id) {
+            if local.meta.size != size {
+                local.memfd.set_len(size)?;
+                local.meta.size = size;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a segment the directory removed.
+    pub fn remove(&mut self, id: SegmentId) -> Option<Local> {
+        self.segments.remove(&id)
+    }
+
+    /// Copies page `page` of the node's copy into `out` (zeros past the end).
+    pub fn read_page(&self, id: SegmentId, page: u32, out: &mut [u8; PAGE_SIZE]) -> io::Result<()> {
+        out.fill(0);
+        match self.segments.get(&id) {
+            Some(local) => local.memfd.read_at(out, u64::from(page) * PAGE_SIZE as u64),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores page `page` into the node's copy, growing it if the page lies past its end
+    /// (the directory's size announcement may still be on its way).
+    pub fn write_page(
+        &mut self,
+        id: SegmentId,
+        page: u32,
+        data: &[u8; PAGE_SIZE],
+    ) -> io::Result<()> {
+        let Some(local) = self.segments.get_mut(&id) else {
+            return Ok(());
+        };
+        let offset = u64::from(page) * PAGE_SIZE as u64;
+        if offset + PAGE_SIZE as u64 > local.meta.size.next_multiple_of(PAGE_SIZE as u64) {
+            local.memfd.set_len(offset + PAGE_SIZE as u64)?;
+            local.meta.size = offset + PAGE_SIZE as u64;
+        }
+        local.memfd.write_at(data, offset)
+    }
+}

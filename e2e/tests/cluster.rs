@@ -1,0 +1,197 @@
+//! Many hosts on one machine: three dsmd on loopback, each with its own socket, unmodified C
+//! programs under LD_PRELOAD, one or more per node.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dsm_e2e::{c_program, unique, wait_for_line, wait_limited, Cluster, Outcome};
+
+fn shm_name(label: &str) -> String {
+    format!("/{}", unique(label))
+}
+
+fn all_ok(outcomes: &[Outcome]) {
+    for o in outcomes {
+        o.assert_ok();
+    }
+}
+
+/// Two processes on each of three nodes, every process a role.
+const TWO_PER_NODE: [usize; 6] = [1, 2, 3, 1, 2, 3];
+
+fn list_and_counter(manager: &str) {
+    let c = Cluster::start(3, &["--manager", manager]);
+    let name = shm_name("list");
+    let out = c.run_all(&c_program("list"), &[1, 2, 3], |role| {
+        vec![name.clone(), role.to_string(), "3".into(), "40".into()]
+    });
+    all_ok(&out);
+    for o in &out {
+        assert!(o.stdout.contains("walked 120 items, 0 bad"), "{}", o.stdout);
+    }
+    let name = shm_name("counter");
+    let out = c.run_all(&c_program("counter"), &TWO_PER_NODE, |role| {
+        vec![name.clone(), role.to_string(), "6".into(), "1000".into()]
+    });
+    all_ok(&out);
+    for o in &out {
+        assert!(o.stdout.contains("sees 6000 (want 6000)"), "{}", o.stdout);
+    }
+    // The segment is the same everywhere: one name, one base address, one size.
+    let bases: Vec<u64> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            n.status()["segments"][0]["base"]
+                .as_u64()
+                .expect("a segment")
+        })
+        .collect();
+    assert!(bases.windows(2).all(|w| w[0] == w[1]), "{bases:?}");
+}
+
+#[test]
+fn linked_list_and_atomic_counter_dynamic_manager() {
+    list_and_counter("dynamic");
+}
+
+#[test]
+fn linked_list_and_atomic_counter_fixed_manager() {
+    list_and_counter("fixed");
+}
+
+#[test]
+fn linked_list_and_atomic_counter_central_manager() {
+    list_and_counter("central");
+}
+
+#[test]
+fn litmus_tests_never_show_a_forbidden_outcome() {
+    let c = Cluster::start(3, &[]);
+    for (test, placement, iters) in [
+        ("sb", &[1usize, 2][..], "400"),
+        ("mp", &[2, 3][..], "400"),
+        ("iriw", &[1, 2, 3, 1][..], "250"),
+    ] {
+        let name = shm_name(test);
+        let out = c.run_all(&c_program("litmus"), placement, |role| {
+            vec![test.into(), name.clone(), role.to_string(), iters.into()]
+        });
+        all_ok(&out);
+        assert!(out[0].stdout.contains("forbidden 0"), "{}", out[0].stdout);
+    }
+}
+
+#[test]
+fn a_page_written_in_turn_by_every_node() {
+    let c = Cluster::start(3, &[]);
+    let name = shm_name("pingpong");
+    let out = c.run_all(&c_program("pingpong"), &[1, 2, 3], |role| {
+        vec![name.clone(), role.to_string(), "3".into(), "150".into()]
+    });
+    all_ok(&out);
+}
+
+#[test]
+fn segments_are_cluster_wide() {
+    let c = Cluster::start(3, &[]);
+    let name = shm_name("wide");
+    c.node(1)
+        .run(&c_program("examples/writer"), &[&name, "100000"])
+        .assert_ok();
+    // O_CREAT|O_EXCL is exclusive across the cluster.
+    let out = c.node(2).run(&c_program("fork"), &[&name]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("File exists"), "{}", out.stderr);
+    // Any node sees the same segment, same size, same data.
+    let out = c.node(3).run(&c_program("check_pattern"), &[&name, "keep"]);
+    out.assert_ok();
+    // shm_unlink on one node removes the name everywhere.
+    c.node(2)
+        .run(&c_program("examples/reader"), &[&name])
+        .assert_ok();
+    let out = c.node(1).run(&c_program("check_pattern"), &[&name, "keep"]);
+    assert!(out.stderr.contains("No such file"), "{out:?}");
+    for node in &c.nodes {
+        assert!(node.status()["segments"].as_array().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_fault_on_a_dead_peer_raises_sigbus_in_bounded_time() {
+    let mut c = Cluster::start(2, &["--fault-timeout-ms", "1000"]);
+    let name = shm_name("dead");
+    let mut holder = c.node(1).spawn(&c_program("hold"), &[&name, "40960"]);
+    wait_for_line(&mut holder, "ready");
+    let mut toucher = c.node(2).command(&c_program("touch_later"));
+    toucher
+        .args([name.as_str(), "3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut toucher = dsm_e2e::Spawned(toucher.spawn().unwrap());
+    wait_for_line(&mut toucher, "mapped");
+    // Node 1 holds every page and dies.
+    drop(c.nodes.remove(0));
+    drop(holder);
+    let started = Instant::now();
+    toucher.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = wait_limited(
+        &mut toucher,
+        Duration::from_secs(30),
+        "fault on a dead peer",
+    );
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = c.nodes[0].log();
+    assert!(
+        log.contains("timed out after 1000 ms waiting for node 1 (link down)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn peers_of_another_cluster_are_refused() {
+    let a = Cluster::start(1, &[]);
+    let listen = a.node(1).status()["listen"].as_str().unwrap().to_owned();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // A daemon of another cluster that takes the existing node for its peer (and, having the
+    // lower id, dials it).
+    let stranger = dsm_e2e::Daemon::start_with(
+        1,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--peer",
+            &format!("2={listen}"),
+            "--cluster",
+            "other",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stranger.log().contains("refused this node") {
+        assert!(Instant::now() < deadline, "{}", stranger.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        stranger
+            .log()
+            .contains("cluster `other` (this node is in `dsm`)"),
+        "{}",
+        stranger.log()
+    );
+    assert!(
+        a.node(1).log().contains("refusing peer connection"),
+        "{}",
+        a.node(1).log()
+    );
+    assert_eq!(stranger.status()["peers"][0]["connected"], false);
+}

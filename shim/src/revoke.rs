@@ -1,0 +1,118 @@
+//! Revocation: the daemon takes access back from this process before a page leaves the node
+//! or is downgraded, and grants and revocations never cross.
+//!
+//! A listener thread reads revocations from the session connection, lowers the page's
+//! protection and acknowledges. The fault handler raises a page's protection for a grant. Both
+//! `mprotect` under one lock, and every grant carries the number of revocations the daemon had
+//! sent before it: if this process has already applied a higher-numbered one, the grant may be
+//! older than that revocation and is not applied — the handler asks again. So a grant and a
+//! revocation racing inside the process can never leave it with more access than the node
+//! holds (design invariant 3).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use dsm_proto::client::{Push, PushAck};
+use dsm_proto::{Access, SegmentId, PAGE_SIZE};
+
+use crate::lock::SpinLock;
+use crate::mappings::{self, Mapping};
+use crate::sys;
+use crate::wire;
+
+static LOCK: SpinLock<()> = SpinLock::new(());
+static LAST_APPLIED: AtomicU64 = AtomicU64::new(0);
+
+/// The protection a process gets for `access`, within what the program asked for.
+pub fn prot_for(access: Access, mapping: &Mapping) -> i32 {
+    let granted = match access {
+        Access::Write => libc::PROT_READ | libc::PROT_WRITE,
+        Access::Read => libc::PROT_READ,
+        Access::None => libc::PROT_NONE,
+    };
+    let exec = if access > Access::None {
+        mapping.prot & libc::PROT_EXEC
+    } else {
+        0
+    };
+    (granted & mapping.prot) | exec
+}
+
+/// Applies a grant numbered `seq` to the page at `page_addr`; `false` if a later revocation
+/// was applied meanwhile (fault again). Async-signal-safe.
+pub fn apply_grant(
+    mapping: &Mapping,
+    page_addr: usize,
+    access: Access,
+    seq: u64,
+) -> Result<bool, i32> {
+    let _held = LOCK.lock();
+    if LAST_APPLIED.load(Ordering::Relaxed) > seq {
+        return Ok(false);
+    }
+    // SAFETY: the page lies in a DSM mapping of this process; its protection becomes what the
+    // daemon granted, under the lock revocations take too.
+    unsafe { sys::mprotect(page_addr, PAGE_SIZE, prot_for(access, mapping)) }.map(|_| true)
+}
+
+fn apply_revoke(segment: SegmentId, page: u32, access: Access, seq: u64) {
+    let _held = LOCK.lock();
+    // Pages sit at the same address in every mapping of a segment, so one lookup finds the
+    // piece that holds it, if this process maps it at all.
+    if let Some(mapping) = mappings::lookup_segment_page(segment, page) {
+        let addr = mapping.base + page as usize * PAGE_SIZE;
+        // SAFETY: lowering (never raising beyond the node's access) a page of our own DSM
+        // mapping; a later access faults and is served again.
+        let _ = unsafe { sys::mprotect(addr, PAGE_SIZE, prot_for(access, &mapping)) };
+    }
+    LAST_APPLIED.fetch_max(seq, Ordering::Relaxed);
+}
+
+/// Starts the listener thread on the session connection `fd`.
+pub fn start_listener(fd: i32) {
+    let spawned = std::thread::Builder::new()
+        .name("dsm-revoke".into())
+        .spawn(move || listen(fd));
+    if let Err(e) = spawned {
+        crate::say!("cannot start the revocation thread ({e}); pages can be revoked only slowly");
+    }
+}
+
+fn listen(fd: i32) {
+    // No signal handler of the program runs on this thread: it may hold the grant lock.
+    // SAFETY: all-ones is a valid full signal set.
+    let all: libc::sigset_t = unsafe {
+        let mut set = core::mem::zeroed();
+        libc::sigfillset(&mut set);
+        set
+    };
+    sys::set_sigmask(&all);
+    let mut buf = [0u8; wire::BUF];
+    loop {
+        let push = match wire::recv::<Push>(fd, &mut buf, None) {
+            Ok(p) => p,
+            // The daemon is gone or the session closed (fork child, exit): nothing to revoke.
+            Err(_) => return,
+        };
+        let Push::Revoke {
+            segment,
+            page,
+            access,
+            seq,
+        } = push;
+        apply_revoke(segment, page, access, seq);
+        if wire::send(fd, &PushAck::Revoked { seq }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Taken before `fork`.
+pub fn lock_for_fork() {
+    LOCK.raw_lock();
+}
+
+/// Released after `fork`, in parent and child.
+pub fn unlock_after_fork() {
+    // SAFETY: taken by `lock_for_fork` in this thread; no guard is alive.
+    unsafe { LOCK.force_unlock() };
+}
