@@ -155,10 +155,8 @@ impl Server {
     /// Binds the sockets and installs the signal handlers.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(io_context("cannot create the event loop"))?;
-        let mut listener = bind_unix(&config.socket)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(io_context("cannot register the Unix socket"))?;
+        // The peer port first: if it is taken, fail before a socket file exists for clients to
+        // find with nobody behind it.
         let peer_listener = match config.listen {
             Some(addr) => {
                 let mut l = TcpListener::bind(addr)
@@ -170,6 +168,10 @@ impl Server {
             }
             None => None,
         };
+        let mut listener = bind_unix(&config.socket)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(io_context("cannot register the Unix socket"))?;
         let (read, write) =
             std::os::unix::net::UnixStream::pair().map_err(io_context("cannot make a pipe"))?;
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
