@@ -227,12 +227,22 @@ impl Daemon {
 
     /// `dsmctl --json status`, parsed.
     pub fn status(&self) -> serde_json::Value {
+        self.json(&["status"])
+    }
+
+    /// `dsmctl --json ARGS…`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut cmd = Command::new(&artifacts().dsmctl);
         cmd.arg("--socket")
             .arg(&self.socket)
-            .args(["--json", "status"]);
+            .arg("--json")
+            .args(args);
         let out = run(cmd);
-        assert!(out.status.success(), "dsmctl failed: {}", out.stderr);
+        assert!(
+            out.status.success(),
+            "dsmctl {args:?} failed: {}",
+            out.stderr
+        );
         serde_json::from_str(&out.stdout).expect("dsmctl --json prints JSON")
     }
 }

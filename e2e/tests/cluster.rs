@@ -39,6 +39,32 @@ fn list_and_counter(manager: &str) {
     for o in &out {
         assert!(o.stdout.contains("sees 6000 (want 6000)"), "{}", o.stdout);
     }
+    // dsmctl's views tell the story: node 2 got pages from its peers, and knows who owns them.
+    let stats = c.node(2).json(&["stats"]);
+    assert_eq!(stats["manager"], manager);
+    assert!(stats["pages_received"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        stats["remote_latency_us"]["count"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert_eq!(stats["failed"], 0);
+    let peers = c.node(2).json(&["peers"]);
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["messages_in"].as_u64().unwrap() > 0),
+        "{peers}"
+    );
+    let pages = c.node(3).json(&["pages", &name]);
+    let owners: Vec<bool> = pages["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["owner"] == true)
+        .collect();
+    assert_eq!(owners.len(), 1, "{pages}");
     // The segment is the same everywhere: one name, one base address, one size.
     let bases: Vec<u64> = c
         .nodes
@@ -194,4 +220,34 @@ fn peers_of_another_cluster_are_refused() {
         a.node(1).log()
     );
     assert_eq!(stranger.status()["peers"][0]["connected"], false);
+}
+
+#[test]
+fn a_restarted_peer_links_up_again() {
+    let mut c = Cluster::start(2, &[]);
+    let listen = c.node(2).status()["listen"].as_str().unwrap().to_owned();
+    let node1 = c.node(1).status()["listen"].as_str().unwrap().to_owned();
+    drop(c.nodes.remove(1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.node(1).status()["peers"][0]["connected"] == true {
+        assert!(Instant::now() < deadline, "node 1 never noticed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        c.node(1).log().contains("link to node 2 at"),
+        "{}",
+        c.node(1).log()
+    );
+    let back =
+        dsm_e2e::Daemon::start_with(2, &["--listen", &listen, "--peer", &format!("1={node1}")]);
+    c.nodes.push(back);
+    c.wait_linked();
+    // And it works: a segment made on the restarted node is read on the other.
+    let name = shm_name("again");
+    c.node(2)
+        .run(&c_program("examples/writer"), &[&name, "20000"])
+        .assert_ok();
+    c.node(1)
+        .run(&c_program("examples/reader"), &[&name])
+        .assert_ok();
 }
