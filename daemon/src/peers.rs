@@ -12,11 +12,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dsm_proto::frame::{self, FrameBuffer, MAX_PEER_FRAME};
-use dsm_proto::peer::{DirMsg, PeerFrame, PeerHello, PeerMsg};
+use dsm_proto::peer::{DirMsg, PageKey, PeerFrame, PeerHello, PeerMsg};
 use dsm_proto::{NodeId, MAGIC, PAGE_SIZE, PROTOCOL_VERSION};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
+
+use crate::page_store::{fdpass, Page};
+use std::os::fd::AsFd;
 
 /// Tokens at and above this belong to peer connections.
 pub const FIRST_PEER_TOKEN: usize = 1 << 40;
@@ -28,11 +31,15 @@ const MAX_OUTBOX: usize = 256 * 1024 * 1024;
 /// A message from a peer.
 #[derive(Debug)]
 pub enum Incoming {
-    /// Coherence, with the page for a grant.
-    Coherence(PeerMsg, Option<Box<[u8; PAGE_SIZE]>>),
+    /// Coherence (a grant's page is already stored, through the page sink).
+    Coherence(PeerMsg),
     /// Directory traffic.
     Directory(DirMsg),
 }
+
+/// Where the page after a grant goes: the daemon's mapping of the node's copy (`None`: the
+/// segment is gone here, drop the bytes).
+pub type PageSink<'a> = dyn FnMut(PageKey) -> Option<Page> + 'a;
 
 /// What the daemon must know about its own side of every hello.
 #[derive(Debug, Clone)]
@@ -194,33 +201,57 @@ impl Peers {
         .expect("hello encodes")
     }
 
-    /// Queues a frame (and the page after a grant) for `to`, sending now if the link is up.
-    pub fn send(&mut self, registry: &Registry, to: NodeId, msg: &PeerFrame, page: Option<&[u8]>) {
-        let mut bytes = match frame::encode(msg) {
+    /// Sends a frame (and the page after a grant) to `to`: at once, straight from the page's
+    /// mapping, if the link is up and idle; otherwise into its queue.
+    pub fn send(&mut self, registry: &Registry, to: NodeId, msg: &PeerFrame, page: Option<Page>) {
+        let bytes = match frame::encode(msg) {
             Ok(b) => b,
             Err(e) => {
                 warn!("cannot encode a message for {to}: {e}");
                 return;
             }
         };
-        if let Some(page) = page {
-            bytes.extend_from_slice(page);
-        }
         let Some(link) = self.links.get_mut(&to) else {
             warn!("no link to {to}: not a member of this cluster");
             return;
         };
+        let total = bytes.len() + page.map_or(0, |_| PAGE_SIZE);
         link.stats.messages_out += 1;
-        link.stats.bytes_out += bytes.len() as u64;
+        link.stats.bytes_out += total as u64;
+        let whole = |bytes: Vec<u8>, skip: usize| {
+            let mut all = bytes;
+            if let Some(page) = page {
+                all.extend_from_slice(&page.to_vec());
+            }
+            all.drain(..skip);
+            all
+        };
         match &mut link.conn {
-            Some(conn) if conn.greeted => conn.out.push_back(bytes),
+            Some(conn) if conn.greeted => {
+                if let (Some(page), true) = (page, conn.out.is_empty() && conn.connected) {
+                    match fdpass::send_frame_and_page(conn.stream.as_fd(), &bytes, page) {
+                        Ok(n) if n == total => return,
+                        Ok(n) => conn.out.push_back(whole(bytes, n)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            conn.out.push_back(whole(bytes, 0))
+                        }
+                        Err(e) => {
+                            conn.out.push_back(whole(bytes, 0));
+                            self.drop_conn(registry, to, &format!("write failed: {e}"));
+                            return;
+                        }
+                    }
+                } else {
+                    conn.out.push_back(whole(bytes, 0));
+                }
+            }
             _ => {
-                if link.outbox_bytes + bytes.len() > MAX_OUTBOX {
+                if link.outbox_bytes + total > MAX_OUTBOX {
                     warn!("{to} has been down too long: dropping a message for it");
                     return;
                 }
-                link.outbox_bytes += bytes.len();
-                link.outbox.push_back(bytes);
+                link.outbox_bytes += total;
+                link.outbox.push_back(whole(bytes, 0));
                 return;
             }
         }
@@ -308,6 +339,7 @@ impl Peers {
         token: Token,
         readable: bool,
         writable: bool,
+        sink: &mut PageSink<'_>,
     ) -> Vec<(NodeId, Incoming)> {
         let mut arrived = Vec::new();
         if let Some(&node) = self.tokens.get(&token) {
@@ -315,10 +347,10 @@ impl Peers {
                 self.on_writable(registry, node);
             }
             if readable {
-                self.on_readable(registry, node, &mut arrived);
+                self.on_readable(registry, node, &mut arrived, sink);
             }
         } else if self.strangers.contains_key(&token) && readable {
-            self.on_stranger(registry, token, &mut arrived);
+            self.on_stranger(registry, token, &mut arrived, sink);
         }
         arrived
     }
@@ -351,6 +383,7 @@ impl Peers {
         registry: &Registry,
         node: NodeId,
         arrived: &mut Vec<(NodeId, Incoming)>,
+        sink: &mut PageSink<'_>,
     ) {
         let link = self.links.get_mut(&node).expect("token maps to a link");
         let Some(conn) = &mut link.conn else { return };
@@ -362,7 +395,7 @@ impl Peers {
             }
         };
         link.stats.bytes_in += read as u64;
-        if let Err(why) = self.parse(registry, node, arrived) {
+        if let Err(why) = self.parse(registry, node, arrived, sink) {
             self.refuse(registry, node, &why);
             return;
         }
@@ -377,6 +410,7 @@ impl Peers {
         registry: &Registry,
         node: NodeId,
         arrived: &mut Vec<(NodeId, Incoming)>,
+        sink: &mut PageSink<'_>,
     ) -> Result<(), String> {
         loop {
             let link = self.links.get_mut(&node).expect("known");
@@ -384,13 +418,17 @@ impl Peers {
                 return Ok(());
             };
             if let Some(msg) = conn.awaiting_page {
-                let mut page = Box::new([0u8; PAGE_SIZE]);
-                if !conn.frames.take_raw(&mut page[..]) {
+                let stored = conn.frames.take_raw(PAGE_SIZE, |bytes| {
+                    if let Some(page) = sink(msg.key()) {
+                        page.fill_from(bytes);
+                    }
+                });
+                if !stored {
                     return Ok(());
                 }
                 conn.awaiting_page = None;
                 link.stats.messages_in += 1;
-                arrived.push((node, Incoming::Coherence(msg, Some(page))));
+                arrived.push((node, Incoming::Coherence(msg)));
                 continue;
             }
             let Some(payload) = conn.frames.pop().map_err(|e| e.to_string())? else {
@@ -423,7 +461,7 @@ impl Peers {
                 }
                 PeerFrame::Coherence(msg) => {
                     link.stats.messages_in += 1;
-                    arrived.push((node, Incoming::Coherence(msg, None)));
+                    arrived.push((node, Incoming::Coherence(msg)));
                 }
                 PeerFrame::Directory(msg) => {
                     link.stats.messages_in += 1;
@@ -476,6 +514,7 @@ impl Peers {
         registry: &Registry,
         token: Token,
         arrived: &mut Vec<(NodeId, Incoming)>,
+        sink: &mut PageSink<'_>,
     ) {
         let conn = self.strangers.get_mut(&token).expect("checked");
         let eof = match fill(conn) {
@@ -521,7 +560,7 @@ impl Peers {
                 self.links.get_mut(&node).expect("known").conn = Some(conn);
                 self.greeted(registry, node);
                 // Frames that came with the hello.
-                if let Err(why) = self.parse(registry, node, arrived) {
+                if let Err(why) = self.parse(registry, node, arrived, sink) {
                     self.refuse(registry, node, &why);
                 }
             }

@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::config::Config;
 use crate::conn::{Conn, Kind, ReadEnd};
 use crate::directory::Directory;
+use crate::page_store::Page;
 use crate::peers::{Identity, Incoming, Peers};
 use crate::store::Store;
 
@@ -275,11 +276,20 @@ impl Server {
                         }
                     }
                     token if Peers::owns(token) => {
+                        let store = &mut self.store;
+                        let mut sink = |key: PageKey| match store.incoming(key.segment, key.page) {
+                            Ok(page) => page,
+                            Err(e) => {
+                                warn!("cannot store page {} of {}: {e}", key.page, key.segment);
+                                None
+                            }
+                        };
                         let arrived = self.peers.on_event(
                             self.poll.registry(),
                             token,
                             event.is_readable(),
                             event.is_writable(),
+                            &mut sink,
                         );
                         for (from, incoming) in arrived {
                             self.on_peer_message(from, incoming);
@@ -741,13 +751,8 @@ impl Server {
 
     fn on_peer_message(&mut self, from: NodeId, incoming: Incoming) {
         match incoming {
-            Incoming::Coherence(msg, page) => {
+            Incoming::Coherence(msg) => {
                 debug!("from {from}: {msg:?}");
-                if let (PeerMsg::Grant { key, .. }, Some(page)) = (&msg, page) {
-                    if let Err(e) = self.store.write_page(key.segment, key.page, &page) {
-                        warn!("cannot store page {} of {}: {e}", key.page, key.segment);
-                    }
-                }
                 self.core.handle(Input::Peer { from, msg });
                 self.drain_core();
             }
@@ -808,19 +813,22 @@ impl Server {
                     debug!("to {to}: {msg:?}");
                     let mut page = None;
                     if let PeerMsg::Grant { key, .. } = msg {
-                        let mut data = [0u8; PAGE_SIZE];
-                        if let Err(e) = self.store.read_page(key.segment, key.page, &mut data) {
-                            warn!("cannot read page {} of {}: {e}", key.page, key.segment);
-                        }
-                        page = Some(data);
+                        page = Some(match self.store.page(key.segment, key.page) {
+                            Ok(Some(p)) => p,
+                            // Past the end of our copy (a shrink not yet followed by every node):
+                            // such a page reads as zeros.
+                            Ok(None) => Page::zeros(),
+                            Err(e) => {
+                                warn!(
+                                    "cannot map page {} of {}: {e}; sending zeros",
+                                    key.page, key.segment
+                                );
+                                Page::zeros()
+                            }
+                        });
                     }
                     let frame = PeerFrame::Coherence(msg);
-                    self.peers.send(
-                        self.poll.registry(),
-                        to,
-                        &frame,
-                        page.as_ref().map(|p| &p[..]),
-                    );
+                    self.peers.send(self.poll.registry(), to, &frame, page);
                 }
                 Output::Revoke { key, to } => self.revoke(key, to),
                 Output::Violation { from, what } => warn!("protocol violation by {from}: {what}"),

@@ -7,7 +7,7 @@ use std::io;
 use dsm_proto::peer::SegmentMeta;
 use dsm_proto::{SegmentId, SessionId, PAGE_SIZE};
 
-use crate::page_store::MemFd;
+use crate::page_store::{MemFd, Page};
 
 /// One segment on this node.
 #[derive(Debug)]
@@ -72,7 +72,7 @@ impl Store {
                 local.meta = meta;
             }
             None => {
-                let memfd = MemFd::create(&meta.name)?;
+                let mut memfd = MemFd::create(&meta.name)?;
                 memfd.set_len(meta.size)?;
                 self.segments.insert(
                     id,
@@ -104,31 +104,25 @@ impl Store {
         self.segments.remove(&id)
     }
 
-    /// Copies page `page` of the node's copy into `out` (zeros past the end).
-    pub fn read_page(&self, id: SegmentId, page: u32, out: &mut [u8; PAGE_SIZE]) -> io::Result<()> {
-        out.fill(0);
-        match self.segments.get(&id) {
-            Some(local) => local.memfd.read_at(out, u64::from(page) * PAGE_SIZE as u64),
-            None => Ok(()),
+    /// Page `page` of the node's copy of `id`, to send.
+    pub fn page(&mut self, id: SegmentId, page: u32) -> io::Result<Option<Page>> {
+        match self.segments.get_mut(&id) {
+            Some(local) => local.memfd.page(page),
+            None => Ok(None),
         }
     }
 
-    /// Stores page `page` into the node's copy, growing it if the page lies past its end
-    /// (the directory's size announcement may still be on its way).
-    pub fn write_page(
-        &mut self,
-        id: SegmentId,
-        page: u32,
-        data: &[u8; PAGE_SIZE],
-    ) -> io::Result<()> {
+    /// Where an arriving page goes: page `page` of `id`, growing the node's copy if the page
+    /// lies past its end (the directory's size announcement may still be on its way).
+    pub fn incoming(&mut self, id: SegmentId, page: u32) -> io::Result<Option<Page>> {
         let Some(local) = self.segments.get_mut(&id) else {
-            return Ok(());
+            return Ok(None);
         };
-        let offset = u64::from(page) * PAGE_SIZE as u64;
-        if offset + PAGE_SIZE as u64 > local.meta.size.next_multiple_of(PAGE_SIZE as u64) {
-            local.memfd.set_len(offset + PAGE_SIZE as u64)?;
-            local.meta.size = offset + PAGE_SIZE as u64;
+        let end = (u64::from(page) + 1) * PAGE_SIZE as u64;
+        if end > local.meta.size.next_multiple_of(PAGE_SIZE as u64) {
+            local.memfd.set_len(end)?;
+            local.meta.size = end;
         }
-        local.memfd.write_at(data, offset)
+        local.memfd.page(page)
     }
 }

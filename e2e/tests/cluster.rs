@@ -155,7 +155,8 @@ fn a_fault_on_a_dead_peer_raises_sigbus_in_bounded_time() {
     toucher
         .args([name.as_str(), "3"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut toucher = dsm_e2e::Spawned(toucher.spawn().unwrap());
     wait_for_line(&mut toucher, "mapped");
     // Node 1 holds every page and dies.

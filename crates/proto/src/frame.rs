@@ -151,15 +151,15 @@ impl FrameBuffer {
         Ok(Some(payload))
     }
 
-    /// Takes `out.len()` raw bytes that follow the last frame (a page after a grant), if they
-    /// have all arrived.
-    pub fn take_raw(&mut self, out: &mut [u8]) -> bool {
+    /// Hands `len` raw bytes that follow the last frame (a page after a grant) to `take`, if
+    /// they have all arrived; returns whether they had.
+    pub fn take_raw(&mut self, len: usize, take: impl FnOnce(&[u8])) -> bool {
         let pending = &self.buf[self.start..];
-        if pending.len() < out.len() {
+        if pending.len() < len {
             return false;
         }
-        out.copy_from_slice(&pending[..out.len()]);
-        self.start += out.len();
+        take(&pending[..len]);
+        self.start += len;
         true
     }
 

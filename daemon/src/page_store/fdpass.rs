@@ -50,3 +50,31 @@ pub fn send_with_fd(socket: BorrowedFd<'_>, bytes: &[u8], fd: BorrowedFd<'_>) ->
         }
     }
 }
+
+/// Writes `frame` then the page in one `writev`, straight from the daemon's mapping; returns
+/// bytes written (possibly fewer than all: the caller queues the rest).
+pub fn send_frame_and_page(
+    socket: BorrowedFd<'_>,
+    frame: &[u8],
+    page: super::Page,
+) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: frame.as_ptr() as *mut libc::c_void,
+            iov_len: frame.len(),
+        },
+        page.iovec(),
+    ];
+    loop {
+        // SAFETY: both vectors point at live memory of the lengths given: `frame`, and a
+        // mapped page (see `Page`).
+        let n = unsafe { libc::writev(socket.as_raw_fd(), iov.as_ptr(), 2) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}

@@ -1,21 +1,91 @@
 //! The node's copy of each segment: one memfd per segment, shared with local processes.
 //!
 //! Processes map the memfd (MAP_SHARED), so every process on the node sees the node's copy and
-//! they share it among themselves as ordinary shared memory. This module and [`fdpass`] are the
-//! only places in the daemon with `unsafe`.
+//! they share it among themselves as ordinary shared memory. The daemon maps it too, so a page
+//! travels between the mapping and a socket with no copy of our own in between: sent with
+//! `writev` straight from the mapping ([`fdpass::send_frame_and_page`]), received from the
+//! socket buffer straight into it ([`Page::fill_from`]). This module is the only place in the
+//! daemon with `unsafe`.
 
 pub mod fdpass;
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use dsm_proto::PAGE_SIZE;
 
 /// The memory behind one segment on this node.
 #[derive(Debug)]
 pub struct MemFd {
     file: File,
+    len: u64,
+    map: Option<Mapped>,
+}
+
+#[derive(Debug)]
+struct Mapped {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` is a mapping we created and nothing refers to it any more (the
+        // only pointers into it are `Page`s, used and dropped within one event).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// One page of a node's copy, in the daemon's mapping. Valid until the segment is resized or
+/// removed: use it at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    ptr: *mut u8,
+}
+
+/// A page of zeros, for a page past the end of a node's copy (only ever read).
+static ZEROS: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
+
+impl Page {
+    /// A page of zeros, to send; never [`Page::fill_from`] it.
+    pub fn zeros() -> Page {
+        Page {
+            ptr: ZEROS.as_ptr() as *mut u8,
+        }
+    }
+
+    /// The page's bytes as an I/O vector for `writev`.
+    pub(crate) fn iovec(self) -> libc::iovec {
+        libc::iovec {
+            iov_base: self.ptr.cast(),
+            iov_len: PAGE_SIZE,
+        }
+    }
+
+    /// A copy of the page's bytes (for a message that must wait in a queue).
+    pub fn to_vec(self) -> Vec<u8> {
+        let mut v = vec![0u8; PAGE_SIZE];
+        // SAFETY: the page is PAGE_SIZE mapped bytes; `v` is a distinct buffer of that size.
+        // The core only sends a page after revoking write access from every local process, so
+        // nothing writes it while we copy.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr, v.as_mut_ptr(), PAGE_SIZE) };
+        v
+    }
+
+    /// Stores `bytes` (exactly one page) into the page.
+    pub fn fill_from(self, bytes: &[u8]) {
+        assert_eq!(bytes.len(), PAGE_SIZE);
+        assert!(
+            !std::ptr::eq(self.ptr, ZEROS.as_ptr()),
+            "the zero page is read-only"
+        );
+        // SAFETY: the page is PAGE_SIZE mapped, writable bytes; `bytes` is a distinct buffer.
+        // A page arrives only while local processes hold no write access to it (at most read
+        // access to identical contents, on an upgrade).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr, PAGE_SIZE) };
+    }
 }
 
 impl MemFd {
@@ -32,29 +102,54 @@ impl MemFd {
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(MemFd {
             file: File::from(owned),
+            len: 0,
+            map: None,
         })
     }
 
     /// Sets the size; pages past a smaller size are discarded, new ones read as zeros.
-    pub fn set_len(&self, size: u64) -> io::Result<()> {
-        self.file.set_len(size)
-    }
-
-    /// Reads `buf.len()` bytes at `offset`; bytes past the end read as zeros.
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64)? {
-                0 => break,
-                n => done += n,
-            }
+    pub fn set_len(&mut self, size: u64) -> io::Result<()> {
+        self.file.set_len(size)?;
+        if size != self.len {
+            self.map = None;
+            self.len = size;
         }
         Ok(())
     }
 
-    /// Writes all of `buf` at `offset`.
-    pub fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+    /// Page `index`, if it lies inside the segment.
+    pub fn page(&mut self, index: u32) -> io::Result<Option<Page>> {
+        let offset = u64::from(index) * PAGE_SIZE as u64;
+        if offset + PAGE_SIZE as u64 > self.len.next_multiple_of(PAGE_SIZE as u64) {
+            return Ok(None);
+        }
+        if self.map.is_none() {
+            let len = self.len.next_multiple_of(PAGE_SIZE as u64) as usize;
+            // SAFETY: maps the whole memfd, shared, at an address the kernel picks; the
+            // mapping is unmapped in Mapped::drop. Bytes past the file's end in the last page
+            // read as zeros and are never sent beyond the segment.
+            let ptr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    self.file.as_raw_fd(),
+                    0,
+                )
+            };
+            if ptr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            self.map = Some(Mapped {
+                ptr: ptr.cast(),
+                len,
+            });
+        }
+        let map = self.map.as_ref().expect("mapped above");
+        // SAFETY: `offset + PAGE_SIZE <= map.len`, checked above.
+        let ptr = unsafe { map.ptr.add(offset as usize) };
+        Ok(Some(Page { ptr }))
     }
 
     /// A new descriptor for the same memory, to hand to a client.
@@ -72,16 +167,24 @@ impl AsFd for MemFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
-    fn memfd_resizes_and_shares_contents() {
-        let m = MemFd::create("test").unwrap();
-        m.set_len(8192).unwrap();
+    fn pages_are_the_memfd_contents() {
+        let mut m = MemFd::create("test").unwrap();
+        m.set_len(8192 + 100).unwrap();
         let other = File::from(m.share().unwrap());
         other.write_all_at(b"hello", 4096).unwrap();
-        let mut buf = [0u8; 5];
-        m.file.read_exact_at(&mut buf, 4096).unwrap();
-        assert_eq!(&buf, b"hello");
-        assert_eq!(other.metadata().unwrap().len(), 8192);
+        let page = m.page(1).unwrap().unwrap();
+        assert_eq!(&page.to_vec()[..5], b"hello");
+        page.fill_from(&[7u8; PAGE_SIZE]);
+        let mut buf = [0u8; 3];
+        other.read_exact_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, [7, 7, 7]);
+        assert!(m.page(2).unwrap().is_some(), "a partial last page counts");
+        assert!(m.page(3).unwrap().is_none());
+        m.set_len(4096).unwrap();
+        assert!(m.page(1).unwrap().is_none(), "remapped at the new size");
+        assert_eq!(other.metadata().unwrap().len(), 4096);
     }
 }
