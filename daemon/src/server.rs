@@ -753,6 +753,16 @@ impl Server {
         match incoming {
             Incoming::Coherence(msg) => {
                 debug!("from {from}: {msg:?}");
+                let key = msg.key();
+                let plausible = match self.store.get(key.segment) {
+                    Some(local) => u64::from(key.page) < local.meta.span / PAGE_SIZE as u64,
+                    // Only a manager hears of pages of segments it never opened.
+                    None => self.config.manager != dsm_core::ManagerKind::Dynamic,
+                };
+                if !plausible {
+                    warn!("{from} sent {msg:?}, for a page this node cannot have: ignored");
+                    return;
+                }
                 self.core.handle(Input::Peer { from, msg });
                 self.drain_core();
             }

@@ -252,3 +252,91 @@ fn a_restarted_peer_links_up_again() {
         .run(&c_program("examples/reader"), &[&name])
         .assert_ok();
 }
+
+#[test]
+fn bad_peer_input_closes_one_link_and_nothing_else() {
+    use dsm_proto::frame;
+    use dsm_proto::peer::{NodeSet, PageKey, PeerFrame, PeerHello, PeerMsg};
+    use dsm_proto::{NodeId, SegmentId, MAGIC, PROTOCOL_VERSION};
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    // Node 2 expects node 1 to dial it; the test plays node 1.
+    let fake_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut d = dsm_e2e::Daemon::start_with(
+        2,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--peer",
+            &format!("1=127.0.0.1:{fake_port}"),
+        ],
+    );
+    let hello = PeerFrame::Hello(PeerHello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        cluster: "dsm".into(),
+        node: NodeId(1),
+        manager: "dynamic".into(),
+    });
+    let connect = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&frame::encode(&hello).unwrap()).unwrap();
+        s
+    };
+    let seg = SegmentId::new(NodeId(2), 1);
+    let key = |page| PageKey { segment: seg, page };
+    // A request for a page no segment can have, and a grant nobody asked for.
+    let mut s = connect();
+    let absurd = PeerMsg::Request {
+        key: key(u32::MAX),
+        write: true,
+        requester: NodeId(1),
+    };
+    s.write_all(&frame::encode(&PeerFrame::Coherence(absurd)).unwrap())
+        .unwrap();
+    let grant = PeerMsg::Grant {
+        key: key(0),
+        write: true,
+        copyset: NodeSet::EMPTY,
+    };
+    let mut bytes = frame::encode(&PeerFrame::Coherence(grant)).unwrap();
+    bytes.extend_from_slice(&[0u8; 4096]);
+    s.write_all(&bytes).unwrap();
+    // Then garbage: the link is closed.
+    s.write_all(b"\x04\0\0\0\xff\xff\xff\xff").unwrap();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    // An oversized frame on a fresh link: closed too.
+    let mut s = connect();
+    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let _ = s.read_to_end(&mut sink);
+
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(d.alive(), "daemon died:\n{}", d.log());
+    let log = d.log();
+    assert!(log.contains("for a page this node cannot have"), "{log}");
+    assert!(log.contains("closing link to node 1"), "{log}");
+    assert!(log.contains("exceeds the limit"), "{log}");
+    // Still serving: dsmctl answers, and a program gets a clear, prompt error (the registrar,
+    // node 1, was the fake peer and is gone).
+    assert_eq!(d.status()["node"], 2);
+    let started = Instant::now();
+    let out = d.run(&c_program("examples/writer"), &[&shm_name("after"), "8192"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.contains("No route to host"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        d.log().contains("the registrar (node 1) did not answer"),
+        "{}",
+        d.log()
+    );
+}

@@ -575,6 +575,14 @@ impl Node {
     /// Serves (or passes on) a request; the page is not in transition.
     fn serve(&mut self, key: PageKey, request: Queued) {
         let state = self.page(key);
+        if !self.is_owner(key) && self.config.manager != ManagerKind::Dynamic {
+            // The manager sends requests to the owner only: this one was not for us.
+            self.outputs.push_back(Output::Violation {
+                from: request.requester,
+                what: "request forwarded to a node that does not own the page",
+            });
+            return;
+        }
         if !self.is_owner(key) {
             // Not ours (any more): pass it on along the probable owners. A write request makes
             // its requester our best guess, as it is about to own the page (path compression).
