@@ -132,13 +132,13 @@ fn segments_are_cluster_wide() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("File exists"), "{}", out.stderr);
     // Any node sees the same segment, same size, same data.
-    let out = c.node(3).run(&c_program("check_pattern"), &[&name, "keep"]);
+    let out = c.node(3).run(&c_program("check"), &[&name, "keep", "8"]);
     out.assert_ok();
     // shm_unlink on one node removes the name everywhere.
     c.node(2)
         .run(&c_program("examples/reader"), &[&name])
         .assert_ok();
-    let out = c.node(1).run(&c_program("check_pattern"), &[&name, "keep"]);
+    let out = c.node(1).run(&c_program("check"), &[&name, "keep", "8"]);
     assert!(out.stderr.contains("No such file"), "{out:?}");
     for node in &c.nodes {
         assert!(node.status()["segments"].as_array().unwrap().is_empty());

@@ -316,8 +316,10 @@ fn release(table: mappings::Writer, segments: &[SegmentId]) {
     }
 }
 
-/// `munmap`: `None` if the range holds no DSM mapping.
-pub fn munmap(addr: usize, len: usize) -> Option<Result<(), Errno>> {
+/// The write section and page-rounded end of `[addr, addr + len)`, with the DSM mappings
+/// straddling its ends split, so each lies wholly inside or outside it. `None`: the range holds
+/// no DSM mapping (let the call through); `Some(Err)`: the table has no room for the pieces.
+fn dsm_range(addr: usize, len: usize) -> Option<Result<(mappings::Writer, usize), Errno>> {
     if mappings::is_empty() || !addr.is_multiple_of(PAGE_SIZE) {
         return None;
     }
@@ -331,6 +333,15 @@ pub fn munmap(addr: usize, len: usize) -> Option<Result<(), Errno>> {
         );
         return Some(Err(libc::ENOMEM));
     }
+    Some(Ok((table, hi)))
+}
+
+/// `munmap`: `None` if the range holds no DSM mapping.
+pub fn munmap(addr: usize, len: usize) -> Option<Result<(), Errno>> {
+    let (mut table, hi) = match dsm_range(addr, len)? {
+        Ok(found) => found,
+        Err(e) => return Some(Err(e)),
+    };
     // Pieces another mmap still covers only lose a reference; the rest of the range (other
     // pieces, and any memory that is not DSM) is unmapped.
     let mut kept: Vec<Mapping> = Vec::new();
@@ -363,18 +374,13 @@ pub fn munmap(addr: usize, len: usize) -> Option<Result<(), Errno>> {
 /// After a successful `MAP_FIXED` mapping that is not DSM: any DSM mapping it replaced is
 /// forgotten (the kernel already unmapped it).
 pub fn forget_range(addr: usize, len: usize) -> Option<()> {
-    if mappings::is_empty() || !addr.is_multiple_of(PAGE_SIZE) {
-        return None;
-    }
-    let hi = addr.checked_add(round_up(len)?)?;
-    let mut table = mappings::write();
-    table.overlapping(addr, hi).next()?;
+    let Ok((mut table, hi)) = dsm_range(addr, len)? else {
+        return Some(());
+    };
     let mut gone = Vec::new();
-    if table.split_at(addr, hi).is_ok() {
-        for (i, m) in table.inside(addr, hi) {
-            table.remove(i);
-            gone.push(m.segment);
-        }
+    for (i, m) in table.inside(addr, hi) {
+        table.remove(i);
+        gone.push(m.segment);
     }
     release(table, &gone);
     Some(())
@@ -382,19 +388,10 @@ pub fn forget_range(addr: usize, len: usize) -> Option<()> {
 
 /// `mprotect`: `None` if the range holds no DSM mapping.
 pub fn mprotect(addr: usize, len: usize, prot: i32) -> Option<Result<(), Errno>> {
-    if mappings::is_empty() || !addr.is_multiple_of(PAGE_SIZE) {
-        return None;
-    }
-    let hi = addr.checked_add(round_up(len)?)?;
-    let mut table = mappings::write();
-    table.overlapping(addr, hi).next()?;
-    if table.split_at(addr, hi).is_err() {
-        say!(
-            "more than {} DSM mapping pieces in one process",
-            mappings::CAPACITY
-        );
-        return Some(Err(libc::ENOMEM));
-    }
+    let (mut table, hi) = match dsm_range(addr, len)? {
+        Ok(found) => found,
+        Err(e) => return Some(Err(e)),
+    };
     let inside: Vec<_> = table.overlapping(addr, hi).collect();
     let covered: usize = inside.iter().map(|(_, m)| m.end - m.start).sum();
     for (i, _) in &inside {
