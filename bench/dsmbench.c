@@ -1,0 +1,232 @@
+/* dsm benchmark workloads and their physical floors. Each mode prints one JSON line:
+ *   {"what": ..., "samples": n, "p50_ns": ..., "p99_ns": ..., ...}
+ * Workloads run under LD_PRELOAD=libdsm.so (they are ordinary shm programs); floors do not.
+ *
+ *   first NAME PAGES        create a segment, time the first write to each page
+ *   read NAME PAGES         open a segment, time the first read of each page
+ *   write NAME PAGES        open a segment, time the first write of each page
+ *   scan NAME               open a segment, read it end to end: MB/s
+ *   fill NAME BYTES         create a segment and write all of it (untimed setup)
+ *   pingpong NAME ROLE SECS two processes write one page in turn; role 0 reports round trips/s
+ *   floor-fault PAGES       SIGSEGV whose handler only mprotects the page
+ *   floor-unix N            Unix socket round trip between two processes
+ *   floor-tcp N             TCP loopback round trip carrying 4 KiB back
+ *   floor-tcp-bw MB         TCP loopback bandwidth, MB/s
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE 4096
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void report(const char *what, uint64_t *ns, size_t n) {
+    qsort(ns, n, sizeof *ns, cmp);
+    printf("{\"what\": \"%s\", \"samples\": %zu, \"p50_ns\": %lu, \"p99_ns\": %lu, \"max_ns\": %lu}\n",
+           what, n, ns[n / 2], ns[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1], ns[n - 1]);
+}
+
+static void die(const char *what) { perror(what); exit(1); }
+
+static char *open_segment(const char *name, int create, size_t size, size_t *out_size) {
+    int fd = shm_open(name, create ? O_CREAT | O_EXCL | O_RDWR : O_RDWR, 0600);
+    if (fd < 0) die("shm_open");
+    if (create && ftruncate(fd, size) < 0) die("ftruncate");
+    struct stat st;
+    fstat(fd, &st);
+    char *m = mmap(NULL, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) die("mmap");
+    close(fd);
+    if (out_size) *out_size = st.st_size;
+    return m;
+}
+
+static void touch(const char *what, char *m, size_t pages, int write) {
+    uint64_t *ns = malloc(pages * sizeof *ns);
+    volatile char sink = 0;
+    for (size_t p = 0; p < pages; p++) {
+        uint64_t t0 = now_ns();
+        if (write) ((volatile char *)m)[p * PAGE] = 1;
+        else sink += ((volatile char *)m)[p * PAGE];
+        ns[p] = now_ns() - t0;
+    }
+    (void)sink;
+    report(what, ns, pages);
+}
+
+static char *fault_page;
+static void on_fault(int sig, siginfo_t *info, void *ctx) {
+    (void)sig; (void)ctx;
+    char *page = (char *)((uintptr_t)info->si_addr & ~(uintptr_t)(PAGE - 1));
+    mprotect(page, PAGE, PROT_READ | PROT_WRITE);
+}
+
+static void floor_fault(size_t pages) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, NULL);
+    fault_page = mmap(NULL, pages * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    touch("floor-fault", fault_page, pages, 1);
+}
+
+static void floor_unix(size_t n) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) die("socketpair");
+    pid_t pid = fork();
+    char buf[64];
+    if (pid == 0) {
+        close(sv[0]);
+        while (read(sv[1], buf, 16) == 16) if (write(sv[1], buf, 16) != 16) break;
+        _exit(0);
+    }
+    close(sv[1]);
+    uint64_t *ns = malloc(n * sizeof *ns);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t0 = now_ns();
+        if (write(sv[0], buf, 16) != 16 || read(sv[0], buf, 16) != 16) die("unix rt");
+        ns[i] = now_ns() - t0;
+    }
+    close(sv[0]);
+    waitpid(pid, NULL, 0);
+    report("floor-unix", ns, n);
+}
+
+static int tcp_pair(pid_t *child, int bandwidth_mb) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0) die("listen");
+    getsockname(l, (struct sockaddr *)&a, &len);
+    *child = fork();
+    if (*child == 0) {
+        int c = accept(l, NULL, NULL);
+        int one = 1;
+        setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        static char page[1 << 16];
+        if (bandwidth_mb) {
+            long left = (long)bandwidth_mb << 20;
+            while (left > 0) { ssize_t w = write(c, page, sizeof page); if (w <= 0) break; left -= w; }
+        } else {
+            char req[16];
+            for (;;) {
+                ssize_t got = 0;
+                while (got < 16) { ssize_t r = read(c, req + got, 16 - got); if (r <= 0) _exit(0); got += r; }
+                if (write(c, page, PAGE) != PAGE) _exit(0);
+            }
+        }
+        _exit(0);
+    }
+    close(l);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
+    int one = 1;
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return s;
+}
+
+static void floor_tcp(size_t n) {
+    pid_t pid;
+    int s = tcp_pair(&pid, 0);
+    char req[16] = {0}, page[PAGE];
+    uint64_t *ns = malloc(n * sizeof *ns);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t0 = now_ns();
+        if (write(s, req, 16) != 16) die("tcp write");
+        size_t got = 0;
+        while (got < PAGE) { ssize_t r = read(s, page + got, PAGE - got); if (r <= 0) die("tcp read"); got += r; }
+        ns[i] = now_ns() - t0;
+    }
+    close(s);
+    waitpid(pid, NULL, 0);
+    report("floor-tcp", ns, n);
+}
+
+static void floor_tcp_bw(int mb) {
+    pid_t pid;
+    int s = tcp_pair(&pid, mb);
+    static char buf[1 << 16];
+    long total = 0;
+    uint64_t t0 = now_ns();
+    for (;;) { ssize_t r = read(s, buf, sizeof buf); if (r <= 0) break; total += r; }
+    double secs = (now_ns() - t0) / 1e9;
+    waitpid(pid, NULL, 0);
+    printf("{\"what\": \"floor-tcp-bw\", \"bytes\": %ld, \"mb_per_s\": %.1f}\n", total, total / secs / 1e6);
+}
+
+static void scan(const char *name) {
+    size_t size;
+    char *m = open_segment(name, 0, 0, &size);
+    uint64_t t0 = now_ns();
+    uint64_t sum = 0;
+    for (size_t i = 0; i < size; i += 64) sum += ((volatile char *)m)[i];
+    double secs = (now_ns() - t0) / 1e9;
+    printf("{\"what\": \"scan\", \"bytes\": %zu, \"mb_per_s\": %.1f, \"check\": %lu}\n", size, size / secs / 1e6, sum);
+}
+
+static void pingpong(const char *name, int role, int secs) {
+    char *m = open_segment(name, 0, 0, NULL); /* created beforehand (mode "first") */
+    volatile long *turn = (long *)m, *ready = (long *)(m + PAGE);
+    if (role == 0) { while (__atomic_load_n(ready, __ATOMIC_ACQUIRE) == 0) sched_yield(); }
+    else __atomic_store_n(ready, 1, __ATOMIC_RELEASE);
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)secs * 1000000000u;
+    long rounds = 0;
+    for (;;) {
+        long t = __atomic_load_n(turn, __ATOMIC_ACQUIRE);
+        if (t < 0) break;
+        /* Yield while waiting: on a machine with fewer cores than processes and daemons, a
+         * spinning waiter would take the CPU from the daemon that is bringing its page. */
+        if ((t & 1) != role) { sched_yield(); continue; }
+        {
+            if (role == 0 && now_ns() > end) { __atomic_store_n(turn, -1, __ATOMIC_RELEASE); break; }
+            __atomic_store_n(turn, t + 1, __ATOMIC_RELEASE);
+            if (role == 0) rounds++;
+        }
+    }
+    if (role == 0) {
+        double s = (now_ns() - t0) / 1e9;
+        printf("{\"what\": \"pingpong\", \"round_trips\": %ld, \"per_s\": %.0f}\n", rounds, rounds / s);
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: see the comment at the top of dsmbench.c\n"); return 2; }
+    const char *mode = argv[1];
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (!strcmp(mode, "first")) touch("first-touch", open_segment(argv[2], 1, atol(argv[3]) * PAGE, NULL), atol(argv[3]), 1);
+    else if (!strcmp(mode, "read")) touch(argc > 4 ? argv[4] : "read", open_segment(argv[2], 0, 0, NULL), atol(argv[3]), 0);
+    else if (!strcmp(mode, "write")) touch(argc > 4 ? argv[4] : "write", open_segment(argv[2], 0, 0, NULL), atol(argv[3]), 1);
+    else if (!strcmp(mode, "fill")) { size_t n = atol(argv[3]); char *m = open_segment(argv[2], 1, n, NULL); memset(m, 7, n); }
+    else if (!strcmp(mode, "scan")) scan(argv[2]);
+    else if (!strcmp(mode, "pingpong")) pingpong(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (!strcmp(mode, "floor-fault")) floor_fault(atol(argv[2]));
+    else if (!strcmp(mode, "floor-unix")) floor_unix(atol(argv[2]));
+    else if (!strcmp(mode, "floor-tcp")) floor_tcp(atol(argv[2]));
+    else if (!strcmp(mode, "floor-tcp-bw")) floor_tcp_bw(atoi(argv[2]));
+    else { fprintf(stderr, "unknown mode %s\n", mode); return 2; }
+    return 0;
+}

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""dsm benchmarks: every fault path next to its physical floor, measured in the same run.
+
+Builds in release mode, starts its own cluster of four dsmd on loopback, runs the workloads of
+bench/dsmbench.c under LD_PRELOAD and the floors without it, prints a table and writes
+target/bench/results.json. The machine is shared and noisy: absolute times drift, the ratios to
+floors measured side by side hold. A benchmark never fails for being slow; it reports.
+"""
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+PAGES = int(os.environ.get("DSM_BENCH_PAGES", "3000"))
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, n, work):
+        self.dir = tempfile.mkdtemp(prefix="dsm-bench-")
+        ports = [free_port() for _ in range(n)]
+        self.procs = []
+        for i in range(n):
+            args = [os.path.join(REL, "dsmd"), "--node-id", str(i + 1),
+                    "--socket", self.sock(i + 1), "--listen", f"127.0.0.1:{ports[i]}"]
+            for j in range(n):
+                if j != i:
+                    args += ["--peer", f"{j + 1}=127.0.0.1:{ports[j]}"]
+            log = open(os.path.join(self.dir, f"{i + 1}.log"), "w")
+            self.procs.append(subprocess.Popen(args, stderr=log, env={**os.environ, "RUST_LOG": "warn"}))
+        self.n = n
+        deadline = time.time() + 20
+        for i in range(1, n + 1):
+            while True:
+                r = subprocess.run([os.path.join(REL, "dsmctl"), "--socket", self.sock(i), "--json", "peers"],
+                                   capture_output=True, text=True)
+                if r.returncode == 0 and all(p["connected"] for p in json.loads(r.stdout)):
+                    break
+                if time.time() > deadline:
+                    sys.exit(f"bench: cluster did not come up; logs in {self.dir}")
+                time.sleep(0.02)
+        self.work = work
+
+    def sock(self, node):
+        return os.path.join(self.dir, f"{node}.sock")
+
+    def env(self, node):
+        return {**os.environ, "DSM_SOCKET": self.sock(node), "LD_PRELOAD": os.path.join(REL, "libdsm.so")}
+
+    def run(self, node, *args):
+        r = subprocess.run([self.work, *args], env=self.env(node), capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            sys.exit(f"bench: {args} on node {node} failed: {r.stderr}")
+        return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+    def stats(self, node):
+        r = subprocess.run([os.path.join(REL, "dsmctl"), "--socket", self.sock(node), "--json", "stats"],
+                           capture_output=True, text=True, check=True)
+        return json.loads(r.stdout)
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def bare(work, *args):
+    r = subprocess.run([work, *args], capture_output=True, text=True, check=True, timeout=300)
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def main():
+    print("== building (release)", flush=True)
+    sh("cargo", "build", "--release", "--workspace", "--quiet", cwd=ROOT)
+    out_dir = os.path.join(ROOT, "target", "bench")
+    os.makedirs(out_dir, exist_ok=True)
+    work = os.path.join(out_dir, "dsmbench")
+    sh("cc", "-O2", "-o", work, os.path.join(ROOT, "bench", "dsmbench.c"))
+
+    def floors():
+        return {
+            "fault": bare(work, "floor-fault", str(PAGES)),
+            "unix": bare(work, "floor-unix", str(PAGES)),
+            "tcp": bare(work, "floor-tcp", str(PAGES)),
+            "tcp_bw": bare(work, "floor-tcp-bw", "1000"),
+        }
+
+    def best(a, b):
+        # The floor is the best the machine did: lowest latency, highest bandwidth.
+        out = {}
+        for k in a:
+            if "p50_ns" in a[k]:
+                out[k] = min(a[k], b[k], key=lambda v: v["p50_ns"])
+            else:
+                out[k] = max(a[k], b[k], key=lambda v: v["mb_per_s"])
+        return out
+
+    print("== floors", flush=True)
+    floor = best(floors(), floors())
+    f50 = {k: v.get("p50_ns") for k, v in floor.items()}
+
+    print("== workloads on a 4-node cluster", flush=True)
+    c = Cluster(4, work)
+    rows = []
+    try:
+        n = str(PAGES)
+
+        def fault_row(name, result, floor_ns, floor_desc, target=None):
+            rows.append({"figure": name, "p50_us": result["p50_ns"] / 1e3, "p99_us": result["p99_ns"] / 1e3,
+                         "floor_us": floor_ns / 1e3, "floor": floor_desc,
+                         "ratio": result["p50_ns"] / floor_ns, "target": target})
+
+        first = c.run(1, "first", "/b-first", n)[0]
+        fault_row("1 first-touch fault (one node)", first, f50["fault"] + f50["unix"], "fault + unix rt")
+
+        c.run(1, "first", "/b-hit", n)
+        hit = c.run(1, "read", "/b-hit", n, "local-hit")[0]
+        fault_row("2 local-hit fault", hit, f50["fault"], "fault + mprotect", 2.0)
+
+        c.run(1, "first", "/b-rr", n)
+        rr = c.run(2, "read", "/b-rr", n, "remote-read")[0]
+        remote_floor = f50["fault"] + f50["unix"] + f50["tcp"]
+        fault_row("3a remote read fault", rr, remote_floor, "fault + unix rt + tcp rt 4 KiB", 1.5)
+
+        c.run(1, "first", "/b-w0", n)
+        w0 = c.run(2, "write", "/b-w0", n, "remote-write")[0]
+        fault_row("3b remote write, 0 readers", w0, remote_floor, "fault + unix rt + tcp rt 4 KiB")
+
+        c.run(1, "first", "/b-w1", n)
+        c.run(2, "read", "/b-w1", n)
+        w1 = c.run(3, "write", "/b-w1", n, "remote-write-1")[0]
+        inval_floor = remote_floor + f50["tcp"]
+        fault_row("3c remote write, invalidates 1 reader", w1, inval_floor, "… + tcp rt (invalidation)")
+
+        c.run(1, "first", "/b-w2", n)
+        c.run(2, "read", "/b-w2", n)
+        c.run(3, "read", "/b-w2", n)
+        w2 = c.run(4, "write", "/b-w2", n, "remote-write-2")[0]
+        fault_row("3d remote write, invalidates 2 readers", w2, inval_floor, "… + tcp rt (invalidations in parallel)")
+
+        c.run(1, "first", "/b-up", n)
+        c.run(2, "read", "/b-up", n)
+        up = c.run(2, "write", "/b-up", n, "upgrade")[0]
+        fault_row("3e read-to-write upgrade", up, inval_floor, "fault + unix rt + 2 tcp rt")
+
+        c.run(1, "first", "/b-pp", "2")
+        runner = subprocess.Popen([work, "pingpong", "/b-pp", "1", "0"], env=c.env(2),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.2)
+        pp = c.run(1, "pingpong", "/b-pp", "0", "3")[0]
+        runner.wait(timeout=60)
+        # A round trip is two write faults, each served from the other node.
+        pp_floor = 1e9 / (2 * remote_floor)
+        rows.append({"figure": "4 ping-pong, two nodes", "per_s": pp["per_s"], "floor_per_s": pp_floor,
+                     "floor": "1 / 2 (fault + unix rt + tcp rt)", "ratio": pp["per_s"] / pp_floor, "target": None})
+
+        c.run(1, "fill", "/b-scan", str(64 << 20))
+        scan = c.run(2, "scan", "/b-scan")[0]
+        rows.append({"figure": "5 sequential scan, 64 MiB from another node", "mb_per_s": scan["mb_per_s"],
+                     "floor_mb_per_s": floor["tcp_bw"]["mb_per_s"], "floor": "tcp loopback bandwidth",
+                     "ratio": scan["mb_per_s"] / floor["tcp_bw"]["mb_per_s"], "target": 0.5})
+        stats = {i: c.stats(i) for i in range(1, 5)}
+    finally:
+        c.stop()
+
+    print()
+    print(f"{'FIGURE':46} {'P50':>11} {'P99':>11} {'FLOOR':>11} {'RATIO':>7}  TARGET")
+    for r in rows:
+        if "p50_us" in r:
+            p50, p99, fl = f"{r['p50_us']:.1f} µs", f"{r['p99_us']:.1f} µs", f"{r['floor_us']:.1f} µs"
+        elif "per_s" in r:
+            p50, p99, fl = f"{r['per_s']:.0f}/s", "", f"{r['floor_per_s']:.0f}/s"
+        else:
+            p50, p99, fl = f"{r['mb_per_s']:.0f} MB/s", "", f"{r['floor_mb_per_s']:.0f} MB/s"
+        target = ""
+        if r["target"] is not None:
+            met = r["ratio"] <= r["target"] if "p50_us" in r else r["ratio"] >= r["target"]
+            target = f"{'≤' if 'p50_us' in r else '≥'} {r['target']} {'met' if met else 'MISSED'}"
+        print(f"{r['figure']:46} {p50:>11} {p99:>11} {fl:>11} {r['ratio']:>6.2f}x  {target}")
+    print()
+    print("floors: " + ", ".join(f"{k} {v.get('p50_ns', 0) / 1e3:.1f} µs" for k, v in floor.items() if "p50_ns" in v)
+          + f", tcp bandwidth {floor['tcp_bw']['mb_per_s']:.0f} MB/s")
+    machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            machine["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"machine": machine, "pages": PAGES, "floors": floor, "figures": rows, "node_stats": stats},
+                  f, indent=2)
+    print(f"results: {os.path.join(out_dir, 'results.json')}")
+
+
+if __name__ == "__main__":
+    main()
