@@ -84,8 +84,9 @@ impl Drop for TempDir {
     }
 }
 
-/// Compiles a C program once per test process and returns the executable: `name` is a file of
-/// `e2e/c/` (`"fork"`) or a path from the workspace root (`"examples/writer"`), without `.c`.
+/// Compiles a C (or C++) program once per test process and returns the executable: `name` is a
+/// file of `e2e/c/` (`"fork"`) or a path from the workspace root (`"examples/writer"`), without
+/// its `.c` or `.cpp`.
 pub fn c_program(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     static DIR: OnceLock<TempDir> = OnceLock::new();
@@ -98,23 +99,28 @@ pub fn c_program(name: &str) -> PathBuf {
         return p.clone();
     }
     let e2e = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = if name.contains('/') {
-        e2e.parent()
-            .expect("workspace root")
-            .join(format!("{name}.c"))
+    let base = if name.contains('/') {
+        e2e.parent().expect("workspace root").join(name)
     } else {
-        e2e.join("c").join(format!("{name}.c"))
+        e2e.join("c").join(name)
+    };
+    // C, or C++ where a .cpp file of that name exists.
+    let cpp = base.with_extension("cpp");
+    let (src, compiler) = if cpp.exists() {
+        (cpp, "c++")
+    } else {
+        (base.with_extension("c"), "cc")
     };
     let out = dir.0.join(name.replace('/', "_"));
-    let result = Command::new("cc")
+    let result = Command::new(compiler)
         .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
         .arg(&out)
         .arg(&src)
         .output()
-        .expect("run cc (is a C compiler installed?)");
+        .unwrap_or_else(|e| panic!("run {compiler} (is it installed?): {e}"));
     assert!(
         result.status.success(),
-        "cc {} failed:\n{}",
+        "{compiler} {} failed:\n{}",
         src.display(),
         String::from_utf8_lossy(&result.stderr)
     );

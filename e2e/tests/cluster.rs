@@ -340,3 +340,18 @@ fn bad_peer_input_closes_one_link_and_nothing_else() {
         d.log()
     );
 }
+
+#[test]
+fn boost_interprocess_map_built_on_one_node_read_on_another() {
+    let c = Cluster::start(2, &[]);
+    let name = unique("boost");
+    let prog = c_program("boost_map");
+    c.node(1).run(&prog, &[&name, "create", "2000"]).assert_ok();
+    let out = c.node(2).run(&prog, &[&name, "check", "2000"]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("checked 2000 entries, 0 bad"),
+        "{}",
+        out.stdout
+    );
+}

@@ -386,3 +386,25 @@ fn second_daemon_on_the_same_socket_is_refused() {
     );
     assert!(d.socket.exists(), "the first daemon's socket is untouched");
 }
+
+#[test]
+fn boost_interprocess_works_unmodified() {
+    let d = Daemon::start(1);
+    let name = unique("boost");
+    let prog = c_program("boost_map");
+    let out = d.run(&prog, &[&name, "create", "500"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("created 500 entries"), "{}", out.stdout);
+    assert_eq!(
+        d.status()["segments"][0]["name"],
+        format!("/{name}").as_str()
+    );
+    let out = d.run(&prog, &[&name, "check", "500"]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("checked 500 entries, 0 bad"),
+        "{}",
+        out.stdout
+    );
+    assert!(d.status()["segments"].as_array().unwrap().is_empty());
+}
