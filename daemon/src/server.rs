@@ -541,6 +541,20 @@ impl Server {
                 offset,
                 len,
             } => self.map(session, segment, offset, len),
+            Request::Table { segment } => match self.store.get(segment) {
+                None => Reply::Failed(ShmError::Gone),
+                Some(local) => match local.table.share() {
+                    Ok(fd) => {
+                        let len = local.table.len() as u64;
+                        self.send(token, &Reply::Table { len }, Some(fd));
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        warn!("cannot share a state table: {e}");
+                        Reply::Failed(ShmError::NoMemory)
+                    }
+                },
+            },
             Request::Unmap { segment } => {
                 let had = self
                     .sessions
@@ -799,8 +813,13 @@ impl Server {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Grant {
-                    id, access, waited, ..
+                    id,
+                    key,
+                    access,
+                    waited,
                 } => {
+                    // Other local processes may now take this much without asking.
+                    self.publish(key);
                     if let Some((_, since)) =
                         self.conns.get(&Token(id.0 as usize)).and_then(|c| c.fault)
                     {
@@ -843,6 +862,13 @@ impl Server {
                 Output::Revoke { key, to } => self.revoke(key, to),
                 Output::Violation { from, what } => warn!("protocol violation by {from}: {what}"),
             }
+        }
+    }
+
+    /// Publishes what local processes may hold of a page, as the core tracks it.
+    fn publish(&self, key: PageKey) {
+        if let Some(local) = self.store.get(key.segment) {
+            local.table.set(key.page, self.core.page(key).local);
         }
     }
 
@@ -901,6 +927,11 @@ impl Server {
                     seq,
                 },
             ));
+        }
+        // Lower the table before any push goes out: a process that reads it after applying
+        // the revocation must see the lower value (see shim/src/revoke.rs).
+        if let Some(local) = self.store.get(key.segment) {
+            local.table.set(key.page, to);
         }
         debug!("revoke {key:?} to {to:?}: waiting for sessions {waiting:?}");
         if waiting.is_empty() {

@@ -7,7 +7,7 @@ use std::io;
 use dsm_proto::peer::SegmentMeta;
 use dsm_proto::{SegmentId, SessionId, PAGE_SIZE};
 
-use crate::page_store::{MemFd, Page};
+use crate::page_store::{MemFd, Page, StateTable};
 
 /// One segment on this node.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub struct Local {
     pub meta: SegmentMeta,
     /// The node's copy.
     pub memfd: MemFd,
+    /// What local processes may hold of each page, shared with them read-only.
+    pub table: StateTable,
     /// Local processes that map it.
     pub sessions: BTreeSet<SessionId>,
     /// Whether its name was unlinked (it lives on while mapped).
@@ -36,6 +38,10 @@ impl Local {
             format!("/{}", self.meta.name)
         }
     }
+}
+
+fn span_pages(span: u64) -> usize {
+    (span / PAGE_SIZE as u64) as usize
 }
 
 /// Every segment this node has heard of through its own processes.
@@ -69,16 +75,22 @@ impl Store {
                 if local.meta.size != meta.size {
                     local.memfd.set_len(meta.size)?;
                 }
+                if local.meta.span != meta.span {
+                    // Moved (only possible while no process maps it): a table of the new span.
+                    local.table = StateTable::create(&meta.name, span_pages(meta.span))?;
+                }
                 local.meta = meta;
             }
             None => {
                 let mut memfd = MemFd::create(&meta.name)?;
                 memfd.set_len(meta.size)?;
+                let table = StateTable::create(&meta.name, span_pages(meta.span))?;
                 self.segments.insert(
                     id,
                     Local {
                         meta,
                         memfd,
+                        table,
                         sessions: BTreeSet::new(),
                         unlinked: false,
                     },

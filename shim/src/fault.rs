@@ -128,6 +128,10 @@ fn permitted(prot: i32, write: bool) -> bool {
 fn serve(mapping: &Mapping, addr: usize, write: bool) {
     let page = mapping.page_of(addr);
     let page_addr = addr & !(PAGE_SIZE - 1);
+    // The node may hold the page already (another local process faulted it in): no request.
+    if crate::revoke::grant_from_table(mapping, page, page_addr, write) {
+        return;
+    }
     let request = Request::Fault {
         segment: mapping.segment,
         page,

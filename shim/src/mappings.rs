@@ -30,6 +30,10 @@ pub struct Mapping {
     pub base: usize,
     /// Protection the program asked for (`PROT_*`).
     pub prot: i32,
+    /// Address of the segment's state table in this process (0: none), and its length.
+    pub table: usize,
+    /// Entries in the state table.
+    pub table_len: usize,
 }
 
 impl Mapping {
@@ -45,6 +49,8 @@ struct Slot {
     segment: AtomicU64,
     base: AtomicUsize,
     prot: AtomicI32,
+    table: AtomicUsize,
+    table_len: AtomicUsize,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -54,6 +60,8 @@ const EMPTY: Slot = Slot {
     segment: AtomicU64::new(0),
     base: AtomicUsize::new(0),
     prot: AtomicI32::new(0),
+    table: AtomicUsize::new(0),
+    table_len: AtomicUsize::new(0),
 };
 
 static SLOTS: [Slot; CAPACITY] = [EMPTY; CAPACITY];
@@ -82,6 +90,8 @@ fn read_slot(slot: &Slot) -> Option<Mapping> {
         segment: SegmentId(slot.segment.load(Ordering::Relaxed)),
         base: slot.base.load(Ordering::Relaxed),
         prot: slot.prot.load(Ordering::Relaxed),
+        table: slot.table.load(Ordering::Relaxed),
+        table_len: slot.table_len.load(Ordering::Relaxed),
     })
 }
 
@@ -226,6 +236,8 @@ impl Writer {
         s.segment.store(m.segment.0, Ordering::Relaxed);
         s.base.store(m.base, Ordering::Relaxed);
         s.prot.store(m.prot, Ordering::Relaxed);
+        s.table.store(m.table, Ordering::Relaxed);
+        s.table_len.store(m.table_len, Ordering::Relaxed);
         s.start.store(m.start, Ordering::Relaxed);
         USED.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -203,6 +203,7 @@ fn map_segment(
     };
     let start = base + off as usize;
     let end = start + len;
+    let (state, table_len) = state_table(segment).unwrap_or((0, 0));
     let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
     let mut table = mappings::write();
     if fixed && addr != start {
@@ -264,6 +265,8 @@ fn map_segment(
             segment,
             base,
             prot,
+            table: state,
+            table_len,
         }) {
             Ok(()) => None,
             Err(mappings::TableFull) => {
@@ -298,6 +301,32 @@ fn map_segment(
     }
     fault::install();
     Ok(start)
+}
+
+/// The segment's state table, mapped read-only in this process (fetched once per segment).
+/// Without it every fault asks the daemon, which is slower but as correct.
+fn state_table(segment: SegmentId) -> Option<(usize, usize)> {
+    if let Some(t) = segments::table(segment) {
+        return Some(t);
+    }
+    let mut fd = -1;
+    let reply = request("mmap", &Request::Table { segment }, Some(&mut fd));
+    let len = match reply {
+        Ok(Reply::Table { len }) if fd >= 0 => len as usize,
+        _ => {
+            if fd >= 0 {
+                sys::close(fd);
+            }
+            return None;
+        }
+    };
+    // SAFETY: maps the daemon's table memfd read-only at an address the kernel picks; it stays
+    // mapped for the life of the process (the handler reads it).
+    let addr = unsafe { sys::mmap(0, len, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
+    sys::close(fd);
+    let addr = addr.ok()?;
+    segments::set_table(segment, addr, len);
+    Some((addr, len))
 }
 
 /// Ends a write section, then tells the daemon about each of `segments` that the process no

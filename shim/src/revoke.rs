@@ -54,6 +54,35 @@ pub fn apply_grant(
     unsafe { sys::mprotect(page_addr, PAGE_SIZE, prot_for(access, mapping)) }.map(|_| true)
 }
 
+/// Grants the fault from the segment's state table if the node already holds the page well
+/// enough for local processes; `false`: ask the daemon. Async-signal-safe.
+///
+/// The table is read under the lock revocations are applied under, and the daemon lowers a
+/// page's entry before it sends any revocation for it: so either this `mprotect` comes first and
+/// the revocation lowers it afterwards, or the revocation came first and the read sees the
+/// lowered entry.
+pub fn grant_from_table(mapping: &Mapping, page: u32, page_addr: usize, write: bool) -> bool {
+    if mapping.table == 0 || page as usize >= mapping.table_len {
+        return false;
+    }
+    let _held = LOCK.lock();
+    // SAFETY: the table is mapped read-only for the life of the process with `table_len`
+    // entries (checked above); every access to it is atomic.
+    let entry =
+        unsafe { &*((mapping.table + page as usize) as *const core::sync::atomic::AtomicU8) };
+    let access = match entry.load(Ordering::Acquire) {
+        2 => Access::Write,
+        1 => Access::Read,
+        _ => return false,
+    };
+    if access < Access::for_fault(write) {
+        return false;
+    }
+    // SAFETY: the page lies in a DSM mapping of this process; the node holds it this well and
+    // will revoke it from this process before that changes.
+    unsafe { sys::mprotect(page_addr, PAGE_SIZE, prot_for(access, mapping)) }.is_ok()
+}
+
 fn apply_revoke(segment: SegmentId, page: u32, access: Access, seq: u64) {
     let _held = LOCK.lock();
     // Pages sit at the same address in every mapping of a segment, so one lookup finds the

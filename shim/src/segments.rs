@@ -18,6 +18,8 @@ struct Known {
     dev: u64,
     ino: u64,
     segment: SegmentId,
+    /// The segment's state table mapped in this process (address, entries), once fetched.
+    table: Option<(usize, usize)>,
 }
 
 static TABLE: SpinLock<[Option<Known>; CAPACITY]> = SpinLock::new([None; CAPACITY]);
@@ -30,13 +32,18 @@ pub fn remember(fd: i32, segment: SegmentId) {
         dev: st.st_dev,
         ino: st.st_ino,
         segment,
+        table: None,
     };
     let mut table = TABLE.lock();
     if let Some(slot) = table
         .iter_mut()
         .find(|k| matches!(k, Some(k) if k.dev == known.dev && k.ino == known.ino))
     {
-        *slot = Some(known);
+        // Same memory as before: keep the table already mapped for it.
+        let table = slot
+            .and_then(|k| (k.segment == segment).then_some(k.table))
+            .flatten();
+        *slot = Some(Known { table, ..known });
         return;
     }
     match table.iter_mut().find(|k| k.is_none()) {
@@ -66,6 +73,25 @@ pub fn lookup(fd: i32) -> Option<SegmentId> {
         .flatten()
         .find(|k| k.dev == st.st_dev && k.ino == st.st_ino)
         .map(|k| k.segment)
+}
+
+/// The state table of `segment` mapped in this process, if it was fetched.
+pub fn table(segment: SegmentId) -> Option<(usize, usize)> {
+    TABLE
+        .lock()
+        .iter()
+        .flatten()
+        .find(|k| k.segment == segment)
+        .and_then(|k| k.table)
+}
+
+/// Records the state table of `segment`, mapped at `addr` with `len` entries.
+pub fn set_table(segment: SegmentId, addr: usize, len: usize) {
+    for k in TABLE.lock().iter_mut().flatten() {
+        if k.segment == segment {
+            k.table = Some((addr, len));
+        }
+    }
 }
 
 /// Taken before `fork`.

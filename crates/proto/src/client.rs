@@ -41,6 +41,13 @@ pub enum Request<'a> {
         /// Length in bytes.
         len: u64,
     },
+    /// The segment's state table (one byte per page: the most a process of this node may hold,
+    /// as an [`Access`]), so faults on pages the node already holds need no request. The memfd
+    /// travels with the reply.
+    Table {
+        /// The segment.
+        segment: SegmentId,
+    },
     /// The process no longer maps any part of the segment.
     Unmap {
         /// The segment.
@@ -85,6 +92,11 @@ pub enum Reply {
     Mapped {
         /// The segment's base address.
         base: u64,
+    },
+    /// `Table` succeeded; the table's memfd travels with this frame.
+    Table {
+        /// Bytes in the table (one per page of the segment's address span).
+        len: u64,
     },
     /// `Unmap` or `Unlink` succeeded.
     Done,

@@ -158,6 +158,74 @@ impl MemFd {
     }
 }
 
+/// A segment's state table: one byte per page, the most a local process may hold (an
+/// `Access` as 0, 1, 2). Processes map it read-only; the fault handler grants from it without
+/// asking the daemon when the page is already held well enough.
+#[derive(Debug)]
+pub struct StateTable {
+    memfd: MemFd,
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl StateTable {
+    /// A table of `pages` entries, all 0 (no access).
+    pub fn create(label: &str, pages: usize) -> io::Result<StateTable> {
+        let mut memfd = MemFd::create(&format!("{label}:state"))?;
+        let len = pages.max(1).next_multiple_of(PAGE_SIZE);
+        memfd.set_len(len as u64)?;
+        // SAFETY: maps the whole new memfd shared and writable at an address the kernel picks;
+        // unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memfd.file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(StateTable {
+            memfd,
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    /// Publishes the most a local process may hold of `page`.
+    pub fn set(&self, page: u32, access: dsm_proto::Access) {
+        let index = page as usize;
+        if index >= self.len {
+            return;
+        }
+        // SAFETY: `index < len`, inside our mapping; a byte is always aligned for AtomicU8, and
+        // every access to the table (here and in the shim) is atomic.
+        let cell = unsafe { &*(self.ptr.add(index) as *const std::sync::atomic::AtomicU8) };
+        cell.store(access as u8, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Bytes in the table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// A descriptor to hand to a client.
+    pub fn share(&self) -> io::Result<OwnedFd> {
+        self.memfd.share()
+    }
+}
+
+impl Drop for StateTable {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer referred to.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
 impl AsFd for MemFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
