@@ -3,8 +3,8 @@
  * Workloads run under LD_PRELOAD=libdsm.so (they are ordinary shm programs); floors do not.
  *
  *   first NAME PAGES        create a segment, time the first write to each page
- *   read NAME PAGES         open a segment, time the first read of each page
- *   write NAME PAGES        open a segment, time the first write of each page
+ *   read NAME PAGES         open a segment, time the first read of each page (last to first)
+ *   write NAME PAGES        open a segment, time the first write of each page (last to first)
  *   scan NAME               open a segment, read it end to end: MB/s
  *   fill NAME BYTES         create a segment and write all of it (untimed setup)
  *   pingpong NAME ROLE SECS two processes write one page in turn; role 0 reports round trips/s
@@ -64,10 +64,12 @@ static char *open_segment(const char *name, int create, size_t size, size_t *out
     return m;
 }
 
+/* Touches every page once, last to first: read-ahead follows ascending runs and a state-table
+ * hit opens the pages after the faulting one, so in this order every access is one fault. */
 static void touch(const char *what, char *m, size_t pages, int write) {
     uint64_t *ns = malloc(pages * sizeof *ns);
     volatile char sink = 0;
-    for (size_t p = 0; p < pages; p++) {
+    for (size_t p = pages; p-- > 0;) {
         uint64_t t0 = now_ns();
         if (write) ((volatile char *)m)[p * PAGE] = 1;
         else sink += ((volatile char *)m)[p * PAGE];

@@ -50,6 +50,11 @@ pub struct Config {
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub fault_timeout_ms: u64,
 
+    /// Pages to read ahead of a sequential run of read faults (the window doubles with each
+    /// fault of the run up to this); 0 turns read-ahead off.
+    #[arg(long, value_name = "PAGES", default_value_t = 1024)]
+    pub readahead: u32,
+
     /// Unix socket for local processes and dsmctl; its directory is created, the socket is mode
     /// 0660.
     #[arg(long, value_name = "PATH", env = "DSM_SOCKET", default_value = DEFAULT_SOCKET)]

@@ -208,6 +208,7 @@ impl Server {
                 members: members.clone(),
                 manager: config.manager,
                 fault_timeout_ms: config.fault_timeout_ms,
+                readahead: config.readahead,
             }),
             registrar: members[0],
             config,
@@ -583,7 +584,8 @@ impl Server {
                 match self.store.get(segment) {
                     None => Reply::Failed(ShmError::Gone),
                     Some(seg) if page >= seg.pages() => Reply::Failed(ShmError::OutOfRange),
-                    Some(_) => {
+                    Some(seg) => {
+                        let pages = seg.pages();
                         let key = PageKey { segment, page };
                         if let Some(conn) = self.conns.get_mut(&token) {
                             conn.busy = true;
@@ -594,6 +596,7 @@ impl Server {
                             id: FaultId(token.0 as u64),
                             key,
                             write,
+                            pages,
                             now_ms,
                         });
                         self.drain_core();
@@ -778,6 +781,8 @@ impl Server {
                     return;
                 }
                 self.core.handle(Input::Peer { from, msg });
+                // A page that arrived may be taken from the table (read-ahead, waiting readers).
+                self.publish(key);
                 self.drain_core();
             }
             Incoming::Directory(DirMsg::Request { id, op }) => {
@@ -865,8 +870,13 @@ impl Server {
         }
     }
 
-    /// Publishes what local processes may hold of a page, as the core tracks it.
+    /// Publishes what local processes may hold of a page, as the core tracks it. Never while
+    /// the page is being revoked: the core lowers `local` only when the revocation completes,
+    /// and the table entry (already lowered by `revoke`) must not rise before then.
     fn publish(&self, key: PageKey) {
+        if self.revoking.contains_key(&key) {
+            return;
+        }
         if let Some(local) = self.store.get(key.segment) {
             local.table.set(key.page, self.core.page(key).local);
         }

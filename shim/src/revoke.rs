@@ -62,25 +62,43 @@ pub fn apply_grant(
 /// the revocation lowers it afterwards, or the revocation came first and the read sees the
 /// lowered entry.
 pub fn grant_from_table(mapping: &Mapping, page: u32, page_addr: usize, write: bool) -> bool {
-    if mapping.table == 0 || page as usize >= mapping.table_len {
-        return false;
-    }
+    let need = Access::for_fault(write);
     let _held = LOCK.lock();
+    let Some(mut access) = table_entry(mapping, page).filter(|a| *a >= need) else {
+        return false;
+    };
+    // Open the run of following pages the node holds as well (read ahead, or pages other
+    // processes use): a scan then faults once per run instead of once per page.
+    let mut run = 1;
+    while run < MAX_RUN && page_addr + (run + 1) * PAGE_SIZE <= mapping.end {
+        match table_entry(mapping, page + run as u32) {
+            Some(a) if a >= need => access = access.min(a),
+            _ => break,
+        }
+        run += 1;
+    }
+    // SAFETY: the pages lie in a DSM mapping of this process; the node holds them this well
+    // and will revoke them from this process before that changes.
+    unsafe { sys::mprotect(page_addr, run * PAGE_SIZE, prot_for(access, mapping)) }.is_ok()
+}
+
+/// Most pages one table hit opens.
+const MAX_RUN: usize = 256;
+
+/// The state table's entry for `page`, if the table covers it.
+fn table_entry(mapping: &Mapping, page: u32) -> Option<Access> {
+    if mapping.table == 0 || page as usize >= mapping.table_len {
+        return None;
+    }
     // SAFETY: the table is mapped read-only for the life of the process with `table_len`
     // entries (checked above); every access to it is atomic.
     let entry =
         unsafe { &*((mapping.table + page as usize) as *const core::sync::atomic::AtomicU8) };
-    let access = match entry.load(Ordering::Acquire) {
-        2 => Access::Write,
-        1 => Access::Read,
-        _ => return false,
-    };
-    if access < Access::for_fault(write) {
-        return false;
+    match entry.load(Ordering::Acquire) {
+        2 => Some(Access::Write),
+        1 => Some(Access::Read),
+        _ => Some(Access::None),
     }
-    // SAFETY: the page lies in a DSM mapping of this process; the node holds it this well and
-    // will revoke it from this process before that changes.
-    unsafe { sys::mprotect(page_addr, PAGE_SIZE, prot_for(access, mapping)) }.is_ok()
 }
 
 fn apply_revoke(segment: SegmentId, page: u32, access: Access, seq: u64) {

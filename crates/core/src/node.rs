@@ -59,6 +59,8 @@ pub struct Config {
     pub manager: ManagerKind,
     /// A local fault still waiting after this long fails (`FaultError::TimedOut`).
     pub fault_timeout_ms: u64,
+    /// Most pages to read ahead of a sequential run of read misses (0: no read-ahead).
+    pub readahead: u32,
 }
 
 /// An event the driver hands to the node.
@@ -72,6 +74,8 @@ pub enum Input {
         key: PageKey,
         /// Whether the access was a write.
         write: bool,
+        /// Pages in the segment (read-ahead stops there).
+        pages: u32,
         /// Now, in ms on the driver's clock.
         now_ms: u64,
     },
@@ -180,6 +184,17 @@ pub struct Stats {
     pub revocations: u64,
     /// Faults that failed.
     pub failed: u64,
+    /// Pages requested ahead of a sequential run of read misses.
+    pub prefetched: u64,
+}
+
+/// A segment's run of read misses, for read-ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Run {
+    /// The last page read ahead (or missed).
+    end: u32,
+    /// How many pages the next read-ahead asks for.
+    window: u32,
 }
 
 /// One node's protocol state.
@@ -190,6 +205,7 @@ pub struct Node {
     pages: BTreeMap<SegmentId, Vec<PageState>>,
     busy: BTreeMap<PageKey, Busy>,
     managed: BTreeMap<PageKey, Managed>,
+    runs: BTreeMap<SegmentId, Run>,
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -198,7 +214,10 @@ pub struct Node {
 // the model checker sees two nodes in the same state as the same.
 impl PartialEq for Node {
     fn eq(&self, other: &Self) -> bool {
-        self.pages == other.pages && self.busy == other.busy && self.managed == other.managed
+        self.pages == other.pages
+            && self.busy == other.busy
+            && self.managed == other.managed
+            && self.runs == other.runs
     }
 }
 
@@ -209,6 +228,7 @@ impl Hash for Node {
         self.pages.hash(state);
         self.busy.hash(state);
         self.managed.hash(state);
+        self.runs.hash(state);
     }
 }
 
@@ -232,6 +252,7 @@ impl Node {
             pages: BTreeMap::new(),
             busy: BTreeMap::new(),
             managed: BTreeMap::new(),
+            runs: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -288,8 +309,9 @@ impl Node {
                 id,
                 key,
                 write,
+                pages,
                 now_ms,
-            } => self.on_fault(id, key, write, now_ms),
+            } => self.on_fault(id, key, write, pages, now_ms),
             Input::Revoked { key } => self.on_revoked(key),
             Input::Peer { from, msg } => self.on_peer(from, msg),
             Input::Tick { now_ms } => self.on_tick(now_ms),
@@ -363,16 +385,20 @@ impl Node {
 
     // ---- local faults ----
 
-    fn on_fault(&mut self, id: FaultId, key: PageKey, write: bool, now_ms: u64) {
+    fn on_fault(&mut self, id: FaultId, key: PageKey, write: bool, pages: u32, now_ms: u64) {
         let waiting = Waiting {
             id,
             write,
             since_ms: now_ms,
         };
         if self.busy.contains_key(&key) {
-            // Something is in progress or queued: stay in line behind it.
+            // Something is in progress or queued: stay in line behind it. A reader that caught
+            // up with pages still on their way extends its run.
             self.busy_mut(key).faults.push(waiting);
             self.settle(key);
+            if !write {
+                self.read_ahead(key, pages);
+            }
             return;
         }
         let state = self.page(key);
@@ -387,6 +413,57 @@ impl Node {
         }
         self.busy_mut(key).faults.push(waiting);
         self.acquire(key);
+        if !write {
+            self.read_ahead(key, pages);
+        }
+    }
+
+    /// A read miss that continues a sequential run asks for the pages after it too, the window
+    /// doubling with each miss of the run: a scan pays one round trip per window, not per page.
+    /// The requests are ordinary read requests, answered and invalidated as any.
+    fn read_ahead(&mut self, key: PageKey, pages: u32) {
+        let max = self.config.readahead;
+        if max == 0 {
+            return;
+        }
+        let run = self.runs.get(&key.segment).copied();
+        let window = match run {
+            Some(r) if key.page > r.end.saturating_sub(r.window) && key.page <= r.end + 1 => {
+                (r.window * 2).min(max)
+            }
+            None if key.page == 0 => 1,
+            _ => {
+                // Not sequential: remember where this miss was, read nothing ahead.
+                self.runs.insert(
+                    key.segment,
+                    Run {
+                        end: key.page,
+                        window: 0,
+                    },
+                );
+                return;
+            }
+        };
+        let first = key.page.max(run.map_or(0, |r| r.end)) + 1;
+        let last = (key.page.saturating_add(window)).min(pages.saturating_sub(1));
+        self.runs.insert(
+            key.segment,
+            Run {
+                end: last.max(key.page),
+                window,
+            },
+        );
+        for page in first..=last {
+            let ahead = PageKey {
+                segment: key.segment,
+                page,
+            };
+            if self.busy.contains_key(&ahead) || self.page(ahead).access > Access::None {
+                continue;
+            }
+            self.stats.prefetched += 1;
+            self.request(ahead, false);
+        }
     }
 
     /// Starts getting the access the waiting faults need. The page is not in transition.
@@ -413,6 +490,12 @@ impl Node {
         } else {
             self.stats.remote_reads += 1;
         }
+        self.request(key, write);
+    }
+
+    /// Sends a request for `key` (the page is not in transition and not ours).
+    fn request(&mut self, key: PageKey, write: bool) {
+        let state = self.page(key);
         let me = self.config.me;
         let busy = self.busy_mut(key);
         busy.pending = Some(write);
@@ -678,6 +761,9 @@ impl Node {
         } else {
             let state = self.state_mut(key);
             state.access = Access::Read;
+            // Local processes may read it (read ahead, or for the faults waiting): `local` is
+            // an upper bound, so raising it only means a revocation asks them later.
+            state.local = state.local.max(Access::Read);
             state.probable_owner = from;
             if std::mem::take(&mut self.busy_mut(key).confirm) {
                 self.confirm(key);
@@ -872,6 +958,7 @@ mod tests {
             members: members.iter().copied().map(NodeId).collect(),
             manager: ManagerKind::Dynamic,
             fault_timeout_ms: 100,
+            readahead: 0,
         })
     }
 
@@ -893,6 +980,7 @@ mod tests {
             id: FaultId(1),
             key: key(1, 5),
             write: false,
+            pages: 8,
             now_ms: 0,
         });
         assert_eq!(
@@ -915,6 +1003,7 @@ mod tests {
             id: FaultId(7),
             key: key(1, 0),
             write: true,
+            pages: 8,
             now_ms: 10,
         });
         assert_eq!(
@@ -959,6 +1048,7 @@ mod tests {
             id: FaultId(3),
             key: key(1, 0),
             write: false,
+            pages: 8,
             now_ms: 0,
         });
         drain(&mut n);

@@ -81,11 +81,16 @@ fn explore(initial: World) -> Result<Report, String> {
 }
 
 fn check(manager: ManagerKind, nodes: usize, pages: usize, ops: u8) {
+    check_with(manager, nodes, pages, ops, 0);
+}
+
+fn check_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, readahead: u32) {
     let started = Instant::now();
-    match explore(World::new(nodes, pages, ops, manager)) {
+    match explore(World::with_readahead(nodes, pages, ops, manager, readahead)) {
         Ok(r) => report(format_args!(
-            "model check {}: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
+            "model check {}{}: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
             manager.as_str(),
+            if readahead > 0 { " with read-ahead" } else { "" },
             r.states,
             r.terminal,
             r.max_depth,
@@ -108,4 +113,10 @@ fn fixed_manager_3_nodes_2_pages() {
 #[test]
 fn central_manager_3_nodes_2_pages() {
     check(ManagerKind::Central, 3, 2, 2);
+}
+
+#[test]
+fn dynamic_manager_with_read_ahead() {
+    // A read miss on page 0 also requests page 1: prefetches race with writes and invalidations.
+    check_with(ManagerKind::Dynamic, 3, 2, 2, 1);
 }

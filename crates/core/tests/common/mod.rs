@@ -70,6 +70,16 @@ pub fn key(page: usize) -> PageKey {
 
 impl World {
     pub fn new(nodes: usize, pages: usize, ops_per_node: u8, manager: ManagerKind) -> World {
+        World::with_readahead(nodes, pages, ops_per_node, manager, 0)
+    }
+
+    pub fn with_readahead(
+        nodes: usize,
+        pages: usize,
+        ops_per_node: u8,
+        manager: ManagerKind,
+        readahead: u32,
+    ) -> World {
         let members: Vec<NodeId> = (1..=nodes as u32).map(NodeId).collect();
         World {
             nodes: members
@@ -80,6 +90,7 @@ impl World {
                         members: members.clone(),
                         manager,
                         fault_timeout_ms: u64::MAX,
+                        readahead,
                     })
                 })
                 .collect(),
@@ -154,6 +165,7 @@ impl World {
                             id,
                             key: key(op.page),
                             write: op.write,
+                            pages: self.pages as u32,
                             now_ms: 0,
                         },
                     )?;
