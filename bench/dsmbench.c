@@ -8,6 +8,8 @@
  *   scan NAME               open a segment, read it end to end: MB/s
  *   fill NAME BYTES         create a segment and write all of it (untimed setup)
  *   pingpong NAME ROLE SECS two processes write one page in turn; role 0 reports round trips/s
+ *   ht-build NAME KEYS      create an open-addressing hash table of KEYS entries in a segment
+ *   ht-lookup NAME KEYS SECS  look every key up once (warm-up), then random lookups: ops/s
  *   floor-fault PAGES       SIGSEGV whose handler only mprotects the page
  *   floor-unix N            Unix socket round trip between two processes
  *   floor-tcp N             TCP loopback round trip carrying 4 KiB back
@@ -215,6 +217,53 @@ static void pingpong(const char *name, int role, int secs) {
     }
 }
 
+/* A read-mostly hash table, the way a C programmer would put one in shared memory: open
+ * addressing, linear probing, 16-byte slots, twice as many slots as keys. */
+struct slot { uint64_t key, value; };
+
+static uint64_t mix(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
+}
+
+static void ht_build(const char *name, uint64_t keys) {
+    uint64_t slots = keys * 2;
+    struct slot *t = (struct slot *)open_segment(name, 1, slots * sizeof(struct slot), NULL);
+    for (uint64_t k = 1; k <= keys; k++) {
+        uint64_t i = mix(k) % slots;
+        while (t[i].key) i = (i + 1) % slots;
+        t[i].key = k;
+        t[i].value = k * 7 + 3;
+    }
+    printf("{\"what\": \"ht-build\", \"keys\": %lu}\n", keys);
+}
+
+static void ht_lookup(const char *name, uint64_t keys, int secs) {
+    uint64_t slots = keys * 2, bad = 0, ops = 0;
+    struct slot *t = (struct slot *)open_segment(name, 0, 0, NULL);
+    uint64_t t0 = now_ns();
+    for (uint64_t k = 1; k <= keys; k++) {
+        uint64_t i = mix(k) % slots;
+        while (t[i].key != k && t[i].key) i = (i + 1) % slots;
+        bad += t[i].value != k * 7 + 3;
+    }
+    double warm = (now_ns() - t0) / 1e9;
+    uint64_t x = 88172645463325252ULL, end = now_ns() + (uint64_t)secs * 1000000000u;
+    t0 = now_ns();
+    while (now_ns() < end) {
+        for (int n = 0; n < 4096; n++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            uint64_t k = x % keys + 1, i = mix(k) % slots;
+            while (t[i].key != k && t[i].key) i = (i + 1) % slots;
+            bad += t[i].value != k * 7 + 3;
+        }
+        ops += 4096;
+    }
+    double s = (now_ns() - t0) / 1e9;
+    printf("{\"what\": \"ht-lookup\", \"keys\": %lu, \"warmup_s\": %.3f, \"ops_per_s\": %.0f, \"bad\": %lu}\n",
+           keys, warm, ops / s, bad);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: see the comment at the top of dsmbench.c\n"); return 2; }
     const char *mode = argv[1];
@@ -225,6 +274,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "fill")) { size_t n = atol(argv[3]); char *m = open_segment(argv[2], 1, n, NULL); memset(m, 7, n); }
     else if (!strcmp(mode, "scan")) scan(argv[2]);
     else if (!strcmp(mode, "pingpong")) pingpong(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (!strcmp(mode, "ht-build")) ht_build(argv[2], strtoull(argv[3], NULL, 0));
+    else if (!strcmp(mode, "ht-lookup")) ht_lookup(argv[2], strtoull(argv[3], NULL, 0), atoi(argv[4]));
     else if (!strcmp(mode, "floor-fault")) floor_fault(atol(argv[2]));
     else if (!strcmp(mode, "floor-unix")) floor_unix(atol(argv[2]));
     else if (!strcmp(mode, "floor-tcp")) floor_tcp(atol(argv[2]));
