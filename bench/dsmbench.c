@@ -8,6 +8,8 @@
  *   scan NAME               open a segment, read it end to end: MB/s
  *   fill NAME BYTES         create a segment and write all of it (untimed setup)
  *   pingpong NAME ROLE SECS two processes write one page in turn; role 0 reports round trips/s
+ *   create NAME BYTES       create a segment, touch nothing
+ *   random NAME TOUCHES SEED read|write  touch random pages: per-touch latency
  *   ht-build NAME KEYS      create an open-addressing hash table of KEYS entries in a segment
  *   ht-lookup NAME KEYS SECS  look every key up once (warm-up), then random lookups: ops/s
  *   floor-fault PAGES       SIGSEGV whose handler only mprotects the page
@@ -217,6 +219,24 @@ static void pingpong(const char *name, int role, int secs) {
     }
 }
 
+static void random_touch(const char *name, size_t touches, uint64_t seed, int write) {
+    size_t size;
+    char *m = open_segment(name, 0, 0, &size);
+    size_t pages = size / PAGE;
+    uint64_t *ns = malloc(touches * sizeof *ns), x = seed * 2654435761u + 1;
+    volatile char sink = 0;
+    for (size_t i = 0; i < touches; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        size_t p = x % pages;
+        uint64_t t0 = now_ns();
+        if (write) ((volatile char *)m)[p * PAGE] = 1;
+        else sink += ((volatile char *)m)[p * PAGE];
+        ns[i] = now_ns() - t0;
+    }
+    (void)sink;
+    report(write ? "random-write" : "random-read", ns, touches);
+}
+
 /* A read-mostly hash table, the way a C programmer would put one in shared memory: open
  * addressing, linear probing, 16-byte slots, twice as many slots as keys. */
 struct slot { uint64_t key, value; };
@@ -274,6 +294,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "fill")) { size_t n = atol(argv[3]); char *m = open_segment(argv[2], 1, n, NULL); memset(m, 7, n); }
     else if (!strcmp(mode, "scan")) scan(argv[2]);
     else if (!strcmp(mode, "pingpong")) pingpong(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (!strcmp(mode, "create")) open_segment(argv[2], 1, strtoull(argv[3], NULL, 0), NULL);
+    else if (!strcmp(mode, "random")) random_touch(argv[2], atol(argv[3]), atol(argv[4]), !strcmp(argv[5], "write"));
     else if (!strcmp(mode, "ht-build")) ht_build(argv[2], strtoull(argv[3], NULL, 0));
     else if (!strcmp(mode, "ht-lookup")) ht_lookup(argv[2], strtoull(argv[3], NULL, 0), atoi(argv[4]));
     else if (!strcmp(mode, "floor-fault")) floor_fault(atol(argv[2]));

@@ -214,6 +214,18 @@ def main():
         rows.append({"figure": "5 sequential scan, 64 MiB from another node", "mb_per_s": scan["mb_per_s"],
                      "floor_mb_per_s": floor["tcp_bw"]["mb_per_s"], "floor": "tcp loopback bandwidth",
                      "ratio": scan["mb_per_s"] / floor["tcp_bw"]["mb_per_s"], "target": 0.5})
+        c.run(1, "create", "/b-gib", str(1 << 30))
+        gib_w = c.run(1, "random", "/b-gib", "30000", "1", "write")[0]
+        gib_r = c.run(2, "random", "/b-gib", "30000", "2", "read")[0]
+        rows.append({"figure": "1 GiB segment, 30000 random writes (node 1)", "p50_us": gib_w["p50_ns"] / 1e3,
+                     "p99_us": gib_w["p99_ns"] / 1e3, "floor_us": (f50["fault"] + f50["unix"]) / 1e3,
+                     "floor": "fault + unix rt", "ratio": gib_w["p50_ns"] / (f50["fault"] + f50["unix"]),
+                     "target": None})
+        rows.append({"figure": "1 GiB segment, 30000 random reads (node 2)", "p50_us": gib_r["p50_ns"] / 1e3,
+                     "p99_us": gib_r["p99_ns"] / 1e3, "floor_us": remote_floor / 1e3,
+                     "floor": "fault + unix rt + tcp rt 4 KiB", "ratio": gib_r["p50_ns"] / remote_floor,
+                     "target": None})
+
         keys = "100000"
         c.run(1, "ht-build", "/b-ht", keys)
         one = c.run(2, "ht-lookup", "/b-ht", keys, "2")[0]
