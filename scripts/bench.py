@@ -217,14 +217,10 @@ def main():
         c.run(1, "create", "/b-gib", str(1 << 30))
         gib_w = c.run(1, "random", "/b-gib", "30000", "1", "write")[0]
         gib_r = c.run(2, "random", "/b-gib", "30000", "2", "read")[0]
-        rows.append({"figure": "1 GiB segment, 30000 random writes (node 1)", "p50_us": gib_w["p50_ns"] / 1e3,
-                     "p99_us": gib_w["p99_ns"] / 1e3, "floor_us": (f50["fault"] + f50["unix"]) / 1e3,
-                     "floor": "fault + unix rt", "ratio": gib_w["p50_ns"] / (f50["fault"] + f50["unix"]),
-                     "target": None})
-        rows.append({"figure": "1 GiB segment, 30000 random reads (node 2)", "p50_us": gib_r["p50_ns"] / 1e3,
-                     "p99_us": gib_r["p99_ns"] / 1e3, "floor_us": remote_floor / 1e3,
-                     "floor": "fault + unix rt + tcp rt 4 KiB", "ratio": gib_r["p50_ns"] / remote_floor,
-                     "target": None})
+        fault_row("1 GiB segment, 30000 random writes (node 1)", gib_w, f50["fault"] + f50["unix"],
+                  "fault + unix rt")
+        fault_row("1 GiB segment, 30000 random reads (node 2)", gib_r, remote_floor,
+                  "fault + unix rt + tcp rt 4 KiB")
 
         keys = "100000"
         c.run(1, "ht-build", "/b-ht", keys)

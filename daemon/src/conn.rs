@@ -13,6 +13,15 @@ use crate::page_store::fdpass;
 /// Bytes a connection may have queued for sending before we give up on it.
 const MAX_QUEUED: usize = 256 * 1024 * 1024;
 
+/// What to wait for on a connection: always readable, writable too while output is queued.
+pub fn interest(output_queued: bool) -> mio::Interest {
+    if output_queued {
+        mio::Interest::READABLE | mio::Interest::WRITABLE
+    } else {
+        mio::Interest::READABLE
+    }
+}
+
 /// What a connection turned out to be, after its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

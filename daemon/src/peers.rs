@@ -617,11 +617,7 @@ impl Peers {
         let more = !conn.out.is_empty();
         if more != conn.want_write {
             conn.want_write = more;
-            let interest = if more {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
+            let interest = crate::conn::interest(more);
             let token = conn.token;
             if let Err(e) = registry.reregister(&mut conn.stream, token, interest) {
                 self.drop_conn(registry, node, &format!("cannot reregister: {e}"));

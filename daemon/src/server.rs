@@ -1175,11 +1175,7 @@ impl Server {
         }
         if more != conn.want_write {
             conn.want_write = more;
-            let interest = if more {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
+            let interest = crate::conn::interest(more);
             if let Err(e) = self
                 .poll
                 .registry()

@@ -38,6 +38,26 @@ impl Drop for Mapped {
     }
 }
 
+/// Maps `len` bytes of `file` shared and writable at an address the kernel picks; the caller
+/// unmaps it (`Mapped` and `StateTable` do, when dropped).
+fn map_shared(file: &File, len: usize) -> io::Result<*mut u8> {
+    // SAFETY: a new mapping of our own memfd; nothing else is at the address the kernel picks.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ptr.cast())
+}
+
 /// One page of a node's copy, in the daemon's mapping. Valid until the segment is resized or
 /// removed: use it at once.
 #[derive(Clone, Copy, Debug)]
@@ -124,27 +144,11 @@ impl MemFd {
             return Ok(None);
         }
         if self.map.is_none() {
+            // Bytes past the file's end in the last page read as zeros and are never sent
+            // beyond the segment.
             let len = self.len.next_multiple_of(PAGE_SIZE as u64) as usize;
-            // SAFETY: maps the whole memfd, shared, at an address the kernel picks; the
-            // mapping is unmapped in Mapped::drop. Bytes past the file's end in the last page
-            // read as zeros and are never sent beyond the segment.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    self.file.as_raw_fd(),
-                    0,
-                )
-            };
-            if ptr == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            self.map = Some(Mapped {
-                ptr: ptr.cast(),
-                len,
-            });
+            let ptr = map_shared(&self.file, len)?;
+            self.map = Some(Mapped { ptr, len });
         }
         let map = self.map.as_ref().expect("mapped above");
         // SAFETY: `offset + PAGE_SIZE <= map.len`, checked above.
@@ -174,26 +178,8 @@ impl StateTable {
         let mut memfd = MemFd::create(&format!("{label}:state"))?;
         let len = pages.max(1).next_multiple_of(PAGE_SIZE);
         memfd.set_len(len as u64)?;
-        // SAFETY: maps the whole new memfd shared and writable at an address the kernel picks;
-        // unmapped in Drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                memfd.file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(StateTable {
-            memfd,
-            ptr: ptr.cast(),
-            len,
-        })
+        let ptr = map_shared(&memfd.file, len)?;
+        Ok(StateTable { memfd, ptr, len })
     }
 
     /// Publishes the most a local process may hold of `page`.
