@@ -37,6 +37,9 @@ pub enum Incoming {
     Directory(DirMsg),
 }
 
+/// A message ready to write: its frame, and the page that follows a grant.
+type Outgoing = (Vec<u8>, Option<Page>);
+
 /// Where the page after a grant goes: the daemon's mapping of the node's copy (`None`: the
 /// segment is gone here, drop the bytes).
 pub type PageSink<'a> = dyn FnMut(PageKey) -> Option<Page> + 'a;
@@ -119,6 +122,9 @@ pub struct Peers {
     strangers: HashMap<Token, Conn>,
     tokens: HashMap<Token, NodeId>,
     next_token: usize,
+    /// Messages of the open batch: (peer, frame, page to send after it).
+    batch: Vec<(NodeId, Vec<u8>, Option<PageKey>)>,
+    batch_depth: u32,
 }
 
 /// A peer's state for `dsmctl peers`.
@@ -164,6 +170,8 @@ impl Peers {
             strangers: HashMap::new(),
             tokens: HashMap::new(),
             next_token: FIRST_PEER_TOKEN,
+            batch: Vec::new(),
+            batch_depth: 0,
         }
     }
 
@@ -201,9 +209,25 @@ impl Peers {
         .expect("hello encodes")
     }
 
-    /// Sends a frame (and the page after a grant) to `to`: at once, straight from the page's
-    /// mapping, if the link is up and idle; otherwise into its queue.
-    pub fn send(&mut self, registry: &Registry, to: NodeId, msg: &PeerFrame, page: Option<Page>) {
+    /// Sends a frame to `to` (at once, unless a batch is open: then with the batch).
+    pub fn send(&mut self, registry: &Registry, to: NodeId, msg: &PeerFrame) {
+        self.push(registry, to, msg, None);
+    }
+
+    /// Sends a grant's frame followed by the page `key` of this node's copy. Only inside a
+    /// batch: the page is found when the batch goes out.
+    pub fn send_with_page(
+        &mut self,
+        registry: &Registry,
+        to: NodeId,
+        msg: &PeerFrame,
+        key: PageKey,
+    ) {
+        debug_assert!(self.batch_depth > 0, "pages go out with a batch");
+        self.push(registry, to, msg, Some(key));
+    }
+
+    fn push(&mut self, registry: &Registry, to: NodeId, msg: &PeerFrame, page: Option<PageKey>) {
         let bytes = match frame::encode(msg) {
             Ok(b) => b,
             Err(e) => {
@@ -215,10 +239,48 @@ impl Peers {
             warn!("no link to {to}: not a member of this cluster");
             return;
         };
-        let total = bytes.len() + page.map_or(0, |_| PAGE_SIZE);
         link.stats.messages_out += 1;
-        link.stats.bytes_out += total as u64;
-        let whole = |bytes: Vec<u8>, skip: usize| {
+        link.stats.bytes_out += (bytes.len() + page.map_or(0, |_| PAGE_SIZE)) as u64;
+        if self.batch_depth > 0 {
+            self.batch.push((to, bytes, page));
+        } else {
+            self.write_now(registry, to, vec![(bytes, None)]);
+        }
+    }
+
+    /// Opens a batch: messages wait until the matching [`Peers::end_batch`], then go out with
+    /// one `writev` per peer. Batches nest; the outermost end sends.
+    pub fn begin_batch(&mut self) {
+        self.batch_depth += 1;
+    }
+
+    /// Closes a batch; the outermost sends everything, finding each page through `resolve`.
+    pub fn end_batch(&mut self, registry: &Registry, resolve: &mut dyn FnMut(PageKey) -> Page) {
+        self.batch_depth -= 1;
+        if self.batch_depth > 0 || self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let mut per_peer: BTreeMap<NodeId, Vec<Outgoing>> = BTreeMap::new();
+        for (to, bytes, key) in batch {
+            per_peer
+                .entry(to)
+                .or_default()
+                .push((bytes, key.map(&mut *resolve)));
+        }
+        for (to, messages) in per_peer {
+            self.write_now(registry, to, messages);
+        }
+    }
+
+    /// Writes messages to `to` now if its link is up and idle, straight from the pages'
+    /// mappings; whatever the socket does not take (or all, if the link is busy or down) is
+    /// copied into its queue.
+    fn write_now(&mut self, registry: &Registry, to: NodeId, messages: Vec<Outgoing>) {
+        let Some(link) = self.links.get_mut(&to) else {
+            return;
+        };
+        let flat = |(bytes, page): Outgoing, skip: usize| {
             let mut all = bytes;
             if let Some(page) = page {
                 all.extend_from_slice(&page.to_vec());
@@ -226,34 +288,49 @@ impl Peers {
             all.drain(..skip);
             all
         };
-        match &mut link.conn {
-            Some(conn) if conn.greeted => {
-                if let (Some(page), true) = (page, conn.out.is_empty() && conn.connected) {
-                    match fdpass::send_frame_and_page(conn.stream.as_fd(), &bytes, page) {
-                        Ok(n) if n == total => return,
-                        Ok(n) => conn.out.push_back(whole(bytes, n)),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            conn.out.push_back(whole(bytes, 0))
-                        }
-                        Err(e) => {
-                            conn.out.push_back(whole(bytes, 0));
-                            self.drop_conn(registry, to, &format!("write failed: {e}"));
-                            return;
-                        }
-                    }
-                } else {
-                    conn.out.push_back(whole(bytes, 0));
-                }
-            }
-            _ => {
-                if link.outbox_bytes + total > MAX_OUTBOX {
+        let Some(conn) = link.conn.as_mut().filter(|c| c.greeted) else {
+            for m in messages {
+                let bytes = flat(m, 0);
+                if link.outbox_bytes + bytes.len() > MAX_OUTBOX {
                     warn!("{to} has been down too long: dropping a message for it");
-                    return;
+                    continue;
                 }
-                link.outbox_bytes += total;
-                link.outbox.push_back(whole(bytes, 0));
-                return;
+                link.outbox_bytes += bytes.len();
+                link.outbox.push_back(bytes);
             }
+            return;
+        };
+        let mut rest = messages.into_iter().peekable();
+        let mut failure = None;
+        if conn.out.is_empty() && conn.connected {
+            'writing: while rest.peek().is_some() {
+                let chunk: Vec<Outgoing> = rest.by_ref().take(fdpass::BATCH_MESSAGES).collect();
+                let mut written = match fdpass::send_batch(conn.stream.as_fd(), &chunk) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => {
+                        failure = Some(e);
+                        0
+                    }
+                };
+                // Queue what the socket did not take, the first message from where it stopped.
+                let mut chunk = chunk.into_iter();
+                for m in chunk.by_ref() {
+                    let len = m.0.len() + m.1.map_or(0, |_| PAGE_SIZE);
+                    if written >= len {
+                        written -= len;
+                        continue;
+                    }
+                    conn.out.push_back(flat(m, written));
+                    conn.out.extend(chunk.by_ref().map(|m| flat(m, 0)));
+                    break 'writing;
+                }
+            }
+        }
+        conn.out.extend(rest.map(|m| flat(m, 0)));
+        if let Some(e) = failure {
+            self.drop_conn(registry, to, &format!("write failed: {e}"));
+            return;
         }
         self.flush(registry, to);
     }

@@ -678,7 +678,7 @@ impl Server {
         }
         let frame = PeerFrame::Directory(DirMsg::Request { id, op });
         self.peers
-            .send(self.poll.registry(), self.registrar, &frame, None);
+            .send(self.poll.registry(), self.registrar, &frame);
     }
 
     fn broadcast(&mut self, msg: DirMsg) {
@@ -688,7 +688,6 @@ impl Server {
                 self.poll.registry(),
                 peer,
                 &PeerFrame::Directory(msg.clone()),
-                None,
             );
         }
         self.directory_news(msg);
@@ -798,7 +797,7 @@ impl Server {
                     id,
                     result: effect.reply,
                 });
-                self.peers.send(self.poll.registry(), from, &reply, None);
+                self.peers.send(self.poll.registry(), from, &reply);
                 if let Some(b) = effect.broadcast {
                     self.broadcast(b);
                 }
@@ -815,6 +814,8 @@ impl Server {
     // ---- the core ----
 
     fn drain_core(&mut self) {
+        // Everything the core says to peers in one drain goes out in one writev per peer.
+        self.peers.begin_batch();
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Grant {
@@ -845,29 +846,33 @@ impl Server {
                 }
                 Output::Send { to, msg } => {
                     debug!("to {to}: {msg:?}");
-                    let mut page = None;
-                    if let PeerMsg::Grant { key, .. } = msg {
-                        page = Some(match self.store.page(key.segment, key.page) {
-                            Ok(Some(p)) => p,
-                            // Past the end of our copy (a shrink not yet followed by every node):
-                            // such a page reads as zeros.
-                            Ok(None) => Page::zeros(),
-                            Err(e) => {
-                                warn!(
-                                    "cannot map page {} of {}: {e}; sending zeros",
-                                    key.page, key.segment
-                                );
-                                Page::zeros()
-                            }
-                        });
-                    }
                     let frame = PeerFrame::Coherence(msg);
-                    self.peers.send(self.poll.registry(), to, &frame, page);
+                    match msg {
+                        PeerMsg::Grant { key, .. } => {
+                            self.peers
+                                .send_with_page(self.poll.registry(), to, &frame, key)
+                        }
+                        _ => self.peers.send(self.poll.registry(), to, &frame),
+                    }
                 }
                 Output::Revoke { key, to } => self.revoke(key, to),
                 Output::Violation { from, what } => warn!("protocol violation by {from}: {what}"),
             }
         }
+        let store = &mut self.store;
+        let mut resolve = |key: PageKey| match store.page(key.segment, key.page) {
+            Ok(Some(page)) => page,
+            // Past the end of our copy (a shrink not yet followed everywhere): zeros.
+            Ok(None) => Page::zeros(),
+            Err(e) => {
+                warn!(
+                    "cannot map page {} of {}: {e}; sending zeros",
+                    key.page, key.segment
+                );
+                Page::zeros()
+            }
+        };
+        self.peers.end_batch(self.poll.registry(), &mut resolve);
     }
 
     /// Publishes what local processes may hold of a page, as the core tracks it. Never while
