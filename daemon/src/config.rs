@@ -17,9 +17,17 @@ pub const DEFAULT_SOCKET: &str = "/run/dsm/dsmd.sock";
 /// run with LD_PRELOAD=libdsm.so: they connect to its Unix socket (--socket, or DSM_SOCKET on
 /// their side). Logging goes to stderr; set RUST_LOG=debug to see every fault.
 ///
-/// Example, a one-node cluster:
+/// A one-node cluster:
 ///
 ///   dsmd --node-id 1 --socket /tmp/dsm/1.sock
+///
+/// Three hosts: every node lists the others, with the same --manager and --cluster.
+///
+///   host1$ dsmd --node-id 1 --listen 0.0.0.0:7700 --peer 2=10.0.0.2:7700 --peer 3=10.0.0.3:7700
+///   host2$ dsmd --node-id 2 --listen 0.0.0.0:7700 --peer 1=10.0.0.1:7700 --peer 3=10.0.0.3:7700
+///   host3$ dsmd --node-id 3 --listen 0.0.0.0:7700 --peer 1=10.0.0.1:7700 --peer 2=10.0.0.2:7700
+///
+/// The lowest node id keeps the cluster's segment directory. `dsmctl` shows what a node does.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 pub struct Config {
