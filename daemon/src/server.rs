@@ -255,13 +255,24 @@ impl Server {
         );
         let mut events = Events::with_capacity(256);
         let mut last_tick = Instant::now();
+        let busy_poll = Duration::from_micros(self.config.poll_us);
+        let mut awake_until = Instant::now();
         'serve: loop {
-            self.peers.tick(self.poll.registry(), Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+            let now = Instant::now();
+            self.peers.tick(self.poll.registry(), now);
+            let timeout = if now < awake_until {
+                Duration::ZERO
+            } else {
+                TICK
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(io_context("event loop failed")(e));
+            }
+            if !events.is_empty() && !busy_poll.is_zero() {
+                awake_until = Instant::now() + busy_poll;
             }
             for event in events.iter() {
                 match event.token() {

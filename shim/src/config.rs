@@ -13,6 +13,9 @@ pub struct Config {
     pub addr: Option<libc::sockaddr_un>,
     /// `DSM_SHM` patterns; `None` means every shared memory name is distributed.
     pub patterns: Option<Vec<String>>,
+    /// `DSM_SPIN_US`: how long a faulting thread polls for its daemon's answer before it sleeps
+    /// (ns; 0, the default, sleeps at once).
+    pub spin_ns: u64,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -35,10 +38,16 @@ pub fn get() -> &'static Config {
         if addr.is_none() {
             crate::say!("DSM_SOCKET={socket} is too long for a Unix socket path (max 107 bytes)");
         }
+        let spin_ns = std::env::var("DSM_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            .saturating_mul(1000);
         Config {
             socket,
             addr,
             patterns,
+            spin_ns,
         }
     })
 }

@@ -162,6 +162,37 @@ pub fn send_all(fd: i32, mut buf: &[u8]) -> SysResult<()> {
     Ok(())
 }
 
+/// Waits up to `spin_ns` for `fd` to become readable without sleeping (polling), so that an
+/// answer arriving soon does not have to wake this thread on another CPU. Async-signal-safe.
+pub fn spin_until_readable(fd: i32, spin_ns: u64) {
+    if spin_ns == 0 {
+        return;
+    }
+    let start = monotonic_ns();
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd; a zero timeout never sleeps.
+        let r = unsafe { libc::syscall(libc::SYS_poll, &mut pfd as *mut libc::pollfd, 1, 0) };
+        if r != 0 || monotonic_ns().saturating_sub(start) >= spin_ns {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO; async-signal-safe).
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: all-zero is a valid timespec.
+    let mut t: libc::timespec = unsafe { core::mem::zeroed() };
+    // SAFETY: valid out-pointer; clock_gettime is async-signal-safe.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 /// Fills all of `buf` from a socket; a descriptor passed with the bytes lands in `fd_out`.
 ///
 /// Received descriptors are close-on-exec. End of stream is `EPIPE`.

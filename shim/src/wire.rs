@@ -37,6 +37,7 @@ pub fn recv<'b, T: Deserialize<'b>>(
 /// Sends `request` and waits for its reply.
 pub fn call(fd: i32, request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
     send(fd, request)?;
+    sys::spin_until_readable(fd, crate::config::get().spin_ns);
     let mut buf = [0u8; BUF];
     recv(fd, &mut buf, fd_out)
 }
