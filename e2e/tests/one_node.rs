@@ -408,3 +408,24 @@ fn boost_interprocess_works_unmodified() {
     );
     assert!(d.status()["segments"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn python_multiprocessing_children_and_spawned_programs_share_memory() {
+    let d = Daemon::start(1);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/c");
+    let mut cmd = d.command(std::path::Path::new("python3"));
+    cmd.args([
+        format!("{dir}/mp_children.py"),
+        unique("pymp"),
+        format!("{dir}/mp_check.py"),
+    ]);
+    let out = dsm_e2e::run(cmd);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("spawned: parent child forked"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("exit codes 0 0 ok"), "{}", out.stdout);
+    assert!(d.status()["segments"].as_array().unwrap().is_empty());
+}
