@@ -76,6 +76,8 @@ struct Session {
     token: Token,
     /// Segments the process maps (any part of, any number of times).
     maps: BTreeSet<SegmentId>,
+    /// Segments the process opened (held until it ends: `close` is not seen).
+    opened: BTreeSet<SegmentId>,
     faults: u64,
 }
 
@@ -476,6 +478,7 @@ impl Server {
                         pid,
                         token,
                         maps: BTreeSet::new(),
+                        opened: BTreeSet::new(),
                         faults: 0,
                     },
                 );
@@ -634,15 +637,41 @@ impl Server {
             return Reply::Failed(ShmError::TooLarge);
         }
         let base = local.meta.base;
-        let first_here = local.sessions.is_empty();
         local.sessions.insert(session);
         if let Some(s) = self.sessions.get_mut(&session) {
             s.maps.insert(segment);
         }
-        if first_here {
+        self.hold(session, segment);
+        Reply::Mapped { base }
+    }
+
+    /// `session` holds `segment` (opened or maps it); the first holder on this node attaches
+    /// the node at the registrar.
+    fn hold(&mut self, session: SessionId, segment: SegmentId) {
+        let Some(local) = self.store.get_mut(segment) else {
+            return;
+        };
+        let first = local.holders.is_empty();
+        local.holders.insert(session);
+        if first {
             self.ask_registrar(DirOp::Attach { segment }, Parked::Notice);
         }
-        Reply::Mapped { base }
+    }
+
+    /// `session` no longer holds `segment` unless it still opened or maps it; the last holder
+    /// on this node detaches the node.
+    fn release(&mut self, session: SessionId, segment: SegmentId) {
+        if let Some(s) = self.sessions.get(&session) {
+            if s.maps.contains(&segment) || s.opened.contains(&segment) {
+                return;
+            }
+        }
+        let Some(local) = self.store.get_mut(segment) else {
+            return;
+        };
+        if local.holders.remove(&session) && local.holders.is_empty() {
+            self.ask_registrar(DirOp::Detach { segment }, Parked::Notice);
+        }
     }
 
     fn unmap(&mut self, session: SessionId, segment: SegmentId) {
@@ -650,9 +679,7 @@ impl Server {
             return;
         };
         local.sessions.remove(&session);
-        if local.sessions.is_empty() {
-            self.ask_registrar(DirOp::Detach { segment }, Parked::Notice);
-        }
+        self.release(session, segment);
         // Revocations this session will never answer now.
         let stale: Vec<(SessionId, u64)> = self
             .revoke_acks
@@ -736,8 +763,15 @@ impl Server {
                 }
                 (t, Reply::Done, None)
             }
-            (Parked::Open(t), Ok(meta)) => match self.store.learn(meta) {
-                Ok(local) => {
+            (Parked::Open(t), Ok(meta)) => match self.store.learn(meta.clone()) {
+                Ok(_) => {
+                    if let Some(Kind::Channel(session)) = self.conns.get(&t).map(|c| c.kind) {
+                        if let Some(s) = self.sessions.get_mut(&session) {
+                            s.opened.insert(meta.id);
+                        }
+                        self.hold(session, meta.id);
+                    }
+                    let local = self.store.get(meta.id).expect("just learned");
                     let reply = Reply::Opened {
                         segment: local.meta.id,
                         size: local.meta.size,
@@ -1230,8 +1264,11 @@ impl Server {
             return;
         };
         let released = session.maps.len();
-        for segment in session.maps {
-            self.unmap(id, segment);
+        for segment in session.maps.union(&session.opened) {
+            if let Some(local) = self.store.get_mut(*segment) {
+                local.sessions.remove(&id);
+            }
+            self.release(id, *segment);
         }
         let stale: Vec<(SessionId, u64)> = self
             .revoke_acks

@@ -18,8 +18,12 @@ pub struct Local {
     pub memfd: MemFd,
     /// What local processes may hold of each page, shared with them read-only.
     pub table: StateTable,
-    /// Local processes that map it.
+    /// Local processes that map it (revocations go to them).
     pub sessions: BTreeSet<SessionId>,
+    /// Local processes that opened or map it: the node holds the segment (attached at the
+    /// registrar) while any does. The daemon cannot see `close`, so an open lasts until the
+    /// process ends: a segment unlinked at once after `shm_open` stays usable, as POSIX says.
+    pub holders: BTreeSet<SessionId>,
     /// Whether its name was unlinked (it lives on while mapped).
     pub unlinked: bool,
 }
@@ -92,6 +96,7 @@ impl Store {
                         memfd,
                         table,
                         sessions: BTreeSet::new(),
+                        holders: BTreeSet::new(),
                         unlinked: false,
                     },
                 );

@@ -68,6 +68,21 @@ int main(int argc, char **argv) {
     CHECK(shm_open(name, O_RDWR, 0) < 0 && errno == ENOENT);
     CHECK(shm_unlink(name) < 0 && errno == ENOENT);
     CHECK(shm_open("/bad/name", O_CREAT | O_RDWR, 0600) < 0 && errno == EINVAL);
+
+    /* The self-cleaning idiom: unlink at once, then size, map and use the descriptor. */
+    int anon = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    CHECK(anon >= 0);
+    CHECK(shm_unlink(name) == 0);
+    CHECK(ftruncate(anon, 3 * 4096) == 0);
+    char *p = mmap(NULL, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, anon, 0);
+    CHECK(p != MAP_FAILED);
+    if (p != MAP_FAILED) {
+        strcpy(p + 4096, "still here");
+        CHECK(strcmp(p + 4096, "still here") == 0);
+        CHECK(munmap(p, 3 * 4096) == 0);
+    }
+    CHECK(shm_open(name, O_RDWR, 0) < 0 && errno == ENOENT);
+    close(anon);
     close(fd); close(fd2); close(fd3); close(ro);
     printf("%d failures\n", failures);
     return failures != 0;
