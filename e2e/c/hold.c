@@ -1,4 +1,5 @@
-/* Writes a pattern into every page of a segment, says "ready", then waits to be killed. */
+/* Writes a pattern into the first WRITE bytes of a segment (default: all of it), says "ready",
+ * then waits to be killed.  usage: hold NAME SIZE [WRITE] */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,7 +13,8 @@ int main(int argc, char **argv) {
     if (ftruncate(fd, size) < 0) { perror("ftruncate"); return 1; }
     unsigned *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (mem == MAP_FAILED) { perror("mmap"); return 1; }
-    for (size_t i = 0; i < size / sizeof *mem; i++) mem[i] = (unsigned)(i * 2654435761u);
+    size_t write = argc > 3 ? strtoul(argv[3], NULL, 0) : size;
+    for (size_t i = 0; i < write / sizeof *mem; i++) mem[i] = (unsigned)(i * 2654435761u);
     printf("ready\n");
     fflush(stdout);
     for (;;) pause();

@@ -429,3 +429,34 @@ fn python_multiprocessing_children_and_spawned_programs_share_memory() {
     assert!(out.stdout.contains("exit codes 0 0 ok"), "{}", out.stdout);
     assert!(d.status()["segments"].as_array().unwrap().is_empty());
 }
+
+/// Pages the node held stay usable by processes that map them (the node's copy outlives the
+/// daemon, and no other node can take them without it); any other fault gets SIGBUS.
+#[test]
+fn a_fault_after_the_daemon_died_raises_sigbus_not_a_hang() {
+    use std::io::Write as _;
+    let d = Daemon::start(1);
+    let name = shm_name("orphan");
+    // Pages 0-3 are written (held by the node); page 5 never is.
+    let mut holder = d.spawn(&c_program("hold"), &[&name, "40960", "16384"]);
+    wait_for_line(&mut holder, "ready");
+    let mut toucher = d.command(&c_program("touch_later"));
+    toucher
+        .args([name.as_str(), "5"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut toucher = dsm_e2e::Spawned(toucher.spawn().unwrap());
+    wait_for_line(&mut toucher, "mapped");
+    drop(d); // SIGKILL: the daemon is gone, its socket file left behind
+    toucher.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = wait_limited(
+        &mut toucher,
+        Duration::from_secs(30),
+        "fault with no daemon",
+    );
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "{status}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(toucher.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("raising SIGBUS"), "{err}");
+}
