@@ -355,3 +355,27 @@ fn boost_interprocess_map_built_on_one_node_read_on_another() {
         out.stdout
     );
 }
+
+#[test]
+fn threads_of_processes_on_two_nodes_share_one_counter() {
+    let c = Cluster::start(2, &[]);
+    let name = shm_name("tcount");
+    // Two processes per node, four threads each.
+    let out = c.run_all(&c_program("threaded_counter"), &[1, 2, 1, 2], |role| {
+        vec![
+            name.clone(),
+            role.to_string(),
+            "4".into(),
+            "4".into(),
+            "2000".into(),
+        ]
+    });
+    all_ok(&out);
+    for o in &out {
+        assert!(
+            o.stdout.contains("sees 32000 (want 32000), 0 bad slots"),
+            "{}",
+            o.stdout
+        );
+    }
+}
