@@ -379,3 +379,19 @@ fn threads_of_processes_on_two_nodes_share_one_counter() {
         );
     }
 }
+
+#[test]
+fn python_shared_memory_across_nodes() {
+    let c = Cluster::start(2, &[]);
+    let name = unique("py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/c/shared_memory.py");
+    let python = std::path::Path::new("python3");
+    let mut cmd = c.node(1).command(python);
+    cmd.args([script, "create", &name]);
+    dsm_e2e::run(cmd).assert_ok();
+    let mut cmd = c.node(2).command(python);
+    cmd.args([script, "attach", &name]);
+    let out = dsm_e2e::run(cmd);
+    out.assert_ok();
+    assert!(out.stdout.contains("helloworld"), "{}", out.stdout);
+}
