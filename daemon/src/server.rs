@@ -680,16 +680,8 @@ impl Server {
         };
         local.sessions.remove(&session);
         self.release(session, segment);
-        // Revocations this session will never answer now.
-        let stale: Vec<(SessionId, u64)> = self
-            .revoke_acks
-            .iter()
-            .filter(|((s, _), key)| *s == session && key.segment == segment)
-            .map(|(k, _)| *k)
-            .collect();
-        for ack in stale {
-            self.revoke_acked(ack.0, ack.1);
-        }
+        // Revocations already sent stay outstanding: the process's listener acknowledges every
+        // one it receives (and the end of its session settles what it never will).
     }
 
     // ---- the directory ----
