@@ -912,15 +912,10 @@ impl Server {
         self.peers.end_batch(self.poll.registry(), &mut resolve);
     }
 
-    /// Publishes what local processes may hold of a page, as the core tracks it. Never while
-    /// the page is being revoked: the core lowers `local` only when the revocation completes,
-    /// and the table entry (already lowered by `revoke`) must not rise before then.
+    /// Publishes in the state table what local processes may take of a page without asking.
     fn publish(&self, key: PageKey) {
-        if self.revoking.contains_key(&key) {
-            return;
-        }
         if let Some(local) = self.store.get(key.segment) {
-            local.table.set(key.page, self.core.page(key).local);
+            local.table.set(key.page, self.core.grantable(key));
         }
     }
 
@@ -982,9 +977,7 @@ impl Server {
         }
         // Lower the table before any push goes out: a process that reads it after applying
         // the revocation must see the lower value (see shim/src/revoke.rs).
-        if let Some(local) = self.store.get(key.segment) {
-            local.table.set(key.page, to);
-        }
+        self.publish(key);
         debug!("revoke {key:?} to {to:?}: waiting for sessions {waiting:?}");
         if waiting.is_empty() {
             self.core.handle(Input::Revoked { key });

@@ -263,11 +263,6 @@ impl Node {
         self.config.me
     }
 
-    /// Its configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// Counters since start.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -285,6 +280,19 @@ impl Node {
             .and_then(|v| v.get(key.page as usize))
             .copied()
             .unwrap_or_else(|| PageState::untouched(self.config.me, key.segment.creator()))
+    }
+
+    /// What a local process may take of a page without asking (the state table's entry): the
+    /// page's `local`, or, while local processes are being revoked, what the revocation leaves
+    /// them. `local` itself drops only when the revocation completes, as it bounds what they may
+    /// still hold.
+    pub fn grantable(&self, key: PageKey) -> Access {
+        let local = self.page(key).local;
+        match self.busy.get(&key).and_then(|b| b.revoking) {
+            Some(AfterRevoke::ServeRead(_)) => local.min(Access::Read),
+            Some(AfterRevoke::ServeWrite(_) | AfterRevoke::Invalidate(_)) => Access::None,
+            None => local,
+        }
     }
 
     /// The work in progress on a page, if any.
@@ -1092,6 +1100,46 @@ mod tests {
             .iter()
             .all(|o| matches!(o, Output::Violation { .. })));
         assert_eq!(n.page(key(1, 0)).access, Access::Write, "state untouched");
+    }
+
+    #[test]
+    fn nothing_is_grantable_beyond_a_revocation_under_way() {
+        let mut n = node(1, &[1, 2]);
+        let k = key(1, 0);
+        n.handle(Input::Fault {
+            id: FaultId(1),
+            key: k,
+            write: true,
+            pages: 8,
+            now_ms: 0,
+        });
+        drain(&mut n);
+        assert_eq!(n.grantable(k), Access::Write);
+        n.handle(Input::Peer {
+            from: NodeId(2),
+            msg: PeerMsg::Request {
+                key: k,
+                write: false,
+                requester: NodeId(2),
+            },
+        });
+        assert_eq!(
+            drain(&mut n),
+            vec![Output::Revoke {
+                key: k,
+                to: Access::Read
+            }]
+        );
+        assert_eq!(
+            n.page(k).local,
+            Access::Write,
+            "processes may still hold write"
+        );
+        assert_eq!(n.grantable(k), Access::Read, "but may take only read");
+        n.handle(Input::Revoked { key: k });
+        drain(&mut n);
+        assert_eq!(n.grantable(k), Access::Read);
+        assert_eq!(n.page(k).local, Access::Read);
     }
 
     #[test]
