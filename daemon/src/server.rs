@@ -259,9 +259,9 @@ impl Server {
         let mut last_tick = Instant::now();
         let busy_poll = Duration::from_micros(self.config.poll_us);
         let mut awake_until = Instant::now();
+        self.peers.tick(self.poll.registry(), Instant::now());
         'serve: loop {
             let now = Instant::now();
-            self.peers.tick(self.poll.registry(), now);
             let timeout = if now < awake_until {
                 Duration::ZERO
             } else {
@@ -329,6 +329,8 @@ impl Server {
     }
 
     fn tick(&mut self) {
+        // Links due for a (re)try dial now: the tick is their granularity, not every event.
+        self.peers.tick(self.poll.registry(), Instant::now());
         let now_ms = self.now_ms();
         self.core.handle(Input::Tick { now_ms });
         self.drain_core();
