@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use dsm_proto::client::{ShmError, MAX_NAME_LEN};
+use dsm_proto::client::{OpenFlags, ShmError, MAX_NAME_LEN};
 use dsm_proto::peer::{DirMsg, DirOp, SegmentMeta};
 use dsm_proto::{NodeId, SegmentId, PAGE_SIZE};
 use log::{info, warn};
@@ -64,21 +64,7 @@ impl Directory {
     pub fn apply(&mut self, from: NodeId, op: DirOp) -> Effect {
         let mut broadcast = None;
         let reply = match op {
-            DirOp::Open {
-                name,
-                create,
-                exclusive,
-                truncate,
-                mode,
-            } => self.open(
-                from,
-                &name,
-                create,
-                exclusive,
-                truncate,
-                mode,
-                &mut broadcast,
-            ),
+            DirOp::Open { name, flags } => self.open(from, &name, flags, &mut broadcast),
             DirOp::Resize { segment, size } => self.resize(segment, size, &mut broadcast),
             DirOp::Unlink { name } => self.unlink(&name, &mut broadcast),
             DirOp::Attach { segment } => match self.segments.get_mut(&segment) {
@@ -109,28 +95,24 @@ impl Directory {
         self.segments.get(&id).map(|e| &e.meta)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
         from: NodeId,
         name: &str,
-        create: bool,
-        exclusive: bool,
-        truncate: bool,
-        mode: u32,
+        flags: OpenFlags,
         broadcast: &mut Option<DirMsg>,
     ) -> Result<SegmentMeta, ShmError> {
         let key = normalize(name)?;
         if let Some(&id) = self.names.get(key) {
-            if create && exclusive {
+            if flags.create && flags.exclusive {
                 return Err(ShmError::AlreadyExists);
             }
-            if truncate {
+            if flags.truncate {
                 return self.resize(id, 0, broadcast);
             }
             return Ok(self.segments[&id].meta.clone());
         }
-        if !create {
+        if !flags.create {
             return Err(ShmError::NotFound);
         }
         // The requesting node creates the segment: it owns every page at first.
@@ -143,7 +125,7 @@ impl Directory {
             size: 0,
             base,
             span: MIN_SPAN,
-            mode,
+            mode: flags.mode,
         };
         info!("created /{key} ({id}) for {from} at {base:#x}");
         self.segments.insert(
@@ -278,10 +260,12 @@ mod tests {
     fn open(name: &str, create: bool, excl: bool) -> DirOp {
         DirOp::Open {
             name: name.into(),
-            create,
-            exclusive: excl,
-            truncate: false,
-            mode: 0o600,
+            flags: OpenFlags {
+                create,
+                exclusive: excl,
+                truncate: false,
+                mode: 0o600,
+            },
         }
     }
 

@@ -521,19 +521,10 @@ impl Server {
             return Err(format!("session {} has ended", session.0));
         }
         let reply = match request {
-            Request::Open {
-                name,
-                create,
-                exclusive,
-                truncate,
-                mode,
-            } => {
+            Request::Open { name, flags } => {
                 let op = DirOp::Open {
                     name: name.to_owned(),
-                    create,
-                    exclusive,
-                    truncate,
-                    mode,
+                    flags,
                 };
                 self.ask_registrar(op, Parked::Open(token));
                 return Ok(());

@@ -2,7 +2,7 @@
 //! [`crate::hooks`] only convert arguments and results; a `None` from here means "not DSM:
 //! let the call through unchanged".
 
-use dsm_proto::client::{Reply, Request, ShmError};
+use dsm_proto::client::{OpenFlags, Reply, Request, ShmError};
 use dsm_proto::{SegmentId, PAGE_SIZE};
 
 use crate::mappings::{self, Mapping};
@@ -59,10 +59,12 @@ pub fn shm_open(name: &str, oflag: i32, mode: u32) -> Result<i32, Errno> {
         "shm_open",
         &Request::Open {
             name,
-            create: oflag & libc::O_CREAT != 0,
-            exclusive: oflag & libc::O_EXCL != 0,
-            truncate: oflag & libc::O_TRUNC != 0,
-            mode,
+            flags: OpenFlags {
+                create: oflag & libc::O_CREAT != 0,
+                exclusive: oflag & libc::O_EXCL != 0,
+                truncate: oflag & libc::O_TRUNC != 0,
+                mode,
+            },
         },
         Some(&mut fd),
     )?;

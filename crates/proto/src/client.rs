@@ -8,6 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Access, SegmentId};
 
+/// How `shm_open` was asked to open a segment (the part of its `oflag` and `mode` dsm keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFlags {
+    /// `O_CREAT`.
+    pub create: bool,
+    /// `O_EXCL`.
+    pub exclusive: bool,
+    /// `O_TRUNC`.
+    pub truncate: bool,
+    /// Permission bits for a new segment.
+    pub mode: u32,
+}
+
 /// A request from a client process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request<'a> {
@@ -15,14 +28,8 @@ pub enum Request<'a> {
     Open {
         /// The name as the program passed it (leading `/` included).
         name: &'a str,
-        /// `O_CREAT`.
-        create: bool,
-        /// `O_EXCL`.
-        exclusive: bool,
-        /// `O_TRUNC`.
-        truncate: bool,
-        /// Permission bits for a new segment.
-        mode: u32,
+        /// How.
+        flags: OpenFlags,
     },
     /// `ftruncate` on a segment's descriptor.
     Resize {

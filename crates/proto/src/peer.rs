@@ -170,16 +170,10 @@ pub enum DirOp {
     Open {
         /// The name.
         name: String,
-        /// `O_CREAT`.
-        create: bool,
-        /// `O_EXCL`.
-        exclusive: bool,
-        /// `O_TRUNC`.
-        truncate: bool,
-        /// Permission bits for a new segment.
-        mode: u32,
+        /// How, as the program asked.
+        flags: crate::client::OpenFlags,
     },
-    /// `ftruncate`; `mapped`: whether any node maps the segment (it may move only if not).
+    /// `ftruncate` (the segment moves only if no node maps it).
     Resize {
         /// The segment.
         segment: SegmentId,
