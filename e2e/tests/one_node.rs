@@ -460,3 +460,28 @@ fn a_fault_after_the_daemon_died_raises_sigbus_not_a_hang() {
     std::io::Read::read_to_string(toucher.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(err.contains("raising SIGBUS"), "{err}");
 }
+
+#[test]
+fn many_short_lived_threads_do_not_leak_descriptors() {
+    let d = Daemon::start(1);
+    let out = d.run(&c_program("thread_churn"), &[&shm_name("churn"), "1500"]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("1500 threads, 0 bad pages"),
+        "{}",
+        out.stdout
+    );
+    let fds: usize = out
+        .stdout
+        .split(", ")
+        .last()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a descriptor count");
+    // stdio, the segment, the session, a channel or two, the directory handle.
+    assert!(
+        fds < 16,
+        "{fds} descriptors after 1500 threads: {}",
+        out.stdout
+    );
+}

@@ -77,25 +77,29 @@ fn open(tid: i32) -> SysResult<i32> {
 
 /// The calling thread's slot, marked busy; `None` if it is busy already or the table is full.
 fn claim(tid: i32) -> Option<&'static Slot> {
+    // Own slot first; then a dead thread's, socket and all (one `tgkill(…, 0)` per slot looked
+    // at, once per new thread), so threads that come and go share a few sockets; a free slot
+    // only when every taken one belongs to a live thread.
     let mine = TABLE
         .iter()
         .find(|s| s.tid.load(Ordering::Relaxed) == tid)
         .or_else(|| {
             TABLE.iter().find(|s| {
-                s.tid
-                    .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            })
-        })
-        .or_else(|| {
-            TABLE.iter().find(|s| {
                 let old = s.tid.load(Ordering::Relaxed);
-                old != tid
+                old != 0
+                    && old != tid
                     && !s.busy.load(Ordering::Relaxed)
                     && !sys::thread_alive(old)
                     && s.tid
                         .compare_exchange(old, tid, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
+            })
+        })
+        .or_else(|| {
+            TABLE.iter().find(|s| {
+                s.tid
+                    .compare_exchange(0, tid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
             })
         })?;
     if mine.busy.swap(true, Ordering::Acquire) {
