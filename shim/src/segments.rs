@@ -34,19 +34,19 @@ pub fn remember(fd: i32, segment: SegmentId) {
         segment,
         table: None,
     };
-    let mut table = TABLE.lock();
-    if let Some(slot) = table
+    let mut entries = TABLE.lock();
+    if let Some(Some(entry)) = entries
         .iter_mut()
         .find(|k| matches!(k, Some(k) if k.dev == known.dev && k.ino == known.ino))
     {
-        // Same memory as before: keep the table already mapped for it.
-        let table = slot
-            .and_then(|k| (k.segment == segment).then_some(k.table))
-            .flatten();
-        *slot = Some(Known { table, ..known });
+        // Opened again: the same segment keeps its entry (and its mapped state table); a new
+        // segment that got the inode of a removed one replaces it.
+        if entry.segment != segment {
+            *entry = known;
+        }
         return;
     }
-    match table.iter_mut().find(|k| k.is_none()) {
+    match entries.iter_mut().find(|k| k.is_none()) {
         Some(slot) => {
             *slot = Some(known);
             COUNT.fetch_add(1, Ordering::Relaxed);
@@ -55,8 +55,8 @@ pub fn remember(fd: i32, segment: SegmentId) {
             // Forget the oldest entry; its segment's descriptors, if any are left, stop being
             // recognized, which the message makes visible.
             crate::say!("more than {CAPACITY} segments opened; forgetting the oldest");
-            table.rotate_left(1);
-            table[CAPACITY - 1] = Some(known);
+            entries.rotate_left(1);
+            entries[CAPACITY - 1] = Some(known);
         }
     }
 }
