@@ -14,6 +14,8 @@
 
 pub mod node;
 pub mod page;
+pub mod sync;
 
 pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Stats};
 pub use page::PageState;
+pub use sync::{Service, SyncOutput, SyncStats};

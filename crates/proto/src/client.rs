@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Access, SegmentId};
+use crate::sync::{SyncKey, SyncOp, SyncResult};
+use crate::{Access, NodeId, SegmentId};
 
 /// How `shm_open` was asked to open a segment (the part of its `oflag` and `mode` dsm keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +75,16 @@ pub enum Request<'a> {
         /// Whether the faulting access was a write.
         write: bool,
     },
+    /// An operation on a synchronization object (see [`crate::sync`]). Answered with
+    /// [`Reply::Synced`] only if [`SyncOp::answered`].
+    Sync {
+        /// The object.
+        key: SyncKey,
+        /// What.
+        op: SyncOp,
+    },
+    /// This node's id and the cluster's size.
+    Info,
 }
 
 /// The daemon's reply to a [`Request`]. Holds no heap data.
@@ -114,6 +125,15 @@ pub enum Reply {
         /// Revocations the daemon had sent before this grant. If the process has applied a
         /// revocation numbered higher, the grant may be stale: fault again.
         seq: u64,
+    },
+    /// The outcome of a `Sync` request.
+    Synced(SyncResult),
+    /// The answer to `Info`.
+    Info {
+        /// This node.
+        node: NodeId,
+        /// Nodes in the cluster (configured members, this one included).
+        nodes: u32,
     },
     /// The request failed.
     Failed(ShmError),

@@ -14,6 +14,7 @@ pub mod frame;
 pub mod hello;
 pub mod ids;
 pub mod peer;
+pub mod sync;
 
 pub use frame::FrameError;
 pub use ids::{Access, NodeId, SegmentId, SessionId, PAGE_SIZE};
@@ -21,7 +22,7 @@ pub use ids::{Access, NodeId, SegmentId, SessionId, PAGE_SIZE};
 /// Version of every protocol in this crate; bumped on any incompatible change.
 ///
 /// Both ends send it in the [`hello::Hello`] and refuse a mismatch with a clear reason.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// First four bytes of every [`hello::Hello`]: a connection from something that is not dsm is
 /// refused before anything else is parsed.

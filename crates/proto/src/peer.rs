@@ -128,6 +128,9 @@ pub struct PeerHello {
     pub node: NodeId,
     /// The sender's manager algorithm (`dynamic`, `fixed`, `central`): all nodes must agree.
     pub manager: String,
+    /// Differs each time the sender's daemon starts: a new one means the old one died, and with
+    /// it every process it served.
+    pub incarnation: u64,
 }
 
 /// A frame between daemons.
@@ -144,6 +147,8 @@ pub enum PeerFrame {
     Coherence(PeerMsg),
     /// The cluster-wide segment directory.
     Directory(DirMsg),
+    /// The lock and barrier service.
+    Sync(crate::sync::SyncMsg),
 }
 
 /// A segment as the directory knows it.

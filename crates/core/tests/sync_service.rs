@@ -1,0 +1,705 @@
+//! The lock and barrier service (`dsm_core::sync`) driven without IO: threads on several nodes
+//! run small programs (lock/unlock, producer/consumer on a condition, barrier rounds, readers
+//! and writers), messages travel per-pair FIFO in any order. Checked after every step:
+//! mutual exclusion, readers/writers exclusion, a barrier releases nobody before everyone of
+//! the round arrived and names exactly one serial thread; at the end: every thread finished
+//! (no deadlock, no lost wake-up) and every item was consumed exactly once.
+//!
+//! Small worlds are explored exhaustively (every delivery order, states deduplicated); bigger
+//! ones by seeded random schedules (`DSM_SIM_SEED` replays one).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use dsm_core::{Service, SyncOutput};
+use dsm_proto::sync::{MutexKind, Owner, SyncKey, SyncMsg, SyncOp, SyncResult, Wait};
+use dsm_proto::{NodeId, SegmentId};
+
+#[derive(Clone, Copy, Debug)]
+enum Program {
+    /// Lock, (critical section), unlock; `rounds` times.
+    Locker { m: SyncKey },
+    /// Lock, add an item, signal, unlock.
+    Producer { m: SyncKey, c: SyncKey },
+    /// Lock, wait while there is no item, take one, unlock.
+    Consumer { m: SyncKey, c: SyncKey },
+    /// Arrive at a barrier of `count`.
+    Barrier { b: SyncKey, count: u32 },
+    /// Read or write lock, unlock.
+    Rw { l: SyncKey, write: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    Ready,
+    Waiting(u64),
+    Holding,
+    Done,
+}
+
+#[derive(Clone, Debug)]
+struct Agent {
+    node: usize,
+    owner: Owner,
+    program: Program,
+    phase: Phase,
+    left: u32,
+    round: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Shared {
+    holder: BTreeMap<SyncKey, usize>,
+    items: u32,
+    produced: u32,
+    consumed: u32,
+    arrived: BTreeMap<usize, u32>,
+    serials: BTreeMap<usize, u32>,
+    readers: u32,
+    writers: u32,
+}
+
+#[derive(Clone, Debug)]
+struct World {
+    nodes: Vec<Service>,
+    links: BTreeMap<(usize, usize), VecDeque<SyncMsg>>,
+    agents: Vec<Agent>,
+    shared: Shared,
+    next_ticket: Vec<u64>,
+    now_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Run(usize),
+    Deliver(usize, usize),
+}
+
+fn node(i: usize) -> NodeId {
+    NodeId(i as u32 + 1)
+}
+
+/// A pthread object homed at node index `home` (objects live with their segment's creator).
+fn object(home: usize, offset: u64) -> SyncKey {
+    SyncKey::Object {
+        segment: SegmentId::new(node(home), 1),
+        offset,
+    }
+}
+
+impl World {
+    fn new(nodes: usize, programs: &[(usize, Program, u32)]) -> World {
+        let members: Vec<NodeId> = (0..nodes).map(node).collect();
+        World {
+            nodes: (0..nodes)
+                .map(|i| Service::new(node(i), members.clone()))
+                .collect(),
+            links: BTreeMap::new(),
+            agents: programs
+                .iter()
+                .enumerate()
+                .map(|(i, &(n, program, left))| Agent {
+                    node: n,
+                    owner: Owner {
+                        node: node(n),
+                        session: i as u64 + 1,
+                        tid: 7,
+                    },
+                    program,
+                    phase: Phase::Ready,
+                    left,
+                    round: 0,
+                })
+                .collect(),
+            shared: Shared::default(),
+            next_ticket: vec![1; nodes],
+            now_ms: 0,
+        }
+    }
+
+    fn steps(&self) -> Vec<Step> {
+        let mut steps: Vec<Step> = self
+            .agents
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a.phase, Phase::Ready | Phase::Holding))
+            .map(|(i, _)| Step::Run(i))
+            .collect();
+        steps.extend(
+            self.links
+                .iter()
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(&(f, t), _)| Step::Deliver(f, t)),
+        );
+        steps
+    }
+
+    fn finished(&self) -> Result<(), String> {
+        if let Some(a) = self.agents.iter().find(|a| a.phase != Phase::Done) {
+            return Err(format!("deadlock: {a:?} never finished"));
+        }
+        let s = &self.shared;
+        if s.consumed != s.produced {
+            return Err(format!("{} produced, {} consumed", s.produced, s.consumed));
+        }
+        if let Some((r, n)) = s.serials.iter().find(|(_, &n)| n != 1) {
+            return Err(format!("barrier round {r} had {n} serial threads"));
+        }
+        Ok(())
+    }
+
+    fn issue(&mut self, i: usize, key: SyncKey, op: SyncOp) {
+        let (n, owner) = (self.agents[i].node, self.agents[i].owner);
+        let ticket = self.next_ticket[n];
+        self.next_ticket[n] += 1;
+        if op.answered() {
+            self.agents[i].phase = Phase::Waiting(ticket);
+        }
+        self.nodes[n].request(ticket, owner, key, op, self.now_ms);
+        self.drain(n);
+    }
+
+    fn lock(&mut self, i: usize, m: SyncKey) {
+        let op = SyncOp::Lock {
+            kind: MutexKind::default(),
+            wait: Wait::Block,
+            after_timeout: false,
+        };
+        self.issue(i, m, op);
+    }
+
+    fn unlock(&mut self, i: usize, m: SyncKey) {
+        self.shared.holder.remove(&m);
+        self.issue(
+            i,
+            m,
+            SyncOp::Unlock {
+                kind: MutexKind::default(),
+            },
+        );
+    }
+
+    fn one_done(&mut self, i: usize) {
+        let a = &mut self.agents[i];
+        a.left -= 1;
+        a.phase = if a.left == 0 {
+            Phase::Done
+        } else {
+            Phase::Ready
+        };
+    }
+
+    fn step(&mut self, step: Step) -> Result<(), String> {
+        match step {
+            Step::Deliver(from, to) => {
+                let msg = self
+                    .links
+                    .get_mut(&(from, to))
+                    .and_then(VecDeque::pop_front)
+                    .expect("enabled");
+                self.nodes[to].on_peer(node(from), msg, self.now_ms)?;
+                self.drain(to);
+            }
+            Step::Run(i) => {
+                let a = self.agents[i].clone();
+                match (a.program, a.phase) {
+                    (Program::Locker { m }, Phase::Ready)
+                    | (Program::Producer { m, .. }, Phase::Ready)
+                    | (Program::Consumer { m, .. }, Phase::Ready) => self.lock(i, m),
+                    (Program::Locker { m }, Phase::Holding) => {
+                        self.unlock(i, m);
+                        self.one_done(i);
+                    }
+                    (Program::Producer { m, c }, Phase::Holding) => {
+                        self.shared.items += 1;
+                        self.shared.produced += 1;
+                        self.issue(i, c, SyncOp::Signal);
+                        self.unlock(i, m);
+                        self.one_done(i);
+                    }
+                    (Program::Consumer { m, c }, Phase::Holding) => {
+                        if self.shared.items > 0 {
+                            self.shared.items -= 1;
+                            self.shared.consumed += 1;
+                            self.unlock(i, m);
+                            self.one_done(i);
+                        } else {
+                            self.shared.holder.remove(&m);
+                            let op = SyncOp::CondWait {
+                                mutex: m,
+                                kind: MutexKind::default(),
+                                wait: Wait::Block,
+                            };
+                            self.issue(i, c, op);
+                        }
+                    }
+                    (Program::Barrier { b, count }, Phase::Ready) => {
+                        *self.shared.arrived.entry(a.round).or_default() += 1;
+                        self.issue(i, b, SyncOp::Barrier { count });
+                    }
+                    (Program::Rw { l, write }, Phase::Ready) => {
+                        let op = if write {
+                            SyncOp::WriteLock { wait: Wait::Block }
+                        } else {
+                            SyncOp::ReadLock { wait: Wait::Block }
+                        };
+                        self.issue(i, l, op);
+                    }
+                    (Program::Rw { l, write }, Phase::Holding) => {
+                        if write {
+                            self.shared.writers -= 1;
+                        } else {
+                            self.shared.readers -= 1;
+                        }
+                        self.issue(i, l, SyncOp::RwUnlock);
+                        self.one_done(i);
+                    }
+                    (p, phase) => return Err(format!("agent {i} ({p:?}) run in {phase:?}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, n: usize) {
+        while let Some(out) = self.nodes[n].poll_output() {
+            match out {
+                SyncOutput::Send { to, msg } => {
+                    let to = (to.0 - 1) as usize;
+                    self.links.entry((n, to)).or_default().push_back(msg);
+                }
+                SyncOutput::Answer { ticket, result } => {
+                    if let Err(e) = self.answered(n, ticket, result) {
+                        panic!("{e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn answered(&mut self, n: usize, ticket: u64, result: SyncResult) -> Result<(), String> {
+        let i = self
+            .agents
+            .iter()
+            .position(|a| a.node == n && a.phase == Phase::Waiting(ticket))
+            .ok_or_else(|| format!("answer {result:?} to ticket {ticket} that nobody awaits"))?;
+        let a = self.agents[i].clone();
+        match a.program {
+            Program::Locker { m } | Program::Producer { m, .. } | Program::Consumer { m, .. } => {
+                if result != SyncResult::Ok {
+                    return Err(format!("agent {i}: lock answered {result:?}"));
+                }
+                if let Some(other) = self.shared.holder.insert(m, i) {
+                    return Err(format!(
+                        "mutual exclusion broken: {i} granted while {other} holds"
+                    ));
+                }
+                self.agents[i].phase = Phase::Holding;
+            }
+            Program::Barrier { count, .. } => {
+                let arrived = self.shared.arrived.get(&a.round).copied().unwrap_or(0);
+                if arrived != count {
+                    return Err(format!(
+                        "barrier round {} released agent {i} with {arrived} of {count} arrived",
+                        a.round
+                    ));
+                }
+                match result {
+                    SyncResult::Serial => *self.shared.serials.entry(a.round).or_default() += 1,
+                    SyncResult::Ok => {
+                        self.shared.serials.entry(a.round).or_default();
+                    }
+                    other => return Err(format!("barrier answered {other:?}")),
+                }
+                self.agents[i].round += 1;
+                self.one_done(i);
+            }
+            Program::Rw { write, .. } => {
+                if result != SyncResult::Ok {
+                    return Err(format!("rwlock answered {result:?}"));
+                }
+                if write {
+                    self.shared.writers += 1;
+                } else {
+                    self.shared.readers += 1;
+                }
+                let s = &self.shared;
+                if s.writers > 1 || (s.writers == 1 && s.readers > 0) {
+                    return Err(format!(
+                        "rwlock exclusion broken: {} writers, {} readers",
+                        s.writers, s.readers
+                    ));
+                }
+                self.agents[i].phase = Phase::Holding;
+            }
+        }
+        Ok(())
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        format!("{:?}", (&self.nodes, &self.links, &self.agents, &self.shared)).hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Every reachable state of `world`, deduplicated; returns how many.
+fn explore(world: World) -> usize {
+    let mut seen = HashSet::new();
+    let mut stack = vec![world];
+    while let Some(w) = stack.pop() {
+        if !seen.insert(w.fingerprint()) {
+            continue;
+        }
+        let steps = w.steps();
+        if steps.is_empty() {
+            if let Err(e) = w.finished() {
+                panic!("{e}\nin {w:#?}");
+            }
+            continue;
+        }
+        for step in steps {
+            let mut next = w.clone();
+            if let Err(e) = next.step(step) {
+                panic!("{e} after {step:?}\nfrom {w:#?}");
+            }
+            stack.push(next);
+        }
+    }
+    seen.len()
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+    }
+}
+
+fn simulate(seed: u64, mut world: World) -> Result<(), String> {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    for _ in 0..1_000_000 {
+        let steps = world.steps();
+        if steps.is_empty() {
+            return world.finished();
+        }
+        let step = steps[rng.below(steps.len())];
+        world.step(step)?;
+    }
+    Err("no end: livelock".into())
+}
+
+fn sweep(seeds: u64, make: impl Fn() -> World) {
+    let only = std::env::var("DSM_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    for seed in only.map_or(0..seeds, |s: u64| s..s + 1) {
+        if let Err(e) = simulate(seed, make()) {
+            panic!("seed {seed}: {e} (replay with DSM_SIM_SEED={seed})");
+        }
+    }
+}
+
+#[test]
+fn three_nodes_one_mutex_exhaustive() {
+    let m = object(0, 0);
+    let programs: Vec<_> = (0..3).map(|n| (n, Program::Locker { m }, 3)).collect();
+    let states = explore(World::new(3, &programs));
+    println!("mutex, 3 nodes × 3 rounds: {states} states");
+    assert!(states > 1000);
+}
+
+#[test]
+fn condition_across_homes_exhaustive() {
+    // Mutex homed on node 1, condition on node 2: wait morphing crosses homes.
+    let (m, c) = (object(1, 0), object(2, 64));
+    let programs = [
+        (0, Program::Producer { m, c }, 3),
+        (0, Program::Consumer { m, c }, 1),
+        (1, Program::Consumer { m, c }, 1),
+        (2, Program::Consumer { m, c }, 1),
+    ];
+    let states = explore(World::new(3, &programs));
+    println!("condition, producer + 3 consumers on 3 nodes: {states} states");
+    assert!(states > 1000);
+}
+
+#[test]
+fn condition_same_home_exhaustive() {
+    let (m, c) = (object(0, 0), object(0, 64));
+    let programs = [
+        (1, Program::Producer { m, c }, 2),
+        (0, Program::Consumer { m, c }, 1),
+        (2, Program::Consumer { m, c }, 1),
+    ];
+    let states = explore(World::new(3, &programs));
+    println!("condition, one home: {states} states");
+}
+
+#[test]
+fn barrier_exhaustive() {
+    let b = SyncKey::Barrier(2);
+    let programs: Vec<_> = (0..3)
+        .map(|n| (n, Program::Barrier { b, count: 3 }, 2))
+        .collect();
+    let states = explore(World::new(3, &programs));
+    println!("barrier, 3 nodes × 2 rounds: {states} states");
+}
+
+#[test]
+fn rwlock_exhaustive() {
+    let l = object(1, 128);
+    let programs = [
+        (0, Program::Rw { l, write: false }, 2),
+        (1, Program::Rw { l, write: true }, 1),
+        (2, Program::Rw { l, write: false }, 1),
+        (2, Program::Rw { l, write: true }, 1),
+    ];
+    let states = explore(World::new(3, &programs));
+    println!("rwlock, 2 readers + 2 writers on 3 nodes: {states} states");
+}
+
+#[test]
+fn random_schedules_mixed_programs() {
+    sweep(300, || {
+        let (m, c) = (object(1, 0), object(3, 64));
+        let l = object(0, 256);
+        let b = SyncKey::Barrier(9);
+        let mut programs = Vec::new();
+        for n in 0..5 {
+            programs.push((n, Program::Locker { m }, 6));
+            programs.push((n, Program::Barrier { b, count: 5 }, 4));
+            programs.push((n, Program::Rw { l, write: n % 2 == 0 }, 5));
+        }
+        programs.push((4, Program::Producer { m, c }, 12));
+        for n in 0..4 {
+            programs.push((n, Program::Consumer { m, c }, 3));
+        }
+        World::new(5, &programs)
+    });
+}
+
+// ---- single behaviours, step by step ----
+
+fn owner(n: u32, session: u64) -> Owner {
+    Owner {
+        node: NodeId(n),
+        session,
+        tid: 1,
+    }
+}
+
+fn answers(s: &mut Service) -> Vec<(u64, SyncResult)> {
+    std::iter::from_fn(|| s.poll_output())
+        .filter_map(|o| match o {
+            SyncOutput::Answer { ticket, result } => Some((ticket, result)),
+            SyncOutput::Send { .. } => None,
+        })
+        .collect()
+}
+
+fn single() -> Service {
+    Service::new(NodeId(1), vec![NodeId(1)])
+}
+
+fn lock_op(kind: MutexKind, wait: Wait) -> SyncOp {
+    SyncOp::Lock {
+        kind,
+        wait,
+        after_timeout: false,
+    }
+}
+
+#[test]
+fn trylock_timedlock_and_fifo_order() {
+    let mut s = single();
+    let m = object(0, 0);
+    let k = MutexKind::default();
+    s.request(1, owner(1, 1), m, lock_op(k, Wait::Block), 0);
+    s.request(2, owner(1, 2), m, lock_op(k, Wait::Try), 0);
+    s.request(3, owner(1, 3), m, lock_op(k, Wait::Ms(100)), 0);
+    s.request(4, owner(1, 4), m, lock_op(k, Wait::Block), 0);
+    s.request(5, owner(1, 5), m, lock_op(k, Wait::Block), 0);
+    assert_eq!(
+        answers(&mut s),
+        [(1, SyncResult::Ok), (2, SyncResult::Busy)]
+    );
+    assert_eq!(s.next_deadline(), Some(100));
+    s.tick(99);
+    assert!(answers(&mut s).is_empty());
+    s.tick(100);
+    assert_eq!(answers(&mut s), [(3, SyncResult::TimedOut)]);
+    s.request(6, owner(1, 1), m, SyncOp::Unlock { kind: k }, 101);
+    assert_eq!(answers(&mut s), [(4, SyncResult::Ok)], "first in line gets it");
+    s.request(7, owner(1, 4), m, SyncOp::Unlock { kind: k }, 102);
+    assert_eq!(answers(&mut s), [(5, SyncResult::Ok)]);
+}
+
+#[test]
+fn recursive_and_errorcheck() {
+    let mut s = single();
+    let m = object(0, 0);
+    let rec = MutexKind {
+        recursive: true,
+        ..Default::default()
+    };
+    s.request(1, owner(1, 1), m, lock_op(rec, Wait::Block), 0);
+    s.request(2, owner(1, 1), m, lock_op(rec, Wait::Block), 0);
+    s.request(3, owner(1, 2), m, lock_op(rec, Wait::Block), 0);
+    s.request(4, owner(1, 1), m, SyncOp::Unlock { kind: rec }, 0);
+    assert_eq!(answers(&mut s), [(1, SyncResult::Ok), (2, SyncResult::Ok)]);
+    s.request(5, owner(1, 1), m, SyncOp::Unlock { kind: rec }, 0);
+    assert_eq!(answers(&mut s), [(3, SyncResult::Ok)]);
+
+    let e = object(0, 64);
+    let chk = MutexKind {
+        errorcheck: true,
+        ..Default::default()
+    };
+    s.request(6, owner(1, 1), e, lock_op(chk, Wait::Block), 0);
+    s.request(7, owner(1, 1), e, lock_op(chk, Wait::Block), 0);
+    s.request(8, owner(1, 2), e, SyncOp::Unlock { kind: chk }, 0);
+    assert_eq!(
+        answers(&mut s),
+        [
+            (6, SyncResult::Ok),
+            (7, SyncResult::Deadlock),
+            (8, SyncResult::NotOwner)
+        ]
+    );
+}
+
+#[test]
+fn robust_mutex_owner_dead_then_consistent_or_unrecoverable() {
+    let robust = MutexKind {
+        robust: true,
+        ..Default::default()
+    };
+    let m = object(0, 0);
+    let mut s = single();
+    s.request(1, owner(1, 1), m, lock_op(robust, Wait::Block), 0);
+    s.request(2, owner(1, 2), m, lock_op(robust, Wait::Block), 0);
+    assert_eq!(answers(&mut s), [(1, SyncResult::Ok)]);
+    s.process_gone(1, 1);
+    assert_eq!(answers(&mut s), [(2, SyncResult::OwnerDead)]);
+    s.request(3, owner(1, 2), m, SyncOp::Consistent, 2);
+    s.request(4, owner(1, 2), m, SyncOp::Unlock { kind: robust }, 2);
+    s.request(5, owner(1, 3), m, lock_op(robust, Wait::Block), 2);
+    assert_eq!(
+        answers(&mut s),
+        [(3, SyncResult::Ok), (4, SyncResult::Ok), (5, SyncResult::Ok)]
+    );
+
+    // Dead again, and this time the next holder unlocks without repairing.
+    s.process_gone(3, 3);
+    s.request(6, owner(1, 4), m, lock_op(robust, Wait::Block), 3);
+    s.request(7, owner(1, 5), m, lock_op(robust, Wait::Block), 3);
+    s.request(8, owner(1, 4), m, SyncOp::Unlock { kind: robust }, 3);
+    s.request(9, owner(1, 6), m, lock_op(robust, Wait::Try), 3);
+    assert_eq!(
+        answers(&mut s),
+        [
+            (6, SyncResult::OwnerDead),
+            (7, SyncResult::NotRecoverable),
+            (8, SyncResult::Ok),
+            (9, SyncResult::NotRecoverable)
+        ]
+    );
+    // pthread_mutex_init starts it afresh.
+    s.request(10, owner(1, 6), m, SyncOp::Reset, 4);
+    s.request(11, owner(1, 6), m, lock_op(robust, Wait::Try), 4);
+    assert_eq!(answers(&mut s), [(11, SyncResult::Ok)]);
+}
+
+#[test]
+fn a_non_robust_mutex_stays_locked_when_its_holder_dies() {
+    let mut s = single();
+    let m = object(0, 0);
+    let k = MutexKind::default();
+    s.request(1, owner(1, 1), m, lock_op(k, Wait::Block), 0);
+    s.request(2, owner(1, 2), m, lock_op(k, Wait::Block), 0);
+    s.process_gone(1, 0);
+    assert_eq!(answers(&mut s), [(1, SyncResult::Ok)]);
+}
+
+#[test]
+fn a_waiter_that_went_away_gives_the_lock_back() {
+    let mut s = single();
+    let m = object(0, 0);
+    let k = MutexKind::default();
+    s.request(1, owner(1, 1), m, lock_op(k, Wait::Block), 0);
+    s.request(2, owner(1, 2), m, lock_op(k, Wait::Block), 0);
+    s.request(3, owner(1, 3), m, lock_op(k, Wait::Block), 0);
+    s.cancel(2);
+    s.request(4, owner(1, 1), m, SyncOp::Unlock { kind: k }, 0);
+    assert_eq!(answers(&mut s), [(1, SyncResult::Ok), (3, SyncResult::Ok)]);
+}
+
+#[test]
+fn timed_condition_wait_takes_the_mutex_back() {
+    let mut s = single();
+    let (m, c) = (object(0, 0), object(0, 64));
+    let k = MutexKind::default();
+    s.request(1, owner(1, 1), m, lock_op(k, Wait::Block), 0);
+    let wait = SyncOp::CondWait {
+        mutex: m,
+        kind: k,
+        wait: Wait::Ms(50),
+    };
+    s.request(2, owner(1, 1), c, wait, 0);
+    s.request(3, owner(1, 2), m, lock_op(k, Wait::Block), 1);
+    assert_eq!(answers(&mut s), [(1, SyncResult::Ok), (3, SyncResult::Ok)]);
+    s.tick(50);
+    assert!(answers(&mut s).is_empty(), "the mutex is still held");
+    s.request(4, owner(1, 2), m, SyncOp::Unlock { kind: k }, 60);
+    assert_eq!(answers(&mut s), [(2, SyncResult::TimedOut)]);
+}
+
+#[test]
+fn requests_fail_when_the_home_is_gone() {
+    let members = vec![NodeId(1), NodeId(2)];
+    let mut s = Service::new(NodeId(1), members);
+    let m = object(1, 0); // homed at node 2
+    s.request(
+        1,
+        owner(1, 1),
+        m,
+        lock_op(MutexKind::default(), Wait::Block),
+        0,
+    );
+    assert!(matches!(
+        s.poll_output(),
+        Some(SyncOutput::Send { to: NodeId(2), .. })
+    ));
+    s.node_gone(NodeId(2), 5);
+    assert_eq!(answers(&mut s), [(1, SyncResult::HomeLost)]);
+}
+
+#[test]
+fn allocations_are_aligned_disjoint_and_bounded() {
+    let mut s = single();
+    let h = SyncKey::Heap(SegmentId::new(NodeId(1), 1));
+    let alloc = |size, align| SyncOp::Alloc {
+        size,
+        align,
+        limit: 100,
+    };
+    s.request(1, owner(1, 1), h, alloc(10, 8), 0);
+    s.request(2, owner(1, 2), h, alloc(10, 16), 0);
+    s.request(3, owner(1, 2), h, alloc(90, 8), 0);
+    s.request(4, owner(1, 2), h, alloc(10, 3), 0);
+    assert_eq!(
+        answers(&mut s),
+        [
+            (1, SyncResult::Allocated(0)),
+            (2, SyncResult::Allocated(16)),
+            (3, SyncResult::NoSpace),
+            (4, SyncResult::Invalid)
+        ]
+    );
+}

@@ -1,0 +1,229 @@
+//! The cluster-wide lock, condition, barrier and allocation service: what a process asks of its
+//! daemon for a synchronization object, and what daemons tell each other about it.
+//!
+//! Every object has a home node that keeps its queue ([`SyncKey::home`]); a request travels
+//! from the process to its daemon, from there to the home, and the answer back the same way.
+//! Nobody spins over the network and no page moves while a waiter waits.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeId, SegmentId};
+
+/// A synchronization object, cluster-wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SyncKey {
+    /// A pthread object at `offset` in a segment (a mutex, condition, barrier or rwlock).
+    Object {
+        /// The segment.
+        segment: SegmentId,
+        /// Byte offset of the object in the segment.
+        offset: u64,
+    },
+    /// `dsm_lock(id)`.
+    Lock(u64),
+    /// `dsm_barrier(name, …)`, by a hash of the name.
+    Barrier(u64),
+    /// The `dsm_alloc` heap of a segment.
+    Heap(SegmentId),
+}
+
+impl SyncKey {
+    /// The node that keeps the object's state: a segment's objects live with the segment's
+    /// creator (so a condition and its mutex share a home); named ones are spread by id.
+    pub fn home(self, members: &[NodeId]) -> NodeId {
+        let by_segment = |s: SegmentId| {
+            if members.contains(&s.creator()) {
+                s.creator()
+            } else {
+                members[(s.0 % members.len() as u64) as usize]
+            }
+        };
+        match self {
+            SyncKey::Object { segment, .. } | SyncKey::Heap(segment) => by_segment(segment),
+            SyncKey::Lock(id) | SyncKey::Barrier(id) => members[(id % members.len() as u64) as usize],
+        }
+    }
+}
+
+/// Who holds or waits: a thread of a process attached to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Owner {
+    /// The process's node.
+    pub node: NodeId,
+    /// The process's session on that node.
+    pub session: u64,
+    /// The thread.
+    pub tid: u32,
+}
+
+/// One request under way: whom to answer, and under which number at its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Waiter {
+    /// The requesting thread.
+    pub owner: Owner,
+    /// Unique at `owner.node` while the request is under way.
+    pub ticket: u64,
+}
+
+/// A mutex's type, as `pthread_mutexattr_settype` set it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MutexKind {
+    /// `PTHREAD_MUTEX_RECURSIVE`.
+    pub recursive: bool,
+    /// `PTHREAD_MUTEX_ERRORCHECK`.
+    pub errorcheck: bool,
+    /// `PTHREAD_MUTEX_ROBUST`.
+    pub robust: bool,
+}
+
+/// How long a locking request may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Wait {
+    /// Until granted.
+    Block,
+    /// Not at all (`trylock`): [`SyncResult::Busy`] if taken.
+    Try,
+    /// At most this many milliseconds, then [`SyncResult::TimedOut`].
+    Ms(u32),
+}
+
+/// What is asked of an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SyncOp {
+    /// Lock a mutex.
+    Lock {
+        /// Its type.
+        kind: MutexKind,
+        /// How long to wait.
+        wait: Wait,
+        /// Re-locking after a timed condition wait that timed out: answer `TimedOut` once held.
+        after_timeout: bool,
+    },
+    /// Unlock a mutex.
+    Unlock {
+        /// Its type.
+        kind: MutexKind,
+    },
+    /// `pthread_mutex_consistent`: the holder repaired what a dead holder left.
+    Consistent,
+    /// Release `mutex` and wait on this condition; answered once the mutex is held again.
+    CondWait {
+        /// The mutex to release and take back.
+        mutex: SyncKey,
+        /// The mutex's type.
+        kind: MutexKind,
+        /// How long to wait for a signal (the mutex is taken back either way).
+        wait: Wait,
+    },
+    /// Wake the first waiter of a condition. Not answered.
+    Signal,
+    /// Wake every waiter of a condition. Not answered.
+    Broadcast,
+    /// Arrive at a barrier of `count` and wait for the rest.
+    Barrier {
+        /// Threads per round.
+        count: u32,
+    },
+    /// Take a read lock.
+    ReadLock {
+        /// How long to wait.
+        wait: Wait,
+    },
+    /// Take the write lock.
+    WriteLock {
+        /// How long to wait.
+        wait: Wait,
+    },
+    /// Release a read or the write lock.
+    RwUnlock,
+    /// The object was (re)initialized: forget what is known of it. Not answered.
+    Reset,
+    /// The requester's thread went away before it saw what it was granted: give it back as
+    /// it was (a robust mutex stays as consistent as it was). Sent by daemons, not processes.
+    Abandon,
+    /// Allocate `size` bytes aligned to `align` in a heap of `limit` bytes.
+    Alloc {
+        /// Bytes.
+        size: u64,
+        /// Alignment, a power of two.
+        align: u64,
+        /// The segment's size.
+        limit: u64,
+    },
+}
+
+impl SyncOp {
+    /// Whether the requester waits for an answer.
+    pub fn answered(self) -> bool {
+        match self {
+            SyncOp::Signal | SyncOp::Broadcast | SyncOp::Reset | SyncOp::Abandon | SyncOp::RwUnlock => {
+                false
+            }
+            SyncOp::Unlock { kind } => kind.errorcheck || kind.robust,
+            _ => true,
+        }
+    }
+}
+
+/// The answer to a [`SyncOp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SyncResult {
+    /// Done (lock held, barrier passed, unlocked, …).
+    Ok,
+    /// Barrier passed, and this thread is the round's serial thread.
+    Serial,
+    /// `trylock` found it taken (`EBUSY`).
+    Busy,
+    /// The wait timed out (`ETIMEDOUT`).
+    TimedOut,
+    /// Held now, but the previous holder died holding it (`EOWNERDEAD`).
+    OwnerDead,
+    /// A robust mutex unlocked inconsistent: unusable (`ENOTRECOVERABLE`).
+    NotRecoverable,
+    /// Relocking an error-checking mutex (`EDEADLK`).
+    Deadlock,
+    /// Unlocking what the thread does not hold (`EPERM`).
+    NotOwner,
+    /// The request makes no sense for this object (`EINVAL`).
+    Invalid,
+    /// The object's home node is down: its state is lost.
+    HomeLost,
+    /// An allocation, at this offset in the segment.
+    Allocated(u64),
+    /// The heap has no room (`dsm_alloc` returns NULL).
+    NoSpace,
+}
+
+/// Lock-service traffic between daemons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncMsg {
+    /// To the object's home: do `op` on behalf of `waiter`.
+    Op {
+        /// The object.
+        key: SyncKey,
+        /// What.
+        op: SyncOp,
+        /// On whose behalf.
+        waiter: Waiter,
+    },
+    /// To the waiter's node: the request numbered `ticket` is done.
+    Done {
+        /// The request.
+        ticket: u64,
+        /// Its outcome.
+        result: SyncResult,
+    },
+    /// To every node: a process of the sender ended; what it held is released (robust mutexes
+    /// pass to the next locker with `OwnerDead`) and its waits are dropped.
+    ProcessGone {
+        /// Its session on the sender.
+        session: u64,
+    },
+}
+
+/// FNV-1a of a name: the id of a named barrier (the same on every node).
+pub fn name_hash(name: &[u8]) -> u64 {
+    name.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
