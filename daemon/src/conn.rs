@@ -30,7 +30,12 @@ pub enum Kind {
     /// A client process's session.
     Session(SessionId),
     /// One thread's request channel of a session.
-    Channel(SessionId),
+    Channel {
+        /// The session.
+        session: SessionId,
+        /// The thread.
+        tid: u32,
+    },
     /// `dsmctl`.
     Ctl,
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use dsm_proto::frame::{self, FrameBuffer, MAX_PEER_FRAME};
 use dsm_proto::peer::{DirMsg, PageKey, PeerFrame, PeerHello, PeerMsg};
+use dsm_proto::sync::SyncMsg;
 use dsm_proto::{NodeId, MAGIC, PAGE_SIZE, PROTOCOL_VERSION};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
@@ -35,6 +36,11 @@ pub enum Incoming {
     Coherence(PeerMsg),
     /// Directory traffic.
     Directory(DirMsg),
+    /// Lock-service traffic.
+    Sync(SyncMsg),
+    /// The peer's daemon is a new one (it restarted): whatever its old processes held is gone.
+    /// Comes before any message of the new daemon.
+    Restarted,
 }
 
 /// A message ready to write: its frame, and the page that follows a grant.
@@ -53,6 +59,8 @@ pub struct Identity {
     pub cluster: String,
     /// The manager algorithm's name.
     pub manager: String,
+    /// This daemon's incarnation (see [`PeerHello::incarnation`]).
+    pub incarnation: u64,
 }
 
 /// Counters for one link.
@@ -110,6 +118,10 @@ struct Link {
     backoff: Duration,
     retry_at: Instant,
     up_since: Option<Instant>,
+    /// When the link last went down, until it is reported gone or comes back.
+    lost_at: Option<Instant>,
+    /// The peer daemon's incarnation, once greeted.
+    incarnation: Option<u64>,
     failures: u32,
     stats: LinkStats,
 }
@@ -158,6 +170,8 @@ impl Peers {
                         backoff: FIRST_BACKOFF,
                         retry_at: now,
                         up_since: None,
+                        lost_at: None,
+                        incarnation: None,
                         failures: 0,
                         stats: LinkStats::default(),
                     },
@@ -178,6 +192,19 @@ impl Peers {
     /// Whether `token` is one of ours.
     pub fn owns(token: Token) -> bool {
         token.0 >= FIRST_PEER_TOKEN
+    }
+
+    /// Peers whose link has been down longer than `grace` since it was last up: their daemon
+    /// is taken for dead. Each lost link is reported once.
+    pub fn take_gone(&mut self, grace: Duration) -> Vec<NodeId> {
+        let mut gone = Vec::new();
+        for (&node, link) in &mut self.links {
+            if link.lost_at.is_some_and(|t| t.elapsed() >= grace) {
+                link.lost_at = None;
+                gone.push(node);
+            }
+        }
+        gone
     }
 
     /// Whether the link to `node` is up.
@@ -205,6 +232,7 @@ impl Peers {
             cluster: self.me.cluster.clone(),
             node: self.me.node,
             manager: self.me.manager.clone(),
+            incarnation: self.me.incarnation,
         }))
         .expect("hello encodes")
     }
@@ -522,7 +550,7 @@ impl Peers {
                         ));
                     }
                     self.check_hello(&hello)?;
-                    self.greeted(registry, node);
+                    self.greeted(registry, node, hello.incarnation, arrived);
                 }
                 PeerFrame::Refused { reason } => {
                     link.failures = link.failures.max(1);
@@ -543,6 +571,10 @@ impl Peers {
                 PeerFrame::Directory(msg) => {
                     link.stats.messages_in += 1;
                     arrived.push((node, Incoming::Directory(msg)));
+                }
+                PeerFrame::Sync(msg) => {
+                    link.stats.messages_in += 1;
+                    arrived.push((node, Incoming::Sync(msg)));
                 }
             }
         }
@@ -573,8 +605,20 @@ impl Peers {
         Ok(())
     }
 
-    fn greeted(&mut self, registry: &Registry, node: NodeId) {
+    fn greeted(
+        &mut self,
+        registry: &Registry,
+        node: NodeId,
+        incarnation: u64,
+        arrived: &mut Vec<(NodeId, Incoming)>,
+    ) {
         let link = self.links.get_mut(&node).expect("known");
+        if link.incarnation.is_some_and(|i| i != incarnation) {
+            info!("{node} restarted: what its processes held is released");
+            arrived.push((node, Incoming::Restarted));
+        }
+        link.incarnation = Some(incarnation);
+        link.lost_at = None;
         let conn = link.conn.as_mut().expect("connected");
         conn.greeted = true;
         conn.out.extend(link.outbox.drain(..));
@@ -624,18 +668,18 @@ impl Peers {
                     "node {} should wait for this node ({}) to dial it",
                     h.node.0, self.me.node.0
                 )),
-                Some(_) => Ok(h.node),
+                Some(_) => Ok((h.node, h.incarnation)),
             }
         });
         match verdict {
-            Ok(node) => {
+            Ok((node, incarnation)) => {
                 if self.links[&node].conn.is_some() {
                     self.drop_conn(registry, node, "replaced by a new connection");
                 }
                 conn.out.push_back(self.hello());
                 self.tokens.insert(token, node);
                 self.links.get_mut(&node).expect("known").conn = Some(conn);
-                self.greeted(registry, node);
+                self.greeted(registry, node, incarnation, arrived);
                 // Frames that came with the hello.
                 if let Err(why) = self.parse(registry, node, arrived, sink) {
                     self.refuse(registry, node, &why);
@@ -713,6 +757,7 @@ impl Peers {
         self.tokens.remove(&conn.token);
         if let Some(since) = link.up_since.take() {
             warn!("link to {node} lost after {:.1?}: {why}", since.elapsed());
+            link.lost_at = Some(Instant::now());
             // A message half-written to the dead connection cannot be resumed on a new one.
             if conn.sent > 0 {
                 conn.out.pop_front();

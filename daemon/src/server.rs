@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dsm_core::{FaultError, FaultId, Input, Node, Output};
+use dsm_core::{FaultError, FaultId, Input, Node, Output, Service};
 use dsm_proto::client::{Push, PushAck, Reply, Request, ShmError};
 use dsm_proto::ctl::{CtlReply, CtlRequest, PeerStatus, ProcessStatus, SegmentStatus, Status};
 use dsm_proto::frame::{self, MAX_CLIENT_FRAME};
@@ -27,6 +27,8 @@ use crate::directory::Directory;
 use crate::page_store::Page;
 use crate::peers::{Identity, Incoming, Peers};
 use crate::store::Store;
+
+mod locks;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -79,6 +81,8 @@ struct Session {
     /// Segments the process opened (held until it ends: `close` is not seen).
     opened: BTreeSet<SegmentId>,
     faults: u64,
+    /// Whether it ever used the lock service (its end is then news for every home).
+    used_sync: bool,
 }
 
 /// A client request waiting for the registrar's answer.
@@ -118,6 +122,11 @@ pub struct Server {
     /// Recent fault latencies: [served at once, had to wait].
     latency: [Latencies; 2],
     started: Instant,
+    /// The lock, condition, barrier and allocation service.
+    sync: Service,
+    /// Local requests under way in the service, by ticket.
+    tickets: HashMap<u64, Token>,
+    next_ticket: u64,
 }
 
 /// The most recent fault latencies, for percentiles.
@@ -192,11 +201,13 @@ impl Server {
             .map_err(io_context("cannot register the signal pipe"))?;
         let me = config.node_id;
         let members = config.members();
+        let incarnation = incarnation();
         let peers = Peers::new(
             Identity {
                 node: me,
                 cluster: config.cluster.clone(),
                 manager: config.manager.as_str().into(),
+                incarnation,
             },
             &config
                 .peers
@@ -232,6 +243,10 @@ impl Server {
             revoke_acks: HashMap::new(),
             latency: Default::default(),
             started: Instant::now(),
+            sync: Service::new(me, members.clone()),
+            tickets: HashMap::new(),
+            // Tickets of one incarnation never look like another's (answers may outlive it).
+            next_ticket: incarnation | 1,
         })
     }
 
@@ -265,7 +280,7 @@ impl Server {
             let timeout = if now < awake_until {
                 Duration::ZERO
             } else {
-                TICK
+                self.until_sync_deadline().min(TICK)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -312,6 +327,7 @@ impl Server {
                     token => self.on_event(token, event.is_readable(), event.is_writable()),
                 }
             }
+            self.sync_tick();
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.tick();
@@ -331,6 +347,11 @@ impl Server {
     fn tick(&mut self) {
         // Links due for a (re)try dial now: the tick is their granularity, not every event.
         self.peers.tick(self.poll.registry(), Instant::now());
+        let grace = Duration::from_millis(self.config.fault_timeout_ms);
+        for node in self.peers.take_gone(grace) {
+            warn!("{node} unreachable for {grace:?}: taken for dead, what its processes held is released");
+            self.node_gone(node);
+        }
         let now_ms = self.now_ms();
         self.core.handle(Input::Tick { now_ms });
         self.drain_core();
@@ -443,7 +464,7 @@ impl Server {
             let kind = conn.kind;
             let result = match kind {
                 Kind::New => self.hello(token, &frame),
-                Kind::Channel(session) => self.request(token, session, &frame),
+                Kind::Channel { session, tid } => self.request(token, session, tid, &frame),
                 Kind::Ctl => self.ctl(token, &frame),
                 Kind::Session(session) => self.push_ack(session, &frame),
             };
@@ -482,6 +503,7 @@ impl Server {
                         maps: BTreeSet::new(),
                         opened: BTreeSet::new(),
                         faults: 0,
+                        used_sync: false,
                     },
                 );
                 info!("process {pid} attached (session {})", id.0);
@@ -493,7 +515,7 @@ impl Server {
                     warn!("refusing a channel of thread {tid}: {reason}");
                     return self.refuse(token, &reason);
                 }
-                (Kind::Channel(session), session)
+                (Kind::Channel { session, tid }, session)
             }
             Role::Ctl => (Kind::Ctl, SessionId(0)),
         };
@@ -515,7 +537,13 @@ impl Server {
 
     // ---- client requests ----
 
-    fn request(&mut self, token: Token, session: SessionId, frame: &[u8]) -> Result<(), String> {
+    fn request(
+        &mut self,
+        token: Token,
+        session: SessionId,
+        tid: u32,
+        frame: &[u8],
+    ) -> Result<(), String> {
         let request: Request<'_> = frame::decode(frame).map_err(|e| e.to_string())?;
         if !self.sessions.contains_key(&session) {
             return Err(format!("session {} has ended", session.0));
@@ -575,6 +603,15 @@ impl Server {
                     Reply::Failed(ShmError::InvalidArgument)
                 }
             }
+            Request::Sync { key, op } => {
+                self.sync_request(token, session, tid, key, op)?;
+                return Ok(());
+            }
+            Request::Info => Reply::Info {
+                node: self.config.node_id,
+                nodes: self.config.members().len() as u32,
+            },
+            Request::Counters => Reply::Counters(self.counters()),
             Request::Fault {
                 segment,
                 page,
@@ -750,7 +787,8 @@ impl Server {
             }
             (Parked::Open(t), Ok(meta)) => match self.store.learn(meta.clone()) {
                 Ok(_) => {
-                    if let Some(Kind::Channel(session)) = self.conns.get(&t).map(|c| c.kind) {
+                    if let Some(Kind::Channel { session, .. }) = self.conns.get(&t).map(|c| c.kind)
+                    {
                         if let Some(s) = self.sessions.get_mut(&session) {
                             s.opened.insert(meta.id);
                         }
@@ -838,6 +876,8 @@ impl Server {
                 }
             }
             Incoming::Directory(news) => self.directory_news(news),
+            Incoming::Sync(msg) => self.sync_from_peer(from, msg),
+            Incoming::Restarted => self.node_gone(from),
         }
     }
 
@@ -1084,6 +1124,10 @@ impl Server {
             pages_received: s.pages_received,
             messages_sent: s.messages_sent,
             revocations: s.revocations,
+            sync_requests: self.sync.stats().requests,
+            sync_served: self.sync.stats().served,
+            sync_messages: self.sync.stats().messages,
+            sync_objects: self.sync.objects() as u64,
             local_latency_us: self.latency[0].percentiles(),
             remote_latency_us: self.latency[1].percentiles(),
         }
@@ -1232,8 +1276,10 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         debug!("connection closed ({})", describe(conn.kind));
-        if let Kind::Session(id) = conn.kind {
-            self.end_session(id);
+        match conn.kind {
+            Kind::Session(id) => self.end_session(id),
+            Kind::Channel { .. } => self.sync_cancel(token),
+            Kind::New | Kind::Ctl => {}
         }
     }
 
@@ -1257,6 +1303,9 @@ impl Server {
         for (s, seq) in stale {
             self.revoke_acked(s, seq);
         }
+        if session.used_sync {
+            self.sync_process_gone(id);
+        }
         info!(
             "process {} detached (session {}): released its mappings of {released} segments",
             session.pid, id.0
@@ -1264,11 +1313,19 @@ impl Server {
     }
 }
 
+/// A number that differs each time a daemon starts.
+fn incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
+}
+
 fn describe(kind: Kind) -> String {
     match kind {
         Kind::New => "before its hello".into(),
         Kind::Session(s) => format!("session {}", s.0),
-        Kind::Channel(s) => format!("channel of session {}", s.0),
+        Kind::Channel { session, tid } => format!("channel of session {} thread {tid}", session.0),
         Kind::Ctl => "dsmctl".into(),
     }
 }

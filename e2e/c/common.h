@@ -33,7 +33,7 @@ static void *open_segment(const char *name, int role, size_t size) {
 
 struct barrier { long count; long generation; };
 
-static void barrier_wait(struct barrier *b, long n) {
+__attribute__((unused)) static void barrier_wait(struct barrier *b, long n) {
     long gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == n) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);

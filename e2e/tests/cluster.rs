@@ -285,6 +285,7 @@ fn bad_peer_input_closes_one_link_and_nothing_else() {
         cluster: "dsm".into(),
         node: NodeId(1),
         manager: "dynamic".into(),
+        incarnation: 1,
     });
     let connect = || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -34,6 +34,15 @@ static TABLE: [Slot; SLOTS] = [EMPTY; SLOTS];
 
 /// Sends `request` on the calling thread's channel and returns the reply. Async-signal-safe.
 pub fn call(request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
+    with_channel(|fd| wire::call(fd, request, fd_out))
+}
+
+/// Sends `request`, which the daemon does not answer, on the calling thread's channel.
+pub fn post(request: &Request<'_>) -> SysResult<()> {
+    with_channel(|fd| wire::send(fd, request))
+}
+
+fn with_channel<T>(exchange: impl FnOnce(i32) -> SysResult<T>) -> SysResult<T> {
     let tid = sys::gettid();
     match claim(tid) {
         Some(slot) => {
@@ -48,7 +57,7 @@ pub fn call(request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply>
                 };
                 slot.fd.store(fd, Ordering::Relaxed);
             }
-            let result = wire::call(fd, request, fd_out);
+            let result = exchange(fd);
             if result.is_err() {
                 // The stream may be out of step now: start afresh next time.
                 sys::close(fd);
@@ -59,7 +68,7 @@ pub fn call(request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply>
         }
         None => {
             let fd = open(tid)?;
-            let result = wire::call(fd, request, fd_out);
+            let result = exchange(fd);
             sys::close(fd);
             result
         }

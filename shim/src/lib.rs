@@ -13,6 +13,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod api;
 pub mod channels;
 pub mod config;
 pub mod fault;
@@ -20,12 +21,14 @@ pub mod hooks;
 pub mod lock;
 pub mod mappings;
 pub mod ops;
+pub mod pthread;
 pub mod real;
 pub mod revoke;
 #[macro_use]
 pub mod say;
 pub mod segments;
 pub mod session;
+pub mod sync;
 pub mod sys;
 pub mod wire;
 

@@ -102,6 +102,18 @@ fn scan(addr: usize) -> Option<Mapping> {
         .find(|m| m.start <= addr && addr < m.end)
 }
 
+/// The end of the furthest piece of `segment` this process maps (0: none). Lock-free; a
+/// mapping changing meanwhile may or may not be seen.
+pub fn extent(segment: SegmentId) -> usize {
+    SLOTS
+        .iter()
+        .filter_map(read_slot)
+        .filter(|m| m.segment == segment)
+        .map(|m| m.end)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Whether the process has no DSM mapping (the hooks' fast path). Async-signal-safe.
 pub fn is_empty() -> bool {
     USED.load(Ordering::Relaxed) == 0

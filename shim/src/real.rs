@@ -2,18 +2,20 @@
 //! (`shm_open` is a path lookup in `/dev/shm`; `sigaction` sets glibc's signal restorer).
 //! Looked up once with `dlsym(RTLD_NEXT)`; never on a hot path.
 
+use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 macro_rules! real_fn {
     ($(#[$doc:meta])* $name:ident, $sym:literal, fn($($arg:ty),*) -> $ret:ty) => {
+        real_fn!($(#[$doc])* $name, $sym, None, fn($($arg),*) -> $ret);
+    };
+    ($(#[$doc:meta])* $name:ident, $sym:literal, $version:expr, fn($($arg:ty),*) -> $ret:ty) => {
         $(#[$doc])*
         pub fn $name() -> Option<unsafe extern "C" fn($($arg),*) -> $ret> {
             static ADDR: AtomicUsize = AtomicUsize::new(0);
             let mut addr = ADDR.load(Ordering::Relaxed);
             if addr == 0 {
-                // SAFETY: the symbol name is a NUL-terminated literal.
-                addr = unsafe { libc::dlsym(libc::RTLD_NEXT, concat!($sym, "\0").as_ptr().cast()) }
-                    as usize;
+                addr = lookup(concat!($sym, "\0"), $version);
                 ADDR.store(addr, Ordering::Relaxed);
             }
             // SAFETY: the symbol, when found, is libc's function of this exact signature.
@@ -41,6 +43,119 @@ real_fn!(
     /// libc's `sysv_signal`.
     sysv_signal, "sysv_signal", fn(libc::c_int, libc::sighandler_t) -> libc::sighandler_t);
 
+/// The next definition of `sym` after ours (NUL-terminated), of `version` if given: glibc keeps
+/// an old `pthread_cond_*` beside the current one, and plain `dlsym` would find the old one.
+fn lookup(sym: &str, version: Option<&str>) -> usize {
+    let name = sym.as_ptr().cast();
+    // SAFETY: `sym` and `version` are NUL-terminated literals.
+    let found = unsafe {
+        match version {
+            Some(v) => libc::dlvsym(libc::RTLD_NEXT, name, v.as_ptr().cast()),
+            None => core::ptr::null_mut(),
+        }
+    };
+    if !found.is_null() {
+        return found as usize;
+    }
+    // SAFETY: as above.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name) as usize }
+}
+
+type Obj = *mut c_void;
+type Attr = *const c_void;
+type Time = *const libc::timespec;
+
+/// The glibc version of the current `pthread_cond_*` ABI on x86-64.
+const COND: Option<&str> = Some("GLIBC_2.3.2\0");
+
+real_fn!(
+    /// libc's `pthread_mutex_init`.
+    pthread_mutex_init, "pthread_mutex_init", fn(Obj, Attr) -> c_int);
+real_fn!(
+    /// libc's `pthread_mutex_destroy`.
+    pthread_mutex_destroy, "pthread_mutex_destroy", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_mutex_lock`.
+    pthread_mutex_lock, "pthread_mutex_lock", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_mutex_trylock`.
+    pthread_mutex_trylock, "pthread_mutex_trylock", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_mutex_timedlock`.
+    pthread_mutex_timedlock, "pthread_mutex_timedlock", fn(Obj, Time) -> c_int);
+real_fn!(
+    /// libc's `pthread_mutex_clocklock`.
+    pthread_mutex_clocklock, "pthread_mutex_clocklock", fn(Obj, libc::clockid_t, Time) -> c_int);
+real_fn!(
+    /// libc's `pthread_mutex_unlock`.
+    pthread_mutex_unlock, "pthread_mutex_unlock", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_mutex_consistent`.
+    pthread_mutex_consistent, "pthread_mutex_consistent", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_cond_init`.
+    pthread_cond_init, "pthread_cond_init", COND, fn(Obj, Attr) -> c_int);
+real_fn!(
+    /// libc's `pthread_cond_destroy`.
+    pthread_cond_destroy, "pthread_cond_destroy", COND, fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_cond_wait`.
+    pthread_cond_wait, "pthread_cond_wait", COND, fn(Obj, Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_cond_timedwait`.
+    pthread_cond_timedwait, "pthread_cond_timedwait", COND, fn(Obj, Obj, Time) -> c_int);
+real_fn!(
+    /// libc's `pthread_cond_clockwait`.
+    pthread_cond_clockwait, "pthread_cond_clockwait", fn(Obj, Obj, libc::clockid_t, Time) -> c_int);
+real_fn!(
+    /// libc's `pthread_cond_signal`.
+    pthread_cond_signal, "pthread_cond_signal", COND, fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_cond_broadcast`.
+    pthread_cond_broadcast, "pthread_cond_broadcast", COND, fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_barrier_init`.
+    pthread_barrier_init, "pthread_barrier_init", fn(Obj, Attr, libc::c_uint) -> c_int);
+real_fn!(
+    /// libc's `pthread_barrier_destroy`.
+    pthread_barrier_destroy, "pthread_barrier_destroy", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_barrier_wait`.
+    pthread_barrier_wait, "pthread_barrier_wait", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_init`.
+    pthread_rwlock_init, "pthread_rwlock_init", fn(Obj, Attr) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_destroy`.
+    pthread_rwlock_destroy, "pthread_rwlock_destroy", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_rdlock`.
+    pthread_rwlock_rdlock, "pthread_rwlock_rdlock", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_tryrdlock`.
+    pthread_rwlock_tryrdlock, "pthread_rwlock_tryrdlock", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_timedrdlock`.
+    pthread_rwlock_timedrdlock, "pthread_rwlock_timedrdlock", fn(Obj, Time) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_clockrdlock`.
+    pthread_rwlock_clockrdlock, "pthread_rwlock_clockrdlock", fn(Obj, libc::clockid_t, Time) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_wrlock`.
+    pthread_rwlock_wrlock, "pthread_rwlock_wrlock", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_trywrlock`.
+    pthread_rwlock_trywrlock, "pthread_rwlock_trywrlock", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_timedwrlock`.
+    pthread_rwlock_timedwrlock, "pthread_rwlock_timedwrlock", fn(Obj, Time) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_clockwrlock`.
+    pthread_rwlock_clockwrlock, "pthread_rwlock_clockwrlock", fn(Obj, libc::clockid_t, Time) -> c_int);
+real_fn!(
+    /// libc's `pthread_rwlock_unlock`.
+    pthread_rwlock_unlock, "pthread_rwlock_unlock", fn(Obj) -> c_int);
+
 /// Resolves every symbol now, while it is safe to call `dlsym`.
 pub fn resolve_all() {
     let _ = (
@@ -49,5 +164,38 @@ pub fn resolve_all() {
         sigaction(),
         signal(),
         sysv_signal(),
+    );
+    let _ = (
+        pthread_mutex_init(),
+        pthread_mutex_destroy(),
+        pthread_mutex_lock(),
+        pthread_mutex_trylock(),
+        pthread_mutex_timedlock(),
+        pthread_mutex_clocklock(),
+        pthread_mutex_unlock(),
+        pthread_mutex_consistent(),
+        pthread_cond_init(),
+        pthread_cond_destroy(),
+        pthread_cond_wait(),
+        pthread_cond_timedwait(),
+        pthread_cond_clockwait(),
+        pthread_cond_signal(),
+        pthread_cond_broadcast(),
+    );
+    let _ = (
+        pthread_barrier_init(),
+        pthread_barrier_destroy(),
+        pthread_barrier_wait(),
+        pthread_rwlock_init(),
+        pthread_rwlock_destroy(),
+        pthread_rwlock_rdlock(),
+        pthread_rwlock_tryrdlock(),
+        pthread_rwlock_timedrdlock(),
+        pthread_rwlock_clockrdlock(),
+        pthread_rwlock_wrlock(),
+        pthread_rwlock_trywrlock(),
+        pthread_rwlock_timedwrlock(),
+        pthread_rwlock_clockwrlock(),
+        pthread_rwlock_unlock(),
     );
 }

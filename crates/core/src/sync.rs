@@ -508,11 +508,9 @@ impl Object {
     /// A holder that never saw its grant gives it back.
     fn abandon(&mut self, owner: Owner, fx: &mut Effects) {
         match self {
-            Object::Mutex(m) => {
-                if m.holder.is_some_and(|h| h.owner == owner) {
-                    m.holder = None;
-                    m.grant_next(fx);
-                }
+            Object::Mutex(m) if m.holder.is_some_and(|h| h.owner == owner) => {
+                m.holder = None;
+                m.grant_next(fx);
             }
             Object::Rw(rw) => {
                 let _ = rw.unlock(owner, fx);

@@ -339,7 +339,11 @@ impl World {
 
     fn fingerprint(&self) -> u64 {
         let mut h = DefaultHasher::new();
-        format!("{:?}", (&self.nodes, &self.links, &self.agents, &self.shared)).hash(&mut h);
+        format!(
+            "{:?}",
+            (&self.nodes, &self.links, &self.agents, &self.shared)
+        )
+        .hash(&mut h);
         h.finish()
     }
 }
@@ -474,7 +478,14 @@ fn random_schedules_mixed_programs() {
         for n in 0..5 {
             programs.push((n, Program::Locker { m }, 6));
             programs.push((n, Program::Barrier { b, count: 5 }, 4));
-            programs.push((n, Program::Rw { l, write: n % 2 == 0 }, 5));
+            programs.push((
+                n,
+                Program::Rw {
+                    l,
+                    write: n % 2 == 0,
+                },
+                5,
+            ));
         }
         programs.push((4, Program::Producer { m, c }, 12));
         for n in 0..4 {
@@ -535,7 +546,11 @@ fn trylock_timedlock_and_fifo_order() {
     s.tick(100);
     assert_eq!(answers(&mut s), [(3, SyncResult::TimedOut)]);
     s.request(6, owner(1, 1), m, SyncOp::Unlock { kind: k }, 101);
-    assert_eq!(answers(&mut s), [(4, SyncResult::Ok)], "first in line gets it");
+    assert_eq!(
+        answers(&mut s),
+        [(4, SyncResult::Ok)],
+        "first in line gets it"
+    );
     s.request(7, owner(1, 4), m, SyncOp::Unlock { kind: k }, 102);
     assert_eq!(answers(&mut s), [(5, SyncResult::Ok)]);
 }
@@ -592,7 +607,11 @@ fn robust_mutex_owner_dead_then_consistent_or_unrecoverable() {
     s.request(5, owner(1, 3), m, lock_op(robust, Wait::Block), 2);
     assert_eq!(
         answers(&mut s),
-        [(3, SyncResult::Ok), (4, SyncResult::Ok), (5, SyncResult::Ok)]
+        [
+            (3, SyncResult::Ok),
+            (4, SyncResult::Ok),
+            (5, SyncResult::Ok)
+        ]
     );
 
     // Dead again, and this time the next holder unlocks without repairing.

@@ -229,6 +229,16 @@ fn print_stats(s: &Stats) {
         ],
     );
     println!();
+    table::print(
+        &["LOCKS AND BARRIERS", "COUNT"],
+        vec![
+            vec!["requests".into(), s.sync_requests.to_string()],
+            vec!["served as home".into(), s.sync_served.to_string()],
+            vec!["messages sent".into(), s.sync_messages.to_string()],
+            vec!["objects held here".into(), s.sync_objects.to_string()],
+        ],
+    );
+    println!();
     let row = |label: &str, p: &Percentiles| {
         vec![
             label.to_string(),

@@ -85,6 +85,8 @@ pub enum Request<'a> {
     },
     /// This node's id and the cluster's size.
     Info,
+    /// This node's counters (for programs that report their own cost).
+    Counters,
 }
 
 /// The daemon's reply to a [`Request`]. Holds no heap data.
@@ -135,8 +137,23 @@ pub enum Reply {
         /// Nodes in the cluster (configured members, this one included).
         nodes: u32,
     },
+    /// The answer to `Counters`.
+    Counters(NodeCounters),
     /// The request failed.
     Failed(ShmError),
+}
+
+/// A node's running totals, as `dsm_counters()` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCounters {
+    /// Page faults the daemon served (faults served from the state table are not counted).
+    pub faults: u64,
+    /// Messages sent to peers (coherence, directory and lock service).
+    pub messages_sent: u64,
+    /// Messages received from peers.
+    pub messages_received: u64,
+    /// Lock, condition, barrier and allocation requests of local processes.
+    pub sync_requests: u64,
 }
 
 /// Why a client request failed; the shim turns it into an errno (or SIGBUS for a fault).

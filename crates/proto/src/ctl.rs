@@ -134,6 +134,14 @@ pub struct Stats {
     pub messages_sent: u64,
     /// Local revocations.
     pub revocations: u64,
+    /// Lock, condition, barrier and allocation requests of local processes.
+    pub sync_requests: u64,
+    /// Lock-service operations this node applied as an object's home.
+    pub sync_served: u64,
+    /// Lock-service messages sent to peers.
+    pub sync_messages: u64,
+    /// Synchronization objects this node is home to that hold state now.
+    pub sync_objects: u64,
     /// Latency of faults served without a peer (µs), over the most recent ones.
     pub local_latency_us: Percentiles,
     /// Latency of faults that needed a peer (µs), over the most recent ones.

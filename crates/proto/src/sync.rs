@@ -40,7 +40,9 @@ impl SyncKey {
         };
         match self {
             SyncKey::Object { segment, .. } | SyncKey::Heap(segment) => by_segment(segment),
-            SyncKey::Lock(id) | SyncKey::Barrier(id) => members[(id % members.len() as u64) as usize],
+            SyncKey::Lock(id) | SyncKey::Barrier(id) => {
+                members[(id % members.len() as u64) as usize]
+            }
         }
     }
 }
@@ -156,9 +158,11 @@ impl SyncOp {
     /// Whether the requester waits for an answer.
     pub fn answered(self) -> bool {
         match self {
-            SyncOp::Signal | SyncOp::Broadcast | SyncOp::Reset | SyncOp::Abandon | SyncOp::RwUnlock => {
-                false
-            }
+            SyncOp::Signal
+            | SyncOp::Broadcast
+            | SyncOp::Reset
+            | SyncOp::Abandon
+            | SyncOp::RwUnlock => false,
             SyncOp::Unlock { kind } => kind.errorcheck || kind.robust,
             _ => true,
         }

@@ -1,0 +1,148 @@
+//! The event loop's side of the lock service ([`dsm_core::sync`]): requests from channels in,
+//! answers to channels and messages to peers out.
+
+use std::time::Duration;
+
+use dsm_core::SyncOutput;
+use dsm_proto::client::{NodeCounters, Reply};
+use dsm_proto::peer::PeerFrame;
+use dsm_proto::sync::{Owner, SyncKey, SyncMsg, SyncOp};
+use dsm_proto::{NodeId, SessionId};
+use log::{debug, warn};
+use mio::Token;
+
+use super::Server;
+
+impl Server {
+    /// A thread asks for `op` on `key`; if the op is answered, its channel waits for the answer.
+    pub(super) fn sync_request(
+        &mut self,
+        token: Token,
+        session: SessionId,
+        tid: u32,
+        key: SyncKey,
+        op: SyncOp,
+    ) -> Result<(), String> {
+        if let SyncOp::Abandon = op {
+            return Err("sent a daemon-only lock request".into());
+        }
+        debug!(
+            "sync: session {} thread {tid}: {op:?} on {key:?}",
+            session.0
+        );
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.used_sync = true;
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket = self.next_ticket.wrapping_add(2);
+        if op.answered() {
+            self.tickets.insert(ticket, token);
+            if let Some(conn) = self.conns.get_mut(&token) {
+                conn.busy = true;
+            }
+        }
+        let owner = Owner {
+            node: self.config.node_id,
+            session: session.0,
+            tid,
+        };
+        let now_ms = self.now_ms();
+        self.sync.request(ticket, owner, key, op, now_ms);
+        self.drain_sync();
+        Ok(())
+    }
+
+    pub(super) fn sync_from_peer(&mut self, from: NodeId, msg: SyncMsg) {
+        debug!("sync from {from}: {msg:?}");
+        let now_ms = self.now_ms();
+        if let Err(e) = self.sync.on_peer(from, msg, now_ms) {
+            warn!("{from} sent a lock request this node cannot serve: {e}");
+        }
+        self.drain_sync();
+    }
+
+    /// A channel closed: a request it had under way is answered to nobody (and what it would
+    /// have been granted is given back).
+    pub(super) fn sync_cancel(&mut self, token: Token) {
+        let tickets: Vec<u64> = self
+            .tickets
+            .iter()
+            .filter(|(_, t)| **t == token)
+            .map(|(&k, _)| k)
+            .collect();
+        for ticket in tickets {
+            self.tickets.remove(&ticket);
+            self.sync.cancel(ticket);
+        }
+    }
+
+    pub(super) fn sync_process_gone(&mut self, session: SessionId) {
+        let now_ms = self.now_ms();
+        self.sync.process_gone(session.0, now_ms);
+        self.drain_sync();
+    }
+
+    /// A peer's daemon died or restarted.
+    pub(super) fn node_gone(&mut self, node: NodeId) {
+        let now_ms = self.now_ms();
+        self.sync.node_gone(node, now_ms);
+        self.drain_sync();
+    }
+
+    /// How long the event loop may sleep before a timed wait is due.
+    pub(super) fn until_sync_deadline(&self) -> Duration {
+        match self.sync.next_deadline() {
+            Some(due) => Duration::from_millis(due.saturating_sub(self.now_ms())),
+            None => Duration::MAX,
+        }
+    }
+
+    pub(super) fn sync_tick(&mut self) {
+        let now_ms = self.now_ms();
+        if self.sync.next_deadline().is_some_and(|d| d <= now_ms) {
+            self.sync.tick(now_ms);
+            self.drain_sync();
+        }
+    }
+
+    fn drain_sync(&mut self) {
+        self.peers.begin_batch();
+        while let Some(output) = self.sync.poll_output() {
+            match output {
+                SyncOutput::Answer { ticket, result } => {
+                    let Some(token) = self.tickets.remove(&ticket) else {
+                        continue;
+                    };
+                    if let Some(conn) = self.conns.get_mut(&token) {
+                        conn.busy = false;
+                        self.send(token, &Reply::Synced(result), None);
+                        self.serve_frames(token);
+                    }
+                }
+                SyncOutput::Send { to, msg } => {
+                    self.peers
+                        .send(self.poll.registry(), to, &PeerFrame::Sync(msg));
+                }
+            }
+        }
+        self.peers
+            .end_batch(self.poll.registry(), &mut |_| unreachable_page());
+    }
+
+    /// This node's totals for `dsm_counters()`.
+    pub(super) fn counters(&self) -> NodeCounters {
+        let s = self.core.stats();
+        let links = self.peers.view();
+        NodeCounters {
+            faults: s.local_reads + s.local_writes + s.remote_reads + s.remote_writes + s.upgrades,
+            messages_sent: links.iter().map(|l| l.stats.messages_out).sum(),
+            messages_received: links.iter().map(|l| l.stats.messages_in).sum(),
+            sync_requests: self.sync.stats().requests,
+        }
+    }
+}
+
+/// Lock-service messages carry no page.
+fn unreachable_page() -> crate::page_store::Page {
+    crate::page_store::Page::zeros()
+}

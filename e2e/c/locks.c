@@ -1,0 +1,160 @@
+/* Process-shared pthread objects in a shared segment, used the way POSIX programs use them.
+ * usage: locks NAME ROLE NPROCS MODE [N]
+ *   mutex   N: every process adds N to a counter, non-atomically, under a pthread mutex
+ *   cond    N: processes take turns (turn % NPROCS == ROLE) N times each via one condition
+ *   barrier N: N rounds of a pthread barrier; role 1 arrives late in every round
+ *   robust   : role 0 locks a robust mutex and waits to be killed; role 1 then locks it
+ *   timed    : role 0 holds a mutex for a while; role 1 sees trylock fail and timedlock time out
+ * Role 0 creates the segment and initializes the objects; the others wait for `ready`. */
+#include "common.h"
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_ROUNDS 4096
+
+struct shared {
+    long ready;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    pthread_barrier_t start, done, rounds;
+    long counter;
+    long turn;
+    long arrived[MAX_ROUNDS];
+    long serial[MAX_ROUNDS];
+};
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void check(int rc, const char *what) {
+    if (rc != 0) { fprintf(stderr, "%s: %s\n", what, strerror(rc)); exit(1); }
+}
+
+int main(int argc, char **argv) {
+    if (argc < 5) { fprintf(stderr, "usage: locks NAME ROLE NPROCS MODE [N]\n"); return 2; }
+    int role = atoi(argv[2]);
+    unsigned nprocs = atoi(argv[3]);
+    const char *mode = argv[4];
+    long n = argc > 5 ? atol(argv[5]) : 0;
+    struct shared *s = open_segment(argv[1], role, sizeof(struct shared));
+    if (role == 0) {
+        pthread_mutexattr_t ma;
+        pthread_mutexattr_init(&ma);
+        pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+        if (!strcmp(mode, "robust")) pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+        check(pthread_mutex_init(&s->mutex, &ma), "pthread_mutex_init");
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+        check(pthread_cond_init(&s->cond, &ca), "pthread_cond_init");
+        pthread_barrierattr_t ba;
+        pthread_barrierattr_init(&ba);
+        pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED);
+        check(pthread_barrier_init(&s->start, &ba, nprocs), "pthread_barrier_init");
+        check(pthread_barrier_init(&s->done, &ba, nprocs), "pthread_barrier_init");
+        check(pthread_barrier_init(&s->rounds, &ba, nprocs), "pthread_barrier_init");
+        __atomic_store_n(&s->ready, 1, __ATOMIC_RELEASE);
+    } else {
+        while (!__atomic_load_n(&s->ready, __ATOMIC_ACQUIRE)) usleep(1000);
+    }
+    pthread_barrier_wait(&s->start);
+    double t0 = now();
+
+    if (!strcmp(mode, "mutex")) {
+        for (long i = 0; i < n; i++) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            long v = *(volatile long *)&s->counter;
+            *(volatile long *)&s->counter = v + 1;
+            check(pthread_mutex_unlock(&s->mutex), "unlock");
+        }
+        pthread_barrier_wait(&s->done);
+        check(pthread_mutex_lock(&s->mutex), "lock");
+        long total = s->counter;
+        pthread_mutex_unlock(&s->mutex);
+        printf("role %d: counter %ld (want %ld) in %.3f s\n", role, total, n * nprocs, now() - t0);
+        return total == n * (long)nprocs ? 0 : 1;
+    }
+    if (!strcmp(mode, "cond")) {
+        for (long i = 0; i < n; i++) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            while (s->turn % nprocs != (unsigned)role) check(pthread_cond_wait(&s->cond, &s->mutex), "wait");
+            s->turn++;
+            check(pthread_cond_broadcast(&s->cond), "broadcast");
+            check(pthread_mutex_unlock(&s->mutex), "unlock");
+        }
+        pthread_barrier_wait(&s->done);
+        printf("role %d: turn %ld (want %ld) in %.3f s\n", role, s->turn, n * nprocs, now() - t0);
+        return s->turn == n * (long)nprocs ? 0 : 1;
+    }
+    if (!strcmp(mode, "barrier")) {
+        if (n > MAX_ROUNDS) n = MAX_ROUNDS;
+        int bad = 0;
+        for (long r = 0; r < n; r++) {
+            if (role == 1 && r % 8 == 0) usleep(20000);
+            __atomic_add_fetch(&s->arrived[r], 1, __ATOMIC_SEQ_CST);
+            int rc = pthread_barrier_wait(&s->rounds);
+            if (rc == PTHREAD_BARRIER_SERIAL_THREAD) __atomic_add_fetch(&s->serial[r], 1, __ATOMIC_SEQ_CST);
+            else check(rc, "pthread_barrier_wait");
+            long seen = __atomic_load_n(&s->arrived[r], __ATOMIC_SEQ_CST);
+            if (seen != (long)nprocs) { printf("round %ld: passed with %ld of %u arrived\n", r, seen, nprocs); bad++; }
+        }
+        pthread_barrier_wait(&s->done);
+        for (long r = 0; r < n; r++)
+            if (s->serial[r] != 1) { printf("round %ld: %ld serial threads\n", r, s->serial[r]); bad++; }
+        printf("role %d: %ld rounds, %d bad, in %.3f s\n", role, n, bad, now() - t0);
+        return bad != 0;
+    }
+    if (!strcmp(mode, "robust")) {
+        if (role == 0) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            s->counter = -1; /* half-way through an update */
+            printf("holding\n");
+            fflush(stdout);
+            pause();
+            return 0;
+        }
+        while (__atomic_load_n(&s->counter, __ATOMIC_ACQUIRE) != -1) usleep(1000);
+        int rc = pthread_mutex_lock(&s->mutex);
+        printf("role %d: first lock: %s\n", role, rc == EOWNERDEAD ? "EOWNERDEAD" : strerror(rc));
+        if (rc != EOWNERDEAD) return 1;
+        s->counter = 0; /* repaired */
+        check(pthread_mutex_consistent(&s->mutex), "pthread_mutex_consistent");
+        check(pthread_mutex_unlock(&s->mutex), "unlock");
+        rc = pthread_mutex_lock(&s->mutex);
+        printf("role %d: second lock: %s\n", role, rc == 0 ? "ok" : strerror(rc));
+        pthread_mutex_unlock(&s->mutex);
+        return rc != 0;
+    }
+    if (!strcmp(mode, "timed")) {
+        if (role == 0) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            pthread_barrier_wait(&s->rounds);
+            pthread_barrier_wait(&s->done);
+            pthread_mutex_unlock(&s->mutex);
+            return 0;
+        }
+        pthread_barrier_wait(&s->rounds);
+        int busy = pthread_mutex_trylock(&s->mutex);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 200 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+        double t = now();
+        int timed = pthread_mutex_timedlock(&s->mutex, &until);
+        double waited = now() - t;
+        pthread_barrier_wait(&s->done);
+        int later = pthread_mutex_lock(&s->mutex);
+        printf("role %d: trylock %s, timedlock %s after %.3f s, lock %s\n", role,
+               busy == EBUSY ? "EBUSY" : strerror(busy), timed == ETIMEDOUT ? "ETIMEDOUT" : strerror(timed),
+               waited, later == 0 ? "ok" : strerror(later));
+        pthread_mutex_unlock(&s->mutex);
+        return !(busy == EBUSY && timed == ETIMEDOUT && waited >= 0.19 && later == 0);
+    }
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 2;
+}
