@@ -88,6 +88,12 @@ impl Drop for TempDir {
 /// file of `e2e/c/` (`"fork"`) or a path from the workspace root (`"examples/writer"`), without
 /// its `.c` or `.cpp`.
 pub fn c_program(name: &str) -> PathBuf {
+    c_program_with(name, &[])
+}
+
+/// [`c_program`] with extra compiler arguments (`-l`, `-D`…), built apart from other variants.
+/// `dsm.h` is on the include path.
+pub fn c_program_with(name: &str, extra: &[&str]) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     static DIR: OnceLock<TempDir> = OnceLock::new();
     let dir = DIR.get_or_init(|| TempDir::new("bin"));
@@ -95,7 +101,8 @@ pub fn c_program(name: &str) -> PathBuf {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.get(name) {
+    let variant = format!("{name}{}", extra.join(""));
+    if let Some(p) = built.get(&variant) {
         return p.clone();
     }
     let e2e = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -111,11 +118,17 @@ pub fn c_program(name: &str) -> PathBuf {
     } else {
         (base.with_extension("c"), "cc")
     };
-    let out = dir.0.join(name.replace('/', "_"));
+    let out = dir
+        .0
+        .join(format!("{}{}", name.replace('/', "_"), built.len()));
+    let include = e2e.parent().expect("workspace root").join("shim/include");
     let result = Command::new(compiler)
-        .args(["-O2", "-g", "-pthread", "-Wall", "-o"])
+        .args(["-O2", "-g", "-pthread", "-Wall", "-I"])
+        .arg(&include)
+        .arg("-o")
         .arg(&out)
         .arg(&src)
+        .args(extra)
         .output()
         .unwrap_or_else(|e| panic!("run {compiler} (is it installed?): {e}"));
     assert!(
@@ -124,7 +137,7 @@ pub fn c_program(name: &str) -> PathBuf {
         src.display(),
         String::from_utf8_lossy(&result.stderr)
     );
-    built.insert(name.to_owned(), out.clone());
+    built.insert(variant, out.clone());
     out
 }
 

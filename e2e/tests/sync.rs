@@ -1,0 +1,193 @@
+//! Synchronization across hosts: unmodified C programs with process-shared pthread objects in
+//! DSM memory, the dsm.h API, and the parallel examples, on three dsmd.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use dsm_e2e::{artifacts, c_program, c_program_with, unique, Cluster, Outcome, Running, Spawned};
+
+fn shm_name(label: &str) -> String {
+    format!("/{}", unique(label))
+}
+
+fn all_ok(outcomes: &[Outcome]) {
+    for o in outcomes {
+        o.assert_ok();
+    }
+}
+
+/// Runs `program NAME ROLE NPROCS args…` once per entry of `placement`.
+fn run(c: &Cluster, program: &str, placement: &[usize], args: &[&str]) -> Vec<Outcome> {
+    let name = shm_name(program.rsplit('/').next().unwrap());
+    let n = placement.len().to_string();
+    let out = c.run_all(&c_program(program), placement, |role| {
+        let mut v = vec![name.clone(), role.to_string(), n.clone()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    });
+    all_ok(&out);
+    out
+}
+
+#[test]
+fn mutex_keeps_a_non_atomic_counter_exact_across_hosts() {
+    let c = Cluster::start(3, &[]);
+    let out = run(&c, "locks", &[1, 2, 3, 1, 2, 3], &["mutex", "300"]);
+    for o in &out {
+        assert!(
+            o.stdout.contains("counter 1800 (want 1800)"),
+            "{}",
+            o.stdout
+        );
+    }
+    // The waits went through the lock service, not a futex.
+    let stats = c.node(2).json(&["stats"]);
+    assert!(stats["sync_requests"].as_u64().unwrap() >= 600, "{stats}");
+}
+
+#[test]
+fn condition_wakeups_cross_hosts_without_loss() {
+    let c = Cluster::start(3, &[]);
+    let out = run(&c, "locks", &[1, 2, 3], &["cond", "200"]);
+    for o in &out {
+        assert!(o.stdout.contains("turn 600 (want 600)"), "{}", o.stdout);
+    }
+}
+
+#[test]
+fn barrier_waits_for_a_late_process_every_round() {
+    let c = Cluster::start(3, &[]);
+    let out = run(&c, "locks", &[1, 2, 3], &["barrier", "64"]);
+    for o in &out {
+        assert!(o.stdout.contains("64 rounds, 0 bad"), "{}", o.stdout);
+    }
+}
+
+#[test]
+fn trylock_and_timedlock_across_hosts() {
+    let c = Cluster::start(2, &[]);
+    let out = run(&c, "locks", &[1, 2], &["timed"]);
+    assert!(
+        out[1].stdout.contains("trylock EBUSY, timedlock ETIMEDOUT"),
+        "{}",
+        out[1].stdout
+    );
+}
+
+#[test]
+fn robust_mutex_passes_on_when_its_holder_is_killed() {
+    let c = Cluster::start(3, &[]);
+    let program = c_program("locks");
+    let name = shm_name("robust");
+    // Killed when dropped, should the test fail half-way.
+    let mut holder = Spawned(
+        c.node(1)
+            .command(&program)
+            .args([&name, "0", "2", "robust"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut next = c.node(2).command(&program);
+    next.args([&name, "1", "2", "robust"]);
+    let next = Running::start(next);
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "holding");
+    // The next locker is queued at the mutex's home by now (or soon); kill the holder.
+    std::thread::sleep(Duration::from_millis(300));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = next.finish();
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("first lock: EOWNERDEAD"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("second lock: ok"), "{}", out.stdout);
+}
+
+#[test]
+fn explicit_api_linked_or_preloaded() {
+    let c = Cluster::start(3, &[]);
+    let weak = c_program_with("api", &["-DDSM_WEAK"]);
+    let lib_dir = artifacts().libdsm.parent().unwrap().to_owned();
+    let linked = c_program_with(
+        "api",
+        &[
+            &format!("-L{}", lib_dir.display()),
+            "-ldsm",
+            &format!("-Wl,-rpath,{}", lib_dir.display()),
+        ],
+    );
+    for (program, preload) in [(weak, true), (linked, false)] {
+        let name = shm_name("api");
+        let running: Vec<Running> = [1, 2, 3]
+            .iter()
+            .enumerate()
+            .map(|(role, &node)| {
+                let mut cmd = c.node(node).command(&program);
+                if !preload {
+                    cmd.env_remove("LD_PRELOAD");
+                }
+                cmd.args([&name, &role.to_string(), "3", "200"]);
+                Running::start(cmd)
+            })
+            .collect();
+        for (role, r) in running.into_iter().enumerate() {
+            let out = r.finish();
+            out.assert_ok();
+            let want = format!(
+                "role {role} on node {} of 3: counter 600 (want 600), 1 serial",
+                role + 1
+            );
+            assert!(out.stdout.contains(&want), "{}", out.stdout);
+        }
+    }
+    // Without the library, the weak build says so instead of crashing.
+    let weak = c_program_with("api", &["-DDSM_WEAK"]);
+    let mut cmd = std::process::Command::new(&weak);
+    cmd.args(["/x", "0", "1", "1"]);
+    let out = dsm_e2e::run(cmd);
+    assert_eq!(out.status.code(), Some(3), "{}", out.stdout);
+}
+
+#[test]
+fn examples_run_across_three_hosts_and_match_a_sequential_run() {
+    let c = Cluster::start(3, &[]);
+    let out = run(&c, "examples/jacobi", &[1, 2, 3], &["128", "30"]);
+    assert!(
+        out[0].stdout.contains("0 cells differ"),
+        "{}",
+        out[0].stdout
+    );
+    let out = run(&c, "examples/matmul", &[1, 2, 3], &["96"]);
+    assert!(
+        out[0].stdout.contains("0 entries differ"),
+        "{}",
+        out[0].stdout
+    );
+    let out = run(&c, "examples/workqueue", &[1, 2, 3, 3], &["1500"]);
+    assert!(
+        out[0]
+            .stdout
+            .contains("1500 items, 1500 consumed, 0 never consumed"),
+        "{}",
+        out[0].stdout
+    );
+    let out = run(&c, "examples/barrier_stress", &[1, 2, 3], &["200", "2"]);
+    for o in &out {
+        assert!(
+            o.stdout
+                .contains("0 early releases, 0 rounds without exactly one serial thread"),
+            "{}",
+            o.stdout
+        );
+        // Each example reports its cost from the daemon's counters.
+        assert!(o.stdout.contains("lock/barrier requests"), "{}", o.stdout);
+    }
+}
