@@ -12,6 +12,11 @@
  *   random NAME TOUCHES SEED read|write  touch random pages: per-touch latency
  *   ht-build NAME KEYS      create an open-addressing hash table of KEYS entries in a segment
  *   ht-lookup NAME KEYS SECS  look every key up once (warm-up), then random lookups: ops/s
+ *   sync-setup NAME         create a segment with a process-shared mutex (page 0) and a barrier
+ *                           of 2 (page 1), each alone on its page
+ *   lock NAME ROLE SECS     lock/unlock the mutex in a loop with the other role: acquisitions
+ *   lock-solo NAME N        lock+unlock, uncontended: per-pair latency
+ *   barrier NAME ROLE N     N rounds of the barrier with the other role; role 0 reports rounds/s
  *   floor-fault PAGES       SIGSEGV whose handler only mprotects the page
  *   floor-unix N            Unix socket round trip between two processes
  *   floor-tcp N             TCP loopback round trip carrying 4 KiB back
@@ -19,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -284,6 +290,57 @@ static void ht_lookup(const char *name, uint64_t keys, int secs) {
            keys, warm, ops / s, bad);
 }
 
+static void sync_setup(const char *name) {
+    char *m = open_segment(name, 1, 3 * PAGE, NULL);
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+    if (pthread_mutex_init((pthread_mutex_t *)m, &ma)) die("pthread_mutex_init");
+    pthread_barrierattr_t ba;
+    pthread_barrierattr_init(&ba);
+    pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED);
+    if (pthread_barrier_init((pthread_barrier_t *)(m + PAGE), &ba, 2)) die("pthread_barrier_init");
+}
+
+/* Both roles start together (the barrier), then take the mutex as often as they can. */
+static void lock_loop(const char *name, int role, int secs) {
+    char *m = open_segment(name, 0, 0, NULL);
+    pthread_mutex_t *mutex = (pthread_mutex_t *)m;
+    pthread_barrier_wait((pthread_barrier_t *)(m + PAGE));
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)secs * 1000000000u;
+    long n = 0;
+    while (now_ns() < end) {
+        if (pthread_mutex_lock(mutex)) die("pthread_mutex_lock");
+        n++;
+        pthread_mutex_unlock(mutex);
+    }
+    double s = (now_ns() - t0) / 1e9;
+    printf("{\"what\": \"lock\", \"role\": %d, \"acquisitions\": %ld, \"per_s\": %.0f}\n", role, n, n / s);
+}
+
+static void lock_solo(const char *name, size_t n) {
+    char *m = open_segment(name, 0, 0, NULL);
+    pthread_mutex_t *mutex = (pthread_mutex_t *)m;
+    uint64_t *ns = calloc(n, sizeof *ns);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t = now_ns();
+        pthread_mutex_lock(mutex);
+        pthread_mutex_unlock(mutex);
+        ns[i] = now_ns() - t;
+    }
+    report("lock-solo", ns, n);
+}
+
+static void barrier_loop(const char *name, int role, long rounds) {
+    char *m = open_segment(name, 0, 0, NULL);
+    pthread_barrier_t *b = (pthread_barrier_t *)(m + PAGE);
+    pthread_barrier_wait(b);
+    uint64_t t0 = now_ns();
+    for (long r = 0; r < rounds; r++) pthread_barrier_wait(b);
+    double s = (now_ns() - t0) / 1e9;
+    if (role == 0) printf("{\"what\": \"barrier\", \"rounds\": %ld, \"per_s\": %.0f}\n", rounds, rounds / s);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: see the comment at the top of dsmbench.c\n"); return 2; }
     const char *mode = argv[1];
@@ -298,6 +355,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "random")) random_touch(argv[2], atol(argv[3]), atol(argv[4]), !strcmp(argv[5], "write"));
     else if (!strcmp(mode, "ht-build")) ht_build(argv[2], strtoull(argv[3], NULL, 0));
     else if (!strcmp(mode, "ht-lookup")) ht_lookup(argv[2], strtoull(argv[3], NULL, 0), atoi(argv[4]));
+    else if (!strcmp(mode, "sync-setup")) sync_setup(argv[2]);
+    else if (!strcmp(mode, "lock")) lock_loop(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (!strcmp(mode, "lock-solo")) lock_solo(argv[2], atol(argv[3]));
+    else if (!strcmp(mode, "barrier")) barrier_loop(argv[2], atoi(argv[3]), atol(argv[4]));
     else if (!strcmp(mode, "floor-fault")) floor_fault(atol(argv[2]));
     else if (!strcmp(mode, "floor-unix")) floor_unix(atol(argv[2]));
     else if (!strcmp(mode, "floor-tcp")) floor_tcp(atol(argv[2]));
