@@ -1,5 +1,6 @@
-//! Synchronization across hosts: unmodified C programs with process-shared pthread objects in
-//! DSM memory, the dsm.h API, and the parallel examples, on three dsmd.
+//! Synchronization across hosts: unmodified C and C++ (Boost.Interprocess) programs with
+//! process-shared pthread objects in DSM memory, the dsm.h API, and the parallel examples, on
+//! three dsmd.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -190,4 +191,17 @@ fn examples_run_across_three_hosts_and_match_a_sequential_run() {
         // Each example reports its cost from the daemon's counters.
         assert!(o.stdout.contains("lock/barrier requests"), "{}", o.stdout);
     }
+}
+
+#[test]
+fn boost_interprocess_mutex_and_conditions_across_hosts() {
+    let c = Cluster::start(3, &[]);
+    let out = run(&c, "boost_queue", &[1, 2, 3], &["400"]);
+    assert!(
+        out[0]
+            .stdout
+            .contains("consumers took 400 items summing to 80200 (want 400 items, 80200)"),
+        "{}",
+        out[0].stdout
+    );
 }
