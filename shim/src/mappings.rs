@@ -68,6 +68,10 @@ static SLOTS: [Slot; CAPACITY] = [EMPTY; CAPACITY];
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 static WRITER_TID: AtomicI32 = AtomicI32::new(0);
 static USED: AtomicUsize = AtomicUsize::new(0);
+/// Every mapping lies in `[LOWEST, HIGHEST)` (bounds only grow while any mapping exists), so
+/// the many lookups of addresses that are not DSM (a program's private mutexes) end at once.
+static LOWEST: AtomicUsize = AtomicUsize::new(usize::MAX);
+static HIGHEST: AtomicUsize = AtomicUsize::new(0);
 
 /// What only writers need: how many `mmap`s cover each slot's range (a program may map the
 /// same part of a segment more than once; it is one kernel mapping, unmapped with the last).
@@ -121,7 +125,10 @@ pub fn is_empty() -> bool {
 
 /// The mapping holding `addr`. Async-signal-safe and lock-free.
 pub fn lookup(addr: usize) -> Option<Mapping> {
-    if is_empty() {
+    if is_empty()
+        || addr < LOWEST.load(Ordering::Relaxed)
+        || addr >= HIGHEST.load(Ordering::Relaxed)
+    {
         return None;
     }
     for _ in 0..10_000 {
@@ -250,6 +257,8 @@ impl Writer {
         s.prot.store(m.prot, Ordering::Relaxed);
         s.table.store(m.table, Ordering::Relaxed);
         s.table_len.store(m.table_len, Ordering::Relaxed);
+        LOWEST.fetch_min(m.start, Ordering::Relaxed);
+        HIGHEST.fetch_max(m.end, Ordering::Relaxed);
         s.start.store(m.start, Ordering::Relaxed);
         USED.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -257,8 +266,11 @@ impl Writer {
 
     /// Removes slot `i`.
     pub fn remove(&mut self, i: usize) {
-        if SLOTS[i].start.swap(0, Ordering::Relaxed) != 0 {
-            USED.fetch_sub(1, Ordering::Relaxed);
+        if SLOTS[i].start.swap(0, Ordering::Relaxed) != 0
+            && USED.fetch_sub(1, Ordering::Relaxed) == 1
+        {
+            LOWEST.store(usize::MAX, Ordering::Relaxed);
+            HIGHEST.store(0, Ordering::Relaxed);
         }
     }
 
