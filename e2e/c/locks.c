@@ -5,6 +5,8 @@
  *   barrier N: N rounds of a pthread barrier; role 1 arrives late in every round
  *   robust   : role 0 locks a robust mutex and waits to be killed; role 1 then locks it
  *   timed    : role 0 holds a mutex for a while; role 1 sees trylock fail and timedlock time out
+ *   homeless : role 0 holds the mutex; role 1 waits for it, and prints what the wait returned
+ *              (the test kills the mutex's home node meanwhile)
  * Role 0 creates the segment and initializes the objects; the others wait for `ready`. */
 #include "common.h"
 #include <errno.h>
@@ -154,6 +156,20 @@ int main(int argc, char **argv) {
                waited, later == 0 ? "ok" : strerror(later));
         pthread_mutex_unlock(&s->mutex);
         return !(busy == EBUSY && timed == ETIMEDOUT && waited >= 0.19 && later == 0);
+    }
+    if (!strcmp(mode, "homeless")) {
+        if (role == 0) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            __atomic_store_n(&s->counter, 1, __ATOMIC_RELEASE);
+            pause();
+            return 0;
+        }
+        while (__atomic_load_n(&s->counter, __ATOMIC_ACQUIRE) != 1) usleep(1000);
+        printf("waiting\n");
+        fflush(stdout);
+        int rc = pthread_mutex_lock(&s->mutex);
+        printf("lock returned %s\n", rc == ENOTRECOVERABLE ? "ENOTRECOVERABLE" : strerror(rc));
+        return rc != ENOTRECOVERABLE;
     }
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;

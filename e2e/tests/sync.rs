@@ -4,9 +4,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use dsm_e2e::{artifacts, c_program, c_program_with, unique, Cluster, Outcome, Running, Spawned};
+use dsm_e2e::{
+    artifacts, c_program, c_program_with, unique, wait_for_line, wait_limited, Cluster, Outcome,
+    Running, Spawned,
+};
 
 fn shm_name(label: &str) -> String {
     format!("/{}", unique(label))
@@ -204,4 +207,43 @@ fn boost_interprocess_mutex_and_conditions_across_hosts() {
         "{}",
         out[0].stdout
     );
+}
+
+#[test]
+fn a_lock_whose_home_dies_fails_instead_of_hanging() {
+    let mut c = Cluster::start(2, &["--fault-timeout-ms", "1000"]);
+    let program = c_program("locks");
+    let name = shm_name("homeless");
+    // The segment (and so the mutex's home) is node 1's.
+    let holder = Running::start({
+        let mut cmd = c.node(1).command(&program);
+        cmd.args([&name, "0", "2", "homeless"]);
+        cmd
+    });
+    let mut waiter = Spawned(
+        c.node(2)
+            .command(&program)
+            .args([&name, "1", "2", "homeless"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&mut waiter, "waiting");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(c.nodes.remove(0));
+    drop(holder);
+    let started = Instant::now();
+    let status = wait_limited(&mut waiter, Duration::from_secs(30), "lock on a dead home");
+    assert!(status.success(), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(waiter.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    assert!(rest.contains("lock returned ENOTRECOVERABLE"), "{rest}");
+    let log = c.nodes[0].log();
+    assert!(log.contains("taken for dead"), "{log}");
 }
