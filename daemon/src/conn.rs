@@ -53,6 +53,8 @@ pub struct Conn {
     pub busy: bool,
     /// The page a fault on this channel waits for, and since when.
     pub fault: Option<(dsm_proto::peer::PageKey, std::time::Instant)>,
+    /// The lock-service request this channel waits for (its ticket).
+    pub sync_ticket: Option<u64>,
     /// Close once everything queued is sent.
     pub closing: bool,
     /// Whether WRITABLE interest is registered.
@@ -86,6 +88,7 @@ impl Conn {
             frames: FrameBuffer::new(max_frame),
             busy: false,
             fault: None,
+            sync_ticket: None,
             closing: false,
             want_write: false,
             out: VecDeque::new(),

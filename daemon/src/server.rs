@@ -1278,7 +1278,11 @@ impl Server {
         debug!("connection closed ({})", describe(conn.kind));
         match conn.kind {
             Kind::Session(id) => self.end_session(id),
-            Kind::Channel { .. } => self.sync_cancel(token),
+            Kind::Channel { .. } => {
+                if let Some(ticket) = conn.sync_ticket {
+                    self.sync_cancel(ticket);
+                }
+            }
             Kind::New | Kind::Ctl => {}
         }
     }

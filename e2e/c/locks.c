@@ -5,6 +5,8 @@
  *   barrier N: N rounds of a pthread barrier; role 1 arrives late in every round
  *   robust   : role 0 locks a robust mutex and waits to be killed; role 1 then locks it
  *   timed    : role 0 holds a mutex for a while; role 1 sees trylock fail and timedlock time out
+ *   abandon  : role 0 holds the mutex for a second; role 1 waits for it and is killed by the
+ *              test meanwhile; role 2 then takes it
  *   homeless : role 0 holds the mutex; role 1 waits for it, and prints what the wait returned
  *              (the test kills the mutex's home node meanwhile)
  * Role 0 creates the segment and initializes the objects; the others wait for `ready`. */
@@ -156,6 +158,30 @@ int main(int argc, char **argv) {
                waited, later == 0 ? "ok" : strerror(later));
         pthread_mutex_unlock(&s->mutex);
         return !(busy == EBUSY && timed == ETIMEDOUT && waited >= 0.19 && later == 0);
+    }
+    if (!strcmp(mode, "abandon")) {
+        if (role == 0) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            __atomic_store_n(&s->counter, 1, __ATOMIC_RELEASE);
+            sleep(1);
+            check(pthread_mutex_unlock(&s->mutex), "unlock");
+            while (__atomic_load_n(&s->counter, __ATOMIC_ACQUIRE) != 3) usleep(1000);
+            return 0;
+        }
+        while (__atomic_load_n(&s->counter, __ATOMIC_ACQUIRE) != 1) usleep(1000);
+        if (role == 1) {
+            printf("waiting\n");
+            fflush(stdout);
+            pthread_mutex_lock(&s->mutex);
+            printf("role 1 got the lock it should have died waiting for\n");
+            return 1;
+        }
+        usleep(300000);
+        check(pthread_mutex_lock(&s->mutex), "lock");
+        __atomic_store_n(&s->counter, 3, __ATOMIC_RELEASE);
+        printf("role 2 locked\n");
+        check(pthread_mutex_unlock(&s->mutex), "unlock");
+        return 0;
     }
     if (!strcmp(mode, "homeless")) {
         if (role == 0) {

@@ -247,3 +247,27 @@ fn a_lock_whose_home_dies_fails_instead_of_hanging() {
     let log = c.nodes[0].log();
     assert!(log.contains("taken for dead"), "{log}");
 }
+
+#[test]
+fn a_waiter_killed_mid_wait_does_not_keep_the_lock() {
+    let c = Cluster::start(3, &[]);
+    let program = c_program("locks");
+    let name = shm_name("abandon");
+    let start = |node: usize, role: &str| {
+        let mut cmd = c.node(node).command(&program);
+        cmd.args([&name, role, "3", "abandon"]);
+        cmd
+    };
+    let holder = Running::start(start(1, "0"));
+    let mut doomed = start(2, "1");
+    let mut doomed = Spawned(doomed.stdout(Stdio::piped()).spawn().unwrap());
+    let last = Running::start(start(3, "2"));
+    wait_for_line(&mut doomed, "waiting");
+    std::thread::sleep(Duration::from_millis(100));
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let out = last.finish();
+    out.assert_ok();
+    assert!(out.stdout.contains("role 2 locked"), "{}", out.stdout);
+    holder.finish().assert_ok();
+}

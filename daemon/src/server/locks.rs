@@ -12,6 +12,7 @@ use log::{debug, warn};
 use mio::Token;
 
 use super::Server;
+use crate::page_store::Page;
 
 impl Server {
     /// A thread asks for `op` on `key`; if the op is answered, its channel waits for the answer.
@@ -39,6 +40,7 @@ impl Server {
             self.tickets.insert(ticket, token);
             if let Some(conn) = self.conns.get_mut(&token) {
                 conn.busy = true;
+                conn.sync_ticket = Some(ticket);
             }
         }
         let owner = Owner {
@@ -61,19 +63,11 @@ impl Server {
         self.drain_sync();
     }
 
-    /// A channel closed: a request it had under way is answered to nobody (and what it would
-    /// have been granted is given back).
-    pub(super) fn sync_cancel(&mut self, token: Token) {
-        let tickets: Vec<u64> = self
-            .tickets
-            .iter()
-            .filter(|(_, t)| **t == token)
-            .map(|(&k, _)| k)
-            .collect();
-        for ticket in tickets {
-            self.tickets.remove(&ticket);
-            self.sync.cancel(ticket);
-        }
+    /// A channel closed while its request `ticket` was under way: the answer goes to nobody
+    /// (and what it would have granted is given back).
+    pub(super) fn sync_cancel(&mut self, ticket: u64) {
+        self.tickets.remove(&ticket);
+        self.sync.cancel(ticket);
     }
 
     pub(super) fn sync_process_gone(&mut self, session: SessionId) {
@@ -115,6 +109,7 @@ impl Server {
                     };
                     if let Some(conn) = self.conns.get_mut(&token) {
                         conn.busy = false;
+                        conn.sync_ticket = None;
                         self.send(token, &Reply::Synced(result), None);
                         self.serve_frames(token);
                     }
@@ -125,8 +120,9 @@ impl Server {
                 }
             }
         }
+        // Lock-service messages carry no page, so nothing is ever resolved.
         self.peers
-            .end_batch(self.poll.registry(), &mut |_| unreachable_page());
+            .end_batch(self.poll.registry(), &mut |_| Page::zeros());
     }
 
     /// This node's totals for `dsm_counters()`.
@@ -140,9 +136,4 @@ impl Server {
             sync_requests: self.sync.stats().requests,
         }
     }
-}
-
-/// Lock-service messages carry no page.
-fn unreachable_page() -> crate::page_store::Page {
-    crate::page_store::Page::zeros()
 }
