@@ -123,12 +123,16 @@ pub fn c_program_with(name: &str, extra: &[&str]) -> PathBuf {
         .join(format!("{}{}", name.replace('/', "_"), built.len()));
     let include = e2e.parent().expect("workspace root").join("shim/include");
     let result = Command::new(compiler)
-        .args(["-O2", "-g", "-pthread", "-Wall", "-I"])
+        .args(["-O2", "-g", "-pthread", "-Wall"])
+        // The caller's -I is searched before the source tree's header; libraries go after the
+        // source (the linker drops a library nothing before it needed).
+        .args(extra.iter().filter(|a| a.starts_with("-I")))
+        .arg("-I")
         .arg(&include)
         .arg("-o")
         .arg(&out)
         .arg(&src)
-        .args(extra)
+        .args(extra.iter().filter(|a| !a.starts_with("-I")))
         .output()
         .unwrap_or_else(|e| panic!("run {compiler} (is it installed?): {e}"));
     assert!(

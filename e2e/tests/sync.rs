@@ -123,6 +123,8 @@ fn explicit_api_linked_or_preloaded() {
     let linked = c_program_with(
         "api",
         &[
+            // The header the build installed next to the library.
+            &format!("-I{}", lib_dir.display()),
             &format!("-L{}", lib_dir.display()),
             "-ldsm",
             &format!("-Wl,-rpath,{}", lib_dir.display()),

@@ -1,7 +1,8 @@
 /* dsm.h — the explicit API of libdsm.so, for programs written for distributed shared memory.
  *
  * Two ways to use it:
- *   1. Link against the library:   cc prog.c -I shim/include -L target/release -ldsm
+ * The build installs this header next to libdsm.so (target/release/dsm.h).
+ *   1. Link against the library:   cc prog.c -I target/release -L target/release -ldsm
  *      and run with LD_LIBRARY_PATH (or an rpath) pointing at libdsm.so. Linked first, the
  *      library interposes shm_open, mmap and the pthread functions without LD_PRELOAD.
  *   2. Build without it and run under LD_PRELOAD=libdsm.so: compile with -DDSM_WEAK, and the
