@@ -1277,7 +1277,22 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut conn.stream);
         debug!("connection closed ({})", describe(conn.kind));
         match conn.kind {
-            Kind::Session(id) => self.end_session(id),
+            Kind::Session(id) => {
+                // What the process sent on its channels before it ended (an unlock, a signal)
+                // still counts, whichever socket's end this loop happened to see first.
+                let channels: Vec<Token> = self
+                    .conns
+                    .iter()
+                    .filter(
+                        |(_, c)| matches!(c.kind, Kind::Channel { session, .. } if session == id),
+                    )
+                    .map(|(&t, _)| t)
+                    .collect();
+                for channel in channels {
+                    self.on_event(channel, true, false);
+                }
+                self.end_session(id)
+            }
             Kind::Channel { .. } => {
                 if let Some(ticket) = conn.sync_ticket {
                     self.sync_cancel(ticket);

@@ -7,6 +7,8 @@
  *   timed    : role 0 holds a mutex for a while; role 1 sees trylock fail and timedlock time out
  *   abandon  : role 0 holds the mutex for a second; role 1 waits for it and is killed by the
  *              test meanwhile; role 2 then takes it
+ *   churn   N: role 1 forks N children one after another, each locking and unlocking the robust
+ *              mutex and exiting at once; none may find the mutex's owner dead
  *   homeless : role 0 holds the mutex; role 1 waits for it, and prints what the wait returned
  *              (the test kills the mutex's home node meanwhile)
  * Role 0 creates the segment and initializes the objects; the others wait for `ready`. */
@@ -14,6 +16,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #define MAX_ROUNDS 4096
@@ -50,7 +53,8 @@ int main(int argc, char **argv) {
         pthread_mutexattr_t ma;
         pthread_mutexattr_init(&ma);
         pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-        if (!strcmp(mode, "robust")) pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+        if (!strcmp(mode, "robust") || !strcmp(mode, "churn"))
+            pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
         check(pthread_mutex_init(&s->mutex, &ma), "pthread_mutex_init");
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -158,6 +162,30 @@ int main(int argc, char **argv) {
                waited, later == 0 ? "ok" : strerror(later));
         pthread_mutex_unlock(&s->mutex);
         return !(busy == EBUSY && timed == ETIMEDOUT && waited >= 0.19 && later == 0);
+    }
+    if (!strcmp(mode, "churn")) {
+        if (role == 1) {
+            int dead = 0;
+            for (long i = 0; i < n; i++) {
+                pid_t pid = fork();
+                if (pid == 0) {
+                    int rc = pthread_mutex_lock(&s->mutex);
+                    pthread_mutex_unlock(&s->mutex);
+                    _exit(rc == 0 ? 0 : 1);
+                }
+                int status;
+                waitpid(pid, &status, 0);
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) dead++;
+            }
+            int rc = pthread_mutex_lock(&s->mutex);
+            printf("role 1: %ld children, %d saw a dead owner, last lock %s\n", n, dead,
+                   rc == 0 ? "ok" : strerror(rc));
+            pthread_mutex_unlock(&s->mutex);
+            pthread_barrier_wait(&s->done);
+            return dead != 0 || rc != 0;
+        }
+        pthread_barrier_wait(&s->done);
+        return 0;
     }
     if (!strcmp(mode, "abandon")) {
         if (role == 0) {

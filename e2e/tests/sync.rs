@@ -273,3 +273,16 @@ fn a_waiter_killed_mid_wait_does_not_keep_the_lock() {
     assert!(out.stdout.contains("role 2 locked"), "{}", out.stdout);
     holder.finish().assert_ok();
 }
+
+#[test]
+fn an_unlock_just_before_exit_is_not_lost() {
+    let c = Cluster::start(2, &[]);
+    let out = run(&c, "locks", &[1, 2], &["churn", "60"]);
+    assert!(
+        out[1]
+            .stdout
+            .contains("60 children, 0 saw a dead owner, last lock ok"),
+        "{}",
+        out[1].stdout
+    );
+}
