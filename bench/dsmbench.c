@@ -21,6 +21,8 @@
  *   floor-unix N            Unix socket round trip between two processes
  *   floor-tcp N             TCP loopback round trip carrying 4 KiB back
  *   floor-tcp-bw MB         TCP loopback bandwidth, MB/s
+ *   floor-memfd PAGES       store 4 KiB into each fresh page of a memfd mapping (what a node
+ *                           pays to receive a page it never had): MB/s
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -188,6 +190,19 @@ static void floor_tcp_bw(int mb) {
     double secs = (now_ns() - t0) / 1e9;
     waitpid(pid, NULL, 0);
     printf("{\"what\": \"floor-tcp-bw\", \"bytes\": %ld, \"mb_per_s\": %.1f}\n", total, total / secs / 1e6);
+}
+
+static void floor_memfd(size_t pages) {
+    int fd = memfd_create("floor", 0);
+    if (fd < 0 || ftruncate(fd, pages * PAGE) < 0) die("memfd");
+    char *m = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) die("mmap");
+    static char page[PAGE];
+    memset(page, 7, sizeof page);
+    uint64_t t0 = now_ns();
+    for (size_t i = 0; i < pages; i++) memcpy(m + i * PAGE, page, PAGE);
+    double secs = (now_ns() - t0) / 1e9;
+    printf("{\"what\": \"floor-memfd\", \"bytes\": %zu, \"mb_per_s\": %.1f}\n", pages * PAGE, pages * PAGE / secs / 1e6);
 }
 
 static void scan(const char *name) {
@@ -363,6 +378,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "floor-unix")) floor_unix(atol(argv[2]));
     else if (!strcmp(mode, "floor-tcp")) floor_tcp(atol(argv[2]));
     else if (!strcmp(mode, "floor-tcp-bw")) floor_tcp_bw(atoi(argv[2]));
+    else if (!strcmp(mode, "floor-memfd")) floor_memfd(atol(argv[2]));
     else { fprintf(stderr, "unknown mode %s\n", mode); return 2; }
     return 0;
 }

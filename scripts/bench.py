@@ -137,6 +137,7 @@ def main():
             "unix": bare(work, "floor-unix", str(PAGES)),
             "tcp": bare(work, "floor-tcp", str(PAGES)),
             "tcp_bw": bare(work, "floor-tcp-bw", "1000"),
+            "memfd": bare(work, "floor-memfd", "16384"),
         }
 
     def best(runs):
@@ -289,7 +290,8 @@ def main():
           "ArgoDSM over TCP on this kind of machine: 0.7-2.4k lock and 6-7k barrier round trips/s")
     print()
     print("floors: " + ", ".join(f"{k} {v.get('p50_ns', 0) / 1e3:.1f} µs" for k, v in floor.items() if "p50_ns" in v)
-          + f", tcp bandwidth {floor['tcp_bw']['mb_per_s']:.0f} MB/s")
+          + f", tcp bandwidth {floor['tcp_bw']['mb_per_s']:.0f} MB/s"
+          + f", storing into fresh memfd pages {floor['memfd']['mb_per_s']:.0f} MB/s (a receiving node's ceiling)")
     print()
     print("== figure 6: messages per fault under random access (protocol simulator)")
     sim = subprocess.run(["cargo", "run", "--release", "-q", "-p", "dsm-core", "--example", "messages_per_fault"],
