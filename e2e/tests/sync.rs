@@ -286,3 +286,16 @@ fn an_unlock_just_before_exit_is_not_lost() {
         out[1].stdout
     );
 }
+
+#[test]
+fn posix_semaphores_in_a_segment_work_across_hosts() {
+    let c = Cluster::start(3, &[]);
+    let out = run(&c, "semaphore", &[1, 2, 3], &["300"]);
+    assert!(
+        out[0].stdout.contains(
+            "trywait EAGAIN, timedwait ETIMEDOUT; consumers took 300 items summing to 45150 (want 45150); 8 slots free"
+        ),
+        "{}",
+        out[0].stdout
+    );
+}

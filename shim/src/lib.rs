@@ -27,6 +27,7 @@ pub mod revoke;
 #[macro_use]
 pub mod say;
 pub mod segments;
+pub mod semaphore;
 pub mod session;
 pub mod sync;
 pub mod sys;

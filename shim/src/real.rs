@@ -156,6 +156,31 @@ real_fn!(
     /// libc's `pthread_rwlock_unlock`.
     pthread_rwlock_unlock, "pthread_rwlock_unlock", fn(Obj) -> c_int);
 
+real_fn!(
+    /// libc's `sem_init`.
+    sem_init, "sem_init", fn(Obj, c_int, libc::c_uint) -> c_int);
+real_fn!(
+    /// libc's `sem_destroy`.
+    sem_destroy, "sem_destroy", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `sem_wait`.
+    sem_wait, "sem_wait", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `sem_trywait`.
+    sem_trywait, "sem_trywait", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `sem_timedwait`.
+    sem_timedwait, "sem_timedwait", fn(Obj, Time) -> c_int);
+real_fn!(
+    /// libc's `sem_clockwait`.
+    sem_clockwait, "sem_clockwait", fn(Obj, libc::clockid_t, Time) -> c_int);
+real_fn!(
+    /// libc's `sem_post`.
+    sem_post, "sem_post", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `sem_getvalue`.
+    sem_getvalue, "sem_getvalue", fn(Obj, *mut c_int) -> c_int);
+
 /// Resolves every symbol now, while it is safe to call `dlsym`.
 pub fn resolve_all() {
     let _ = (
@@ -197,5 +222,15 @@ pub fn resolve_all() {
         pthread_rwlock_timedwrlock(),
         pthread_rwlock_clockwrlock(),
         pthread_rwlock_unlock(),
+    );
+    let _ = (
+        sem_init(),
+        sem_destroy(),
+        sem_wait(),
+        sem_trywait(),
+        sem_timedwait(),
+        sem_clockwait(),
+        sem_post(),
+        sem_getvalue(),
     );
 }

@@ -65,7 +65,7 @@ pub fn post(key: SyncKey, op: SyncOp) -> c_int {
 /// The pthread return value of an answer.
 pub fn code(result: Result<SyncResult, c_int>) -> c_int {
     match result {
-        Ok(SyncResult::Ok | SyncResult::Allocated(_)) => 0,
+        Ok(SyncResult::Ok | SyncResult::Allocated(_) | SyncResult::Value(_)) => 0,
         Ok(SyncResult::Serial) => libc::PTHREAD_BARRIER_SERIAL_THREAD,
         Ok(SyncResult::Busy) => libc::EBUSY,
         Ok(SyncResult::TimedOut) => libc::ETIMEDOUT,

@@ -314,6 +314,14 @@ impl Service {
                 let r = rw.unlock(waiter.owner, &mut fx);
                 fx.answer(waiter, r);
             }
+            (Object::Sem(sem), SyncOp::SemWait { wait, .. }) => {
+                deadline = due(wait);
+                sem.wait(waiter, wait, deadline, &mut fx);
+            }
+            (Object::Sem(sem), SyncOp::SemPost { .. }) => sem.post(&mut fx),
+            (Object::Sem(sem), SyncOp::SemValue { .. }) => {
+                fx.answer(waiter, SyncResult::Value(sem.value))
+            }
             (Object::Heap(next), SyncOp::Alloc { size, align, limit }) => {
                 let r = alloc(next, size, align, limit);
                 fx.answer(waiter, r);
@@ -388,7 +396,9 @@ impl Service {
         let held = match p.op {
             SyncOp::CondWait { mutex, .. } if holds => Some(mutex),
             SyncOp::Lock { .. } if holds => Some(p.key),
-            SyncOp::ReadLock { .. } | SyncOp::WriteLock { .. } if result == SyncResult::Ok => {
+            SyncOp::ReadLock { .. } | SyncOp::WriteLock { .. } | SyncOp::SemWait { .. }
+                if result == SyncResult::Ok =>
+            {
                 Some(p.key)
             }
             _ => None,
@@ -439,6 +449,7 @@ enum Object {
     Cond(Cond),
     Barrier(Barrier),
     Rw(RwLock),
+    Sem(Semaphore),
     /// The next free offset of a `dsm_alloc` heap.
     Heap(u64),
 }
@@ -458,6 +469,15 @@ impl Object {
             (_, SyncOp::ReadLock { .. } | SyncOp::WriteLock { .. } | SyncOp::RwUnlock) => {
                 Object::Rw(RwLock::default())
             }
+            (
+                _,
+                SyncOp::SemWait { initial, .. }
+                | SyncOp::SemPost { initial }
+                | SyncOp::SemValue { initial },
+            ) => Object::Sem(Semaphore {
+                value: initial,
+                waiters: VecDeque::new(),
+            }),
             (_, SyncOp::Reset | SyncOp::Abandon) => return None,
         })
     }
@@ -469,7 +489,8 @@ impl Object {
             Object::Cond(c) => c.waiters.is_empty(),
             Object::Barrier(b) => b.arrived.is_empty(),
             Object::Rw(rw) => rw.writer.is_none() && rw.readers.is_empty() && rw.queue.is_empty(),
-            Object::Heap(_) => false,
+            // A semaphore's value is state of its own.
+            Object::Sem(_) | Object::Heap(_) => false,
         }
     }
 
@@ -477,6 +498,7 @@ impl Object {
     fn resettable(&self) -> bool {
         match self {
             Object::Mutex(m) => m.holder.is_none() && m.queue.is_empty(),
+            Object::Sem(sem) => sem.waiters.is_empty(),
             other => other.idle(),
         }
     }
@@ -501,6 +523,11 @@ impl Object {
                 // A timed-out writer at the head may have kept readers out.
                 rw.grant_queued(fx);
             }
+            Object::Sem(sem) => {
+                for (w, _) in extract(&mut sem.waiters, |(_, d)| due(*d)) {
+                    fx.answer(w, SyncResult::TimedOut);
+                }
+            }
             Object::Barrier(_) | Object::Heap(_) => {}
         }
     }
@@ -515,6 +542,8 @@ impl Object {
             Object::Rw(rw) => {
                 let _ = rw.unlock(owner, fx);
             }
+            // The one it took goes back.
+            Object::Sem(sem) => sem.post(fx),
             _ => {}
         }
     }
@@ -537,6 +566,9 @@ impl Object {
             Object::Rw(rw) => {
                 extract(&mut rw.queue, |q| gone(&q.waiter.owner));
                 rw.grant_queued(fx);
+            }
+            Object::Sem(sem) => {
+                extract(&mut sem.waiters, |(w, _)| gone(&w.owner));
             }
             Object::Barrier(_) | Object::Heap(_) => {}
         }
@@ -847,6 +879,33 @@ impl RwLock {
             if head.write {
                 break;
             }
+        }
+    }
+}
+
+/// A counting semaphore (`sem_t`): its value, and FIFO waiters with their deadlines.
+#[derive(Debug, Clone)]
+struct Semaphore {
+    value: u32,
+    waiters: VecDeque<(Waiter, Option<u64>)>,
+}
+
+impl Semaphore {
+    fn wait(&mut self, waiter: Waiter, wait: Wait, deadline: Option<u64>, fx: &mut Effects) {
+        if self.value > 0 && self.waiters.is_empty() {
+            self.value -= 1;
+            fx.answer(waiter, SyncResult::Ok);
+        } else if wait == Wait::Try {
+            fx.answer(waiter, SyncResult::Busy);
+        } else {
+            self.waiters.push_back((waiter, deadline));
+        }
+    }
+
+    fn post(&mut self, fx: &mut Effects) {
+        match self.waiters.pop_front() {
+            Some((w, _)) => fx.answer(w, SyncResult::Ok),
+            None => self.value = self.value.saturating_add(1),
         }
     }
 }

@@ -28,6 +28,10 @@ enum Program {
     Barrier { b: SyncKey, count: u32 },
     /// Read or write lock, unlock.
     Rw { l: SyncKey, write: bool },
+    /// `sem_post` one item.
+    SemPost { s: SyncKey },
+    /// `sem_wait` for one item.
+    SemTake { s: SyncKey },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -255,6 +259,18 @@ impl World {
                         self.issue(i, l, SyncOp::RwUnlock);
                         self.one_done(i);
                     }
+                    (Program::SemPost { s }, Phase::Ready) => {
+                        self.shared.produced += 1;
+                        self.issue(i, s, SyncOp::SemPost { initial: 0 });
+                        self.one_done(i);
+                    }
+                    (Program::SemTake { s }, Phase::Ready) => {
+                        let op = SyncOp::SemWait {
+                            initial: 0,
+                            wait: Wait::Block,
+                        };
+                        self.issue(i, s, op);
+                    }
                     (p, phase) => return Err(format!("agent {i} ({p:?}) run in {phase:?}")),
                 }
             }
@@ -315,6 +331,20 @@ impl World {
                 self.agents[i].round += 1;
                 self.one_done(i);
             }
+            Program::SemTake { .. } => {
+                if result != SyncResult::Ok {
+                    return Err(format!("sem_wait answered {result:?}"));
+                }
+                self.shared.consumed += 1;
+                if self.shared.consumed > self.shared.produced {
+                    return Err(format!(
+                        "{} taken from a semaphore posted {} times",
+                        self.shared.consumed, self.shared.produced
+                    ));
+                }
+                self.one_done(i);
+            }
+            Program::SemPost { .. } => return Err("sem_post was answered".into()),
             Program::Rw { write, .. } => {
                 if result != SyncResult::Ok {
                     return Err(format!("rwlock answered {result:?}"));
@@ -469,6 +499,49 @@ fn rwlock_exhaustive() {
 }
 
 #[test]
+fn semaphore_exhaustive() {
+    let s = object(1, 512);
+    let programs = [
+        (0, Program::SemPost { s }, 2),
+        (2, Program::SemPost { s }, 1),
+        (1, Program::SemTake { s }, 2),
+        (2, Program::SemTake { s }, 1),
+    ];
+    let states = explore(World::new(3, &programs));
+    println!("semaphore, 3 posts and 3 waits on 3 nodes: {states} states");
+    assert!(states > 100);
+}
+
+#[test]
+fn semaphore_value_trywait_timeout_and_abandon() {
+    let mut s = single();
+    let k = object(0, 0);
+    let take = |wait| SyncOp::SemWait { initial: 2, wait };
+    s.request(1, owner(1, 1), k, take(Wait::Block), 0);
+    s.request(2, owner(1, 1), k, take(Wait::Block), 0);
+    s.request(3, owner(1, 1), k, take(Wait::Try), 0);
+    s.request(4, owner(1, 2), k, take(Wait::Ms(10)), 0);
+    s.request(5, owner(1, 3), k, take(Wait::Block), 0);
+    s.request(6, owner(1, 1), k, SyncOp::SemValue { initial: 2 }, 0);
+    assert_eq!(
+        answers(&mut s),
+        [
+            (1, SyncResult::Ok),
+            (2, SyncResult::Ok),
+            (3, SyncResult::Busy),
+            (6, SyncResult::Value(0))
+        ]
+    );
+    s.tick(10);
+    assert_eq!(answers(&mut s), [(4, SyncResult::TimedOut)]);
+    // Waiter 5 goes away; the post meant for it goes back to the semaphore.
+    s.cancel(5);
+    s.request(7, owner(1, 1), k, SyncOp::SemPost { initial: 2 }, 11);
+    s.request(8, owner(1, 1), k, SyncOp::SemValue { initial: 2 }, 11);
+    assert_eq!(answers(&mut s), [(8, SyncResult::Value(1))]);
+}
+
+#[test]
 fn random_schedules_mixed_programs() {
     sweep(300, || {
         let (m, c) = (object(1, 0), object(3, 64));
@@ -488,6 +561,10 @@ fn random_schedules_mixed_programs() {
             ));
         }
         programs.push((4, Program::Producer { m, c }, 12));
+        let sem = object(2, 512);
+        programs.push((1, Program::SemPost { s: sem }, 8));
+        programs.push((3, Program::SemTake { s: sem }, 4));
+        programs.push((0, Program::SemTake { s: sem }, 4));
         for n in 0..4 {
             programs.push((n, Program::Consumer { m, c }, 3));
         }

@@ -143,6 +143,24 @@ pub enum SyncOp {
     /// The requester's thread went away before it saw what it was granted: give it back as
     /// it was (a robust mutex stays as consistent as it was). Sent by daemons, not processes.
     Abandon,
+    /// `sem_wait`: take one from a semaphore (created with value `initial` if the home knows it
+    /// not yet: the value `sem_init` wrote, which stays in the object's bytes).
+    SemWait {
+        /// The value `sem_init` gave it.
+        initial: u32,
+        /// How long to wait.
+        wait: Wait,
+    },
+    /// `sem_post`: add one, or wake the first waiter. Not answered.
+    SemPost {
+        /// The value `sem_init` gave it.
+        initial: u32,
+    },
+    /// `sem_getvalue`.
+    SemValue {
+        /// The value `sem_init` gave it.
+        initial: u32,
+    },
     /// Allocate `size` bytes aligned to `align` in a heap of `limit` bytes.
     Alloc {
         /// Bytes.
@@ -162,7 +180,8 @@ impl SyncOp {
             | SyncOp::Broadcast
             | SyncOp::Reset
             | SyncOp::Abandon
-            | SyncOp::RwUnlock => false,
+            | SyncOp::RwUnlock
+            | SyncOp::SemPost { .. } => false,
             SyncOp::Unlock { kind } => kind.errorcheck || kind.robust,
             _ => true,
         }
@@ -192,6 +211,8 @@ pub enum SyncResult {
     Invalid,
     /// The object's home node is down: its state is lost.
     HomeLost,
+    /// A semaphore's value.
+    Value(u32),
     /// An allocation, at this offset in the segment.
     Allocated(u64),
     /// The heap has no room (`dsm_alloc` returns NULL).
