@@ -299,3 +299,25 @@ fn posix_semaphores_in_a_segment_work_across_hosts() {
         out[0].stdout
     );
 }
+
+#[test]
+fn named_semaphores_bounce_between_hosts() {
+    let c = Cluster::start(2, &[]);
+    let program = c_program("named_sem");
+    let name = shm_name("named");
+    let out = c.run_all(&program, &[1, 2], |role| {
+        vec![name.clone(), role.to_string(), "200".into()]
+    });
+    all_ok(&out);
+    for (role, o) in out.iter().enumerate() {
+        let want = format!("role {role}: 200 rounds, values 0 0");
+        assert!(o.stdout.contains(&want), "{}", o.stdout);
+    }
+    // The semaphores were distributed segments, and sem_unlink removed them.
+    let status = c.node(2).status();
+    assert_eq!(
+        status["segments"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+}

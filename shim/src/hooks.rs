@@ -14,7 +14,7 @@ fn fail<T>(e: Errno, value: T) -> T {
 
 /// # Safety
 /// `name` must be NULL or a valid C string, as for libc's `shm_open`.
-unsafe fn name_of<'a>(name: *const c_char) -> Option<&'a str> {
+pub(crate) unsafe fn name_of<'a>(name: *const c_char) -> Option<&'a str> {
     if name.is_null() {
         return None;
     }

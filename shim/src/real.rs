@@ -181,6 +181,30 @@ real_fn!(
     /// libc's `sem_getvalue`.
     sem_getvalue, "sem_getvalue", fn(Obj, *mut c_int) -> c_int);
 
+real_fn!(
+    /// libc's `sem_close`.
+    sem_close, "sem_close", fn(Obj) -> c_int);
+real_fn!(
+    /// libc's `sem_unlink`.
+    sem_unlink, "sem_unlink", fn(*const libc::c_char) -> c_int);
+
+/// libc's `sem_open` (variadic: the mode and value follow when `O_CREAT` is given).
+pub fn sem_open() -> Option<unsafe extern "C" fn(*const libc::c_char, c_int, ...) -> *mut c_void> {
+    static ADDR: AtomicUsize = AtomicUsize::new(0);
+    let mut addr = ADDR.load(Ordering::Relaxed);
+    if addr == 0 {
+        addr = lookup("sem_open\0", None);
+        ADDR.store(addr, Ordering::Relaxed);
+    }
+    // SAFETY: the symbol, when found, is libc's sem_open, which has this signature.
+    (addr != 0).then(|| unsafe {
+        core::mem::transmute::<
+            usize,
+            unsafe extern "C" fn(*const libc::c_char, c_int, ...) -> *mut c_void,
+        >(addr)
+    })
+}
+
 /// Resolves every symbol now, while it is safe to call `dlsym`.
 pub fn resolve_all() {
     let _ = (
@@ -232,5 +256,8 @@ pub fn resolve_all() {
         sem_clockwait(),
         sem_post(),
         sem_getvalue(),
+        sem_close(),
+        sem_unlink(),
     );
+    let _ = sem_open();
 }

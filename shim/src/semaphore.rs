@@ -1,14 +1,15 @@
-//! Interposed unnamed POSIX semaphores (`sem_init` with `pshared`, in a shared segment): a
-//! `sem_t` in DSM memory is counted and queued by the cluster's lock service, so a `sem_post`
-//! on one host wakes a `sem_wait` on another. Others go to glibc. (Named semaphores, `sem_open`,
-//! live in `/dev/shm` files of their own and stay local.)
+//! Interposed POSIX semaphores. An unnamed one (`sem_init` with `pshared`) in DSM memory is
+//! counted and queued by the cluster's lock service, so a `sem_post` on one host wakes a
+//! `sem_wait` on another. A named one (`sem_open`) whose name is distributed (see `DSM_SHM`)
+//! becomes a one-page segment `/sem.NAME` holding such a semaphore — the same name glibc
+//! gives its `/dev/shm` file. Others go to glibc.
 
 use core::ffi::{c_int, c_uint, c_void};
 
 use dsm_proto::sync::{SyncKey, SyncOp, SyncResult, Wait};
 
 use crate::sync::{self, code};
-use crate::{real, sys};
+use crate::{config, ops, real, sys};
 
 type Obj = *mut c_void;
 type Time = *const libc::timespec;
@@ -187,5 +188,134 @@ pub unsafe extern "C" fn sem_getvalue(s: Obj, value: *mut c_int) -> c_int {
         }
         Ok(SyncResult::Value(_)) => failed(libc::EINVAL),
         other => status(code(other)),
+    }
+}
+
+/// A named semaphore's segment: the `sem_t`, then a word saying it is initialized.
+const NAMED_BYTES: usize = dsm_proto::PAGE_SIZE;
+const READY_OFFSET: usize = 32;
+const READY: u32 = u32::from_le_bytes(*b"sem!");
+
+/// Opens (creating if asked) the named semaphore `name` as a distributed segment.
+fn open_named(name: &str, oflag: c_int, mode: libc::mode_t, value: c_uint) -> Result<Obj, c_int> {
+    if oflag & libc::O_CREAT != 0 && value > libc::c_int::MAX as c_uint {
+        return Err(libc::EINVAL);
+    }
+    let segment = format!("/sem.{}", name.trim_start_matches('/'));
+    let (fd, created) = if oflag & libc::O_CREAT != 0 {
+        match ops::shm_open(&segment, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, mode) {
+            Ok(fd) => (fd, true),
+            Err(libc::EEXIST) if oflag & libc::O_EXCL == 0 => {
+                (ops::shm_open(&segment, libc::O_RDWR, 0)?, false)
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        (ops::shm_open(&segment, libc::O_RDWR, 0)?, false)
+    };
+    let mapped = (|| {
+        if created {
+            ops::ftruncate(fd, NAMED_BYTES as i64).unwrap_or(Err(libc::EINVAL))?;
+        } else {
+            // Its creator may not have sized it yet.
+            wait_for(|| sys::fstat(fd).is_ok_and(|st| st.st_size as usize >= NAMED_BYTES))?;
+        }
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        ops::mmap(0, NAMED_BYTES, prot, libc::MAP_SHARED, fd, 0).unwrap_or(Err(libc::EINVAL))
+    })();
+    sys::close(fd);
+    let sem = mapped? as Obj;
+    // SAFETY: `sem` is the start of the page just mapped; the ready word lies in it.
+    let ready = unsafe {
+        &*sem
+            .cast::<u8>()
+            .add(READY_OFFSET)
+            .cast::<core::sync::atomic::AtomicU32>()
+    };
+    if created {
+        // SAFETY: our own fresh mapping, big enough for a sem_t.
+        if unsafe { sem_init(sem, 1, value) } != 0 {
+            return Err(sys::errno());
+        }
+        ready.store(READY, core::sync::atomic::Ordering::Release);
+    } else {
+        wait_for(|| ready.load(core::sync::atomic::Ordering::Acquire) == READY)?;
+    }
+    Ok(sem)
+}
+
+/// Polls `done` for up to five seconds (a creator on another host is between its steps).
+fn wait_for(done: impl Fn() -> bool) -> Result<(), c_int> {
+    for _ in 0..5000 {
+        if done() {
+            return Ok(());
+        }
+        // SAFETY: plain sleep.
+        unsafe { libc::usleep(1000) };
+    }
+    Err(libc::ETIMEDOUT)
+}
+
+/// Interposed `sem_open`. Declared with the mode and value its variadic form passes after
+/// `O_CREAT` (the x86-64 calling convention passes them as plain integer arguments).
+///
+/// # Safety
+/// As libc's.
+#[no_mangle]
+pub unsafe extern "C" fn sem_open(
+    name: *const libc::c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+    value: c_uint,
+) -> Obj {
+    // SAFETY: forwarded from our caller.
+    match unsafe { crate::hooks::name_of(name) } {
+        Some(n) if config::get().distributes(n) => match open_named(n, oflag, mode, value) {
+            Ok(sem) => sem,
+            Err(e) => {
+                sys::set_errno(e);
+                core::ptr::null_mut() // SEM_FAILED
+            }
+        },
+        _ => match real::sem_open() {
+            // SAFETY: libc's sem_open with the caller's arguments.
+            Some(f) => unsafe { f(name, oflag, mode, value) },
+            None => {
+                sys::set_errno(libc::ENOSYS);
+                core::ptr::null_mut()
+            }
+        },
+    }
+}
+
+/// Interposed `sem_close`.
+///
+/// # Safety
+/// As libc's.
+#[no_mangle]
+pub unsafe extern "C" fn sem_close(s: Obj) -> c_int {
+    if sync::key_of(s as usize).is_none() {
+        return real!(sem_close(s));
+    }
+    match ops::munmap(s as usize, NAMED_BYTES) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => failed(e),
+        None => failed(libc::EINVAL),
+    }
+}
+
+/// Interposed `sem_unlink`.
+///
+/// # Safety
+/// As libc's.
+#[no_mangle]
+pub unsafe extern "C" fn sem_unlink(name: *const libc::c_char) -> c_int {
+    // SAFETY: forwarded from our caller.
+    match unsafe { crate::hooks::name_of(name) } {
+        Some(n) if config::get().distributes(n) => {
+            let segment = format!("/sem.{}", n.trim_start_matches('/'));
+            status(ops::shm_unlink(&segment).err().unwrap_or(0))
+        }
+        _ => real!(sem_unlink(name)),
     }
 }
