@@ -767,6 +767,7 @@ impl Server {
                 }
                 self.core.handle(Input::SegmentRemoved { segment });
                 self.drain_core();
+                self.sync.segment_removed(segment);
             }
             DirMsg::Request { .. } | DirMsg::Reply { .. } => {}
         }

@@ -321,3 +321,25 @@ fn named_semaphores_bounce_between_hosts() {
         "{status}"
     );
 }
+
+#[test]
+fn python_multiprocessing_locks_go_through_the_lock_service() {
+    let d = dsm_e2e::Daemon::start(1);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/c/mp_lock.py");
+    for method in ["fork", "spawn"] {
+        let mut cmd = d.command(std::path::Path::new("python3"));
+        cmd.args([script, method, "200"]);
+        let out = dsm_e2e::run(cmd);
+        out.assert_ok();
+        assert!(
+            out.stdout
+                .contains(&format!("{method}: counter 800 (want 800)")),
+            "{}",
+            out.stdout
+        );
+    }
+    let stats = d.json(&["stats"]);
+    assert!(stats["sync_requests"].as_u64().unwrap() >= 1600, "{stats}");
+    // The locks' segments were unlinked and unmapped: their state went with them.
+    assert_eq!(stats["sync_objects"], 0, "{stats}");
+}

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dsm_proto::sync::{MutexKind, Owner, SyncKey, SyncMsg, SyncOp, SyncResult, Wait, Waiter};
-use dsm_proto::NodeId;
+use dsm_proto::{NodeId, SegmentId};
 
 /// The ticket of a request nobody waits for (an unlock done on behalf of a condition wait).
 const SILENT: u64 = 0;
@@ -167,6 +167,12 @@ impl Service {
         for ticket in lost {
             self.finish(ticket, SyncResult::HomeLost, now_ms);
         }
+    }
+
+    /// The segment is gone cluster-wide (unlinked, and mapped nowhere): so are its objects, and
+    /// what they kept (a semaphore's count, a heap's top).
+    pub fn segment_removed(&mut self, segment: SegmentId) {
+        self.objects.retain(|key, _| key.segment() != Some(segment));
     }
 
     /// Time passed: timed waits that are due time out.

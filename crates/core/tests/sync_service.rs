@@ -542,6 +542,28 @@ fn semaphore_value_trywait_timeout_and_abandon() {
 }
 
 #[test]
+fn a_removed_segment_takes_its_objects_along() {
+    let mut s = single();
+    let (sem, other) = (object(0, 0), SyncKey::Lock(3));
+    s.request(1, owner(1, 1), sem, SyncOp::SemPost { initial: 5 }, 0);
+    s.request(
+        2,
+        owner(1, 1),
+        other,
+        lock_op(MutexKind::default(), Wait::Block),
+        0,
+    );
+    assert_eq!(s.objects(), 2);
+    s.segment_removed(SegmentId::new(NodeId(1), 1));
+    assert_eq!(s.objects(), 1, "the lock outside any segment stays");
+    s.request(3, owner(1, 1), sem, SyncOp::SemValue { initial: 0 }, 1);
+    assert_eq!(
+        answers(&mut s),
+        [(2, SyncResult::Ok), (3, SyncResult::Value(0))]
+    );
+}
+
+#[test]
 fn random_schedules_mixed_programs() {
     sweep(300, || {
         let (m, c) = (object(1, 0), object(3, 64));

@@ -47,6 +47,16 @@ impl SyncKey {
     }
 }
 
+impl SyncKey {
+    /// The segment the object lives in, if it is one of a segment's.
+    pub fn segment(self) -> Option<SegmentId> {
+        match self {
+            SyncKey::Object { segment, .. } | SyncKey::Heap(segment) => Some(segment),
+            SyncKey::Lock(_) | SyncKey::Barrier(_) => None,
+        }
+    }
+}
+
 /// Who holds or waits: a thread of a process attached to a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Owner {
