@@ -240,6 +240,8 @@ def main():
         solo = c.run(2, "lock-solo", "/b-sync", "2000")[0]
         fault_row("8b uncontended lock+unlock, off the home node", solo, f50["unix"] + f50["tcp"],
                   "unix rt + tcp rt")
+        solo_home = c.run(1, "lock-solo", "/b-sync", "2000")[0]
+        fault_row("8d uncontended lock+unlock, on the home node", solo_home, f50["unix"], "unix rt")
         other = subprocess.Popen([work, "barrier", "/b-sync", "1", "3000"], env=c.env(2),
                                  stdout=subprocess.DEVNULL)
         barrier = c.run(1, "barrier", "/b-sync", "0", "3000")[0]
