@@ -37,22 +37,6 @@ fn lock(key: SyncKey, m: Obj, wait: Wait) -> c_int {
     code(sync::call(key, op))
 }
 
-/// A timed lock: past its deadline it is a trylock that reports `ETIMEDOUT`.
-///
-/// # Safety
-/// `abstime` as for `pthread_mutex_timedlock`.
-unsafe fn timed_lock(key: SyncKey, m: Obj, clock: libc::clockid_t, abstime: Time) -> c_int {
-    // SAFETY: forwarded from our caller.
-    match unsafe { sync::until(clock, abstime) } {
-        Ok(Wait::Try) => match lock(key, m, Wait::Try) {
-            libc::EBUSY => libc::ETIMEDOUT,
-            other => other,
-        },
-        Ok(wait) => lock(key, m, wait),
-        Err(e) => e,
-    }
-}
-
 /// After glibc's `*_init` on a DSM object: whatever the service remembers of it is stale.
 fn reset(key: SyncKey, result: c_int) -> c_int {
     if result == 0 {
@@ -118,7 +102,7 @@ pub unsafe extern "C" fn pthread_mutex_trylock(m: Obj) -> c_int {
 pub unsafe extern "C" fn pthread_mutex_timedlock(m: Obj, abstime: Time) -> c_int {
     match sync::key_of(m as usize) {
         // SAFETY: forwarded from our caller.
-        Some(key) => unsafe { timed_lock(key, m, libc::CLOCK_REALTIME, abstime) },
+        Some(key) => unsafe { sync::timed(libc::CLOCK_REALTIME, abstime, |w| lock(key, m, w)) },
         None => real!(pthread_mutex_timedlock(m, abstime)),
     }
 }
@@ -135,7 +119,7 @@ pub unsafe extern "C" fn pthread_mutex_clocklock(
 ) -> c_int {
     match sync::key_of(m as usize) {
         // SAFETY: forwarded from our caller.
-        Some(key) => unsafe { timed_lock(key, m, clock, abstime) },
+        Some(key) => unsafe { sync::timed(clock, abstime, |w| lock(key, m, w)) },
         None => real!(pthread_mutex_clocklock(m, clock, abstime)),
     }
 }
@@ -387,20 +371,6 @@ fn rw_lock(key: SyncKey, write: bool, wait: Wait) -> c_int {
     code(sync::call(key, op))
 }
 
-/// # Safety
-/// `abstime` as for `pthread_rwlock_timedrdlock`.
-unsafe fn rw_timed(key: SyncKey, write: bool, clock: libc::clockid_t, abstime: Time) -> c_int {
-    // SAFETY: forwarded from our caller.
-    match unsafe { sync::until(clock, abstime) } {
-        Ok(Wait::Try) => match rw_lock(key, write, Wait::Try) {
-            libc::EBUSY => libc::ETIMEDOUT,
-            other => other,
-        },
-        Ok(wait) => rw_lock(key, write, wait),
-        Err(e) => e,
-    }
-}
-
 /// Interposed `pthread_rwlock_rdlock`.
 ///
 /// # Safety
@@ -433,7 +403,9 @@ pub unsafe extern "C" fn pthread_rwlock_tryrdlock(l: Obj) -> c_int {
 pub unsafe extern "C" fn pthread_rwlock_timedrdlock(l: Obj, abstime: Time) -> c_int {
     match sync::key_of(l as usize) {
         // SAFETY: forwarded from our caller.
-        Some(key) => unsafe { rw_timed(key, false, libc::CLOCK_REALTIME, abstime) },
+        Some(key) => unsafe {
+            sync::timed(libc::CLOCK_REALTIME, abstime, |w| rw_lock(key, false, w))
+        },
         None => real!(pthread_rwlock_timedrdlock(l, abstime)),
     }
 }
@@ -450,7 +422,7 @@ pub unsafe extern "C" fn pthread_rwlock_clockrdlock(
 ) -> c_int {
     match sync::key_of(l as usize) {
         // SAFETY: forwarded from our caller.
-        Some(key) => unsafe { rw_timed(key, false, clock, abstime) },
+        Some(key) => unsafe { sync::timed(clock, abstime, |w| rw_lock(key, false, w)) },
         None => real!(pthread_rwlock_clockrdlock(l, clock, abstime)),
     }
 }
@@ -487,7 +459,9 @@ pub unsafe extern "C" fn pthread_rwlock_trywrlock(l: Obj) -> c_int {
 pub unsafe extern "C" fn pthread_rwlock_timedwrlock(l: Obj, abstime: Time) -> c_int {
     match sync::key_of(l as usize) {
         // SAFETY: forwarded from our caller.
-        Some(key) => unsafe { rw_timed(key, true, libc::CLOCK_REALTIME, abstime) },
+        Some(key) => unsafe {
+            sync::timed(libc::CLOCK_REALTIME, abstime, |w| rw_lock(key, true, w))
+        },
         None => real!(pthread_rwlock_timedwrlock(l, abstime)),
     }
 }
@@ -504,7 +478,7 @@ pub unsafe extern "C" fn pthread_rwlock_clockwrlock(
 ) -> c_int {
     match sync::key_of(l as usize) {
         // SAFETY: forwarded from our caller.
-        Some(key) => unsafe { rw_timed(key, true, clock, abstime) },
+        Some(key) => unsafe { sync::timed(clock, abstime, |w| rw_lock(key, true, w)) },
         None => real!(pthread_rwlock_clockwrlock(l, clock, abstime)),
     }
 }

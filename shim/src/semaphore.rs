@@ -49,31 +49,14 @@ unsafe fn initial(s: Obj) -> u32 {
     unsafe { core::ptr::read_volatile(s.cast::<u32>()) }
 }
 
+/// `sem_wait` as a pthread-style code (`EBUSY` for a try that found nothing).
+///
 /// # Safety
 /// `s` must point to a `sem_t` in DSM memory.
 unsafe fn take(key: SyncKey, s: Obj, wait: Wait) -> c_int {
     // SAFETY: forwarded from our caller.
     let initial = unsafe { initial(s) };
-    match sync::call(key, SyncOp::SemWait { initial, wait }) {
-        Ok(SyncResult::Busy) => failed(libc::EAGAIN),
-        other => status(code(other)),
-    }
-}
-
-/// # Safety
-/// As `sem_timedwait`.
-unsafe fn timed_take(key: SyncKey, s: Obj, clock: libc::clockid_t, abstime: Time) -> c_int {
-    // SAFETY: forwarded from our caller.
-    match unsafe { sync::until(clock, abstime) } {
-        // SAFETY: as above.
-        Ok(Wait::Try) => match unsafe { take(key, s, Wait::Try) } {
-            -1 if sys::errno() == libc::EAGAIN => failed(libc::ETIMEDOUT),
-            other => other,
-        },
-        // SAFETY: as above.
-        Ok(wait) => unsafe { take(key, s, wait) },
-        Err(e) => failed(e),
-    }
+    code(sync::call(key, SyncOp::SemWait { initial, wait }))
 }
 
 /// Interposed `sem_init`.
@@ -109,7 +92,7 @@ pub unsafe extern "C" fn sem_destroy(s: Obj) -> c_int {
 pub unsafe extern "C" fn sem_wait(s: Obj) -> c_int {
     match sync::key_of(s as usize) {
         // SAFETY: the program's semaphore, in DSM memory.
-        Some(key) => unsafe { take(key, s, Wait::Block) },
+        Some(key) => status(unsafe { take(key, s, Wait::Block) }),
         None => real!(sem_wait(s)),
     }
 }
@@ -122,7 +105,10 @@ pub unsafe extern "C" fn sem_wait(s: Obj) -> c_int {
 pub unsafe extern "C" fn sem_trywait(s: Obj) -> c_int {
     match sync::key_of(s as usize) {
         // SAFETY: the program's semaphore, in DSM memory.
-        Some(key) => unsafe { take(key, s, Wait::Try) },
+        Some(key) => match unsafe { take(key, s, Wait::Try) } {
+            libc::EBUSY => failed(libc::EAGAIN),
+            other => status(other),
+        },
         None => real!(sem_trywait(s)),
     }
 }
@@ -134,8 +120,11 @@ pub unsafe extern "C" fn sem_trywait(s: Obj) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn sem_timedwait(s: Obj, abstime: Time) -> c_int {
     match sync::key_of(s as usize) {
-        // SAFETY: forwarded from our caller.
-        Some(key) => unsafe { timed_take(key, s, libc::CLOCK_REALTIME, abstime) },
+        Some(key) => {
+            // SAFETY: the caller's semaphore (in DSM memory) and timespec.
+            let code = unsafe { sync::timed(libc::CLOCK_REALTIME, abstime, |w| take(key, s, w)) };
+            status(code)
+        }
         None => real!(sem_timedwait(s, abstime)),
     }
 }
@@ -147,8 +136,11 @@ pub unsafe extern "C" fn sem_timedwait(s: Obj, abstime: Time) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn sem_clockwait(s: Obj, clock: libc::clockid_t, abstime: Time) -> c_int {
     match sync::key_of(s as usize) {
-        // SAFETY: forwarded from our caller.
-        Some(key) => unsafe { timed_take(key, s, clock, abstime) },
+        Some(key) => {
+            // SAFETY: the caller's semaphore (in DSM memory) and timespec.
+            let code = unsafe { sync::timed(clock, abstime, |w| take(key, s, w)) };
+            status(code)
+        }
         None => real!(sem_clockwait(s, clock, abstime)),
     }
 }

@@ -109,6 +109,28 @@ pub unsafe fn until(clock: libc::clockid_t, abstime: *const libc::timespec) -> R
     Ok(Wait::Ms(ms.min(i128::from(u32::MAX)) as u32))
 }
 
+/// A timed wait until `abstime` on `clock`: `attempt` with the time left; past the deadline one
+/// try, whose `EBUSY` becomes `ETIMEDOUT` (POSIX: a timed lock that can be had at once is had).
+/// Takes and returns pthread-style codes.
+///
+/// # Safety
+/// `abstime` must be NULL or point to a `timespec`.
+pub unsafe fn timed(
+    clock: libc::clockid_t,
+    abstime: *const libc::timespec,
+    attempt: impl Fn(Wait) -> c_int,
+) -> c_int {
+    // SAFETY: forwarded from our caller.
+    match unsafe { until(clock, abstime) } {
+        Ok(Wait::Try) => match attempt(Wait::Try) {
+            libc::EBUSY => libc::ETIMEDOUT,
+            other => other,
+        },
+        Ok(wait) => attempt(wait),
+        Err(e) => e,
+    }
+}
+
 /// A glibc mutex's type, from its `__kind` field (x86-64 layout; written by
 /// `pthread_mutex_init`, zero for `PTHREAD_MUTEX_INITIALIZER`).
 ///
