@@ -7,6 +7,10 @@
  *   timed    : role 0 holds a mutex for a while; role 1 sees trylock fail and timedlock time out
  *   abandon  : role 0 holds the mutex for a second; role 1 waits for it and is killed by the
  *              test meanwhile; role 2 then takes it
+ *   rwlock  N: N rounds each; role 0 writes (both halves of a pair), the others read and check
+ *              the halves agree
+ *   condtime : role 1 waits 150 ms on a condition (CLOCK_MONOTONIC) nobody signals: ETIMEDOUT,
+ *              with the mutex held again
  *   churn   N: role 1 forks N children one after another, each locking and unlocking the robust
  *              mutex and exiting at once; none may find the mutex's owner dead
  *   homeless : role 0 holds the mutex; role 1 waits for it, and prints what the wait returned
@@ -25,6 +29,8 @@ struct shared {
     long ready;
     pthread_mutex_t mutex;
     pthread_cond_t cond;
+    pthread_rwlock_t rwlock;
+    long pair[2];
     pthread_barrier_t start, done, rounds;
     long counter;
     long turn;
@@ -59,11 +65,16 @@ int main(int argc, char **argv) {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         check(pthread_cond_init(&s->cond, &ca), "pthread_cond_init");
         pthread_barrierattr_t ba;
         pthread_barrierattr_init(&ba);
         pthread_barrierattr_setpshared(&ba, PTHREAD_PROCESS_SHARED);
         check(pthread_barrier_init(&s->start, &ba, nprocs), "pthread_barrier_init");
+        pthread_rwlockattr_t ra;
+        pthread_rwlockattr_init(&ra);
+        pthread_rwlockattr_setpshared(&ra, PTHREAD_PROCESS_SHARED);
+        check(pthread_rwlock_init(&s->rwlock, &ra), "pthread_rwlock_init");
         check(pthread_barrier_init(&s->done, &ba, nprocs), "pthread_barrier_init");
         check(pthread_barrier_init(&s->rounds, &ba, nprocs), "pthread_barrier_init");
         __atomic_store_n(&s->ready, 1, __ATOMIC_RELEASE);
@@ -162,6 +173,51 @@ int main(int argc, char **argv) {
                waited, later == 0 ? "ok" : strerror(later));
         pthread_mutex_unlock(&s->mutex);
         return !(busy == EBUSY && timed == ETIMEDOUT && waited >= 0.19 && later == 0);
+    }
+    if (!strcmp(mode, "rwlock")) {
+        long torn = 0;
+        for (long i = 0; i < n; i++) {
+            if (role == 0) {
+                check(pthread_rwlock_wrlock(&s->rwlock), "wrlock");
+                *(volatile long *)&s->pair[0] = i + 1;
+                usleep(100);
+                *(volatile long *)&s->pair[1] = i + 1;
+                check(pthread_rwlock_unlock(&s->rwlock), "unlock");
+            } else {
+                check(pthread_rwlock_rdlock(&s->rwlock), "rdlock");
+                if (*(volatile long *)&s->pair[0] != *(volatile long *)&s->pair[1]) torn++;
+                check(pthread_rwlock_unlock(&s->rwlock), "unlock");
+            }
+        }
+        pthread_barrier_wait(&s->done);
+        printf("role %d: %ld rounds, %ld torn reads, pair %ld/%ld\n", role, n, torn, s->pair[0], s->pair[1]);
+        return torn != 0 || s->pair[0] != n || s->pair[1] != n;
+    }
+    if (!strcmp(mode, "condtime")) {
+        if (role == 1) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += 150 * 1000 * 1000;
+            if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+            double t = now();
+            int rc = pthread_cond_timedwait(&s->cond, &s->mutex, &until);
+            double waited = now() - t;
+            /* The mutex is ours again: another process cannot take it. */
+            __atomic_store_n(&s->counter, 1, __ATOMIC_RELEASE);
+            pthread_barrier_wait(&s->rounds);
+            pthread_barrier_wait(&s->rounds);
+            check(pthread_mutex_unlock(&s->mutex), "unlock");
+            printf("role 1: timedwait %s after %.3f s\n", rc == ETIMEDOUT ? "ETIMEDOUT" : strerror(rc), waited);
+            pthread_barrier_wait(&s->done);
+            return !(rc == ETIMEDOUT && waited >= 0.14 && waited < 5);
+        }
+        pthread_barrier_wait(&s->rounds);
+        int busy = pthread_mutex_trylock(&s->mutex);
+        pthread_barrier_wait(&s->rounds);
+        pthread_barrier_wait(&s->done);
+        printf("role 0: trylock while the waiter holds it: %s\n", busy == EBUSY ? "EBUSY" : strerror(busy));
+        return busy != EBUSY;
     }
     if (!strcmp(mode, "churn")) {
         if (role == 1) {

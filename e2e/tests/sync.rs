@@ -343,3 +343,34 @@ fn python_multiprocessing_locks_go_through_the_lock_service() {
     // The locks' segments were unlinked and unmapped: their state went with them.
     assert_eq!(stats["sync_objects"], 0, "{stats}");
 }
+
+#[test]
+fn rwlock_readers_never_see_a_half_written_pair() {
+    let c = Cluster::start(3, &[]);
+    let out = run(&c, "locks", &[1, 2, 3, 2, 3], &["rwlock", "150"]);
+    for o in &out {
+        assert!(
+            o.stdout.contains("150 rounds, 0 torn reads, pair 150/150"),
+            "{}",
+            o.stdout
+        );
+    }
+}
+
+#[test]
+fn a_timed_condition_wait_times_out_holding_its_mutex() {
+    let c = Cluster::start(2, &[]);
+    let out = run(&c, "locks", &[1, 2], &["condtime"]);
+    assert!(
+        out[1].stdout.contains("timedwait ETIMEDOUT"),
+        "{}",
+        out[1].stdout
+    );
+    assert!(
+        out[0]
+            .stdout
+            .contains("trylock while the waiter holds it: EBUSY"),
+        "{}",
+        out[0].stdout
+    );
+}
