@@ -1064,6 +1064,7 @@ impl Server {
                 None => CtlReply::Error(format!("no segment `{segment}` on this node")),
             },
             CtlRequest::Stats => CtlReply::Stats(self.stats()),
+            CtlRequest::Locks => CtlReply::Locks(self.locks()),
         };
         self.send(token, &reply, None);
         Ok(())

@@ -233,6 +233,26 @@ fn a_lock_whose_home_dies_fails_instead_of_hanging() {
     );
     wait_for_line(&mut waiter, "waiting");
     std::thread::sleep(Duration::from_millis(200));
+    // dsmctl locks on the home shows who holds the mutex and that one thread waits.
+    let locks = c.node(1).json(&["locks"]);
+    let mutex = locks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "mutex")
+        .unwrap_or_else(|| panic!("{locks}"));
+    assert_eq!(mutex["waiters"], 1, "{locks}");
+    assert!(
+        mutex["holders"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("node 1 session"),
+        "{locks}"
+    );
+    assert!(
+        mutex["object"].as_str().unwrap().contains("homeless"),
+        "{locks}"
+    );
     drop(c.nodes.remove(0));
     drop(holder);
     let started = Instant::now();

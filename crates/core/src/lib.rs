@@ -18,4 +18,4 @@ pub mod sync;
 
 pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Stats};
 pub use page::PageState;
-pub use sync::{Service, SyncOutput, SyncStats};
+pub use sync::{ObjectView, Service, SyncOutput, SyncStats};

@@ -41,6 +41,21 @@ pub enum SyncOutput {
     },
 }
 
+/// One object as `dsmctl locks` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectView {
+    /// The object.
+    pub key: SyncKey,
+    /// What it is: `mutex`, `condition`, `barrier`, `rwlock`, `semaphore`, `heap`.
+    pub kind: &'static str,
+    /// Who holds it.
+    pub holders: Vec<Owner>,
+    /// Threads queued on it.
+    pub waiters: usize,
+    /// Anything else worth knowing.
+    pub detail: String,
+}
+
 /// Counters for `dsmctl stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
@@ -209,6 +224,14 @@ impl Service {
     /// Objects this node is home to (for status).
     pub fn objects(&self) -> usize {
         self.objects.len()
+    }
+
+    /// What each object this node is home to holds, for `dsmctl locks`.
+    pub fn views(&self) -> Vec<ObjectView> {
+        self.objects
+            .iter()
+            .map(|(&key, obj)| obj.view(key))
+            .collect()
     }
 
     fn send(&mut self, to: NodeId, msg: SyncMsg) {
@@ -461,6 +484,53 @@ enum Object {
 }
 
 impl Object {
+    fn view(&self, key: SyncKey) -> ObjectView {
+        let (kind, holders, waiters, detail) = match self {
+            Object::Mutex(m) => (
+                "mutex",
+                m.holder.iter().map(|h| h.owner).collect(),
+                m.queue.len(),
+                if m.unrecoverable {
+                    "not recoverable".to_string()
+                } else if m.inconsistent {
+                    "holder died: inconsistent".to_string()
+                } else {
+                    String::new()
+                },
+            ),
+            Object::Cond(c) => ("condition", Vec::new(), c.waiters.len(), String::new()),
+            Object::Barrier(b) => (
+                "barrier",
+                Vec::new(),
+                b.arrived.len(),
+                format!("{} of {} arrived", b.arrived.len(), b.count),
+            ),
+            Object::Rw(rw) => (
+                "rwlock",
+                rw.writer.iter().chain(rw.readers.keys()).copied().collect(),
+                rw.queue.len(),
+                match rw.writer {
+                    Some(_) => "write-locked".to_string(),
+                    None => format!("{} readers", rw.readers.len()),
+                },
+            ),
+            Object::Sem(sem) => (
+                "semaphore",
+                Vec::new(),
+                sem.waiters.len(),
+                format!("value {}", sem.value),
+            ),
+            Object::Heap(next) => ("heap", Vec::new(), 0, format!("{next} bytes allocated")),
+        };
+        ObjectView {
+            key,
+            kind,
+            holders,
+            waiters,
+            detail,
+        }
+    }
+
     fn for_op(key: SyncKey, op: SyncOp) -> Option<Object> {
         Some(match (key, op) {
             (SyncKey::Heap(_), SyncOp::Alloc { .. }) => Object::Heap(0),

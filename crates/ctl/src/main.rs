@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dsm_proto::ctl::{CtlReply, CtlRequest, Pages, Percentiles, Stats, Status};
+use dsm_proto::ctl::{CtlReply, CtlRequest, LockStatus, Pages, Percentiles, Stats, Status};
 
 /// dsmctl — look inside a running dsm node.
 ///
@@ -54,8 +54,12 @@ enum Command {
         segment: String,
     },
     /// Faults by kind (local hit or remote; read, write, upgrade), requests forwarded,
-    /// invalidations, page transfers, and fault latency percentiles.
+    /// invalidations, page transfers, fault latency percentiles, and lock-service counters.
     Stats,
+    /// The mutexes, conditions, barriers, rwlocks and semaphores this node is home to (the
+    /// objects in segments it created): who holds each and how many wait. Ask every node to see
+    /// them all.
+    Locks,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
             segment: segment.clone(),
         },
         Command::Stats => CtlRequest::Stats,
+        Command::Locks => CtlRequest::Locks,
     };
     let reply = match client::ask(&cli.socket, &request) {
         Ok(reply) => reply,
@@ -102,6 +107,13 @@ fn main() -> ExitCode {
                 json(&stats);
             } else {
                 print_stats(&stats);
+            }
+        }
+        (CtlReply::Locks(locks), _) => {
+            if cli.json {
+                json(&locks);
+            } else {
+                print_locks(&locks);
             }
         }
         (CtlReply::Error(e), _) => {
@@ -190,6 +202,32 @@ fn print_pages(p: &Pages) {
         })
         .collect();
     table::print(&["PAGE", "ACCESS", "LOCAL", "OWNER", "COPYSET", ""], rows);
+}
+
+fn print_locks(locks: &[LockStatus]) {
+    if locks.is_empty() {
+        println!("no synchronization object has state on this node");
+        return;
+    }
+    table::print(
+        &["OBJECT", "KIND", "HOLDERS", "WAITERS", "DETAIL"],
+        locks
+            .iter()
+            .map(|l| {
+                vec![
+                    l.object.clone(),
+                    l.kind.clone(),
+                    if l.holders.is_empty() {
+                        "-".into()
+                    } else {
+                        l.holders.join(", ")
+                    },
+                    l.waiters.to_string(),
+                    l.detail.clone(),
+                ]
+            })
+            .collect(),
+    );
 }
 
 fn print_stats(s: &Stats) {

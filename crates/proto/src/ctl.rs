@@ -16,6 +16,8 @@ pub enum CtlRequest {
     },
     /// Counters and fault latencies (`dsmctl stats`).
     Stats,
+    /// The synchronization objects this node is home to (`dsmctl locks`).
+    Locks,
 }
 
 /// The daemon's answer to a [`CtlRequest`].
@@ -27,8 +29,25 @@ pub enum CtlReply {
     Pages(Pages),
     /// Answer to [`CtlRequest::Stats`].
     Stats(Stats),
+    /// Answer to [`CtlRequest::Locks`].
+    Locks(Vec<LockStatus>),
     /// The request failed.
     Error(String),
+}
+
+/// One synchronization object with state at its home (this node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockStatus {
+    /// Which object: `/segment+0xoffset`, `lock N`, `barrier 0x…`, `heap of /segment`.
+    pub object: String,
+    /// `mutex`, `condition`, `barrier`, `rwlock`, `semaphore` or `heap`.
+    pub kind: String,
+    /// Who holds it: `node N session S thread T`.
+    pub holders: Vec<String>,
+    /// Threads queued on it.
+    pub waiters: u64,
+    /// What else there is to know (a robust mutex's state, a semaphore's value, arrivals).
+    pub detail: String,
 }
 
 /// A node's view of the cluster.

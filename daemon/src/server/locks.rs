@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use dsm_core::SyncOutput;
 use dsm_proto::client::{NodeCounters, Reply};
+use dsm_proto::ctl::LockStatus;
 use dsm_proto::peer::PeerFrame;
 use dsm_proto::sync::{Owner, SyncKey, SyncMsg, SyncOp};
 use dsm_proto::{NodeId, SessionId};
@@ -123,6 +124,35 @@ impl Server {
         // Lock-service messages carry no page, so nothing is ever resolved.
         self.peers
             .end_batch(self.poll.registry(), &mut |_| Page::zeros());
+    }
+
+    /// The objects this node is home to, for `dsmctl locks`.
+    pub(super) fn locks(&self) -> Vec<LockStatus> {
+        let name = |segment| {
+            self.store
+                .get(segment)
+                .map_or_else(|| segment.to_string(), |l| l.display_name())
+        };
+        self.sync
+            .views()
+            .into_iter()
+            .map(|v| LockStatus {
+                object: match v.key {
+                    SyncKey::Object { segment, offset } => format!("{}+{offset:#x}", name(segment)),
+                    SyncKey::Lock(id) => format!("lock {id}"),
+                    SyncKey::Barrier(id) => format!("barrier {id:#x}"),
+                    SyncKey::Heap(segment) => format!("heap of {}", name(segment)),
+                },
+                kind: v.kind.into(),
+                holders: v
+                    .holders
+                    .iter()
+                    .map(|o| format!("{} session {} thread {}", o.node, o.session, o.tid))
+                    .collect(),
+                waiters: v.waiters as u64,
+                detail: v.detail,
+            })
+            .collect()
     }
 
     /// This node's totals for `dsm_counters()`.
