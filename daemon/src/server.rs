@@ -971,11 +971,17 @@ impl Server {
     }
 
     fn answer_fault(&mut self, id: FaultId, reply: Reply) {
-        let token = Token(id.0 as usize);
+        self.answer_waiting(Token(id.0 as usize), &reply);
+    }
+
+    /// Answers the request a channel waits on (a fault or a lock), then serves what it sent
+    /// meanwhile.
+    fn answer_waiting(&mut self, token: Token, reply: &Reply) {
         if let Some(conn) = self.conns.get_mut(&token) {
             conn.busy = false;
             conn.fault = None;
-            self.send(token, &reply, None);
+            conn.sync_ticket = None;
+            self.send(token, reply, None);
             self.serve_frames(token);
         }
     }

@@ -105,14 +105,8 @@ impl Server {
         while let Some(output) = self.sync.poll_output() {
             match output {
                 SyncOutput::Answer { ticket, result } => {
-                    let Some(token) = self.tickets.remove(&ticket) else {
-                        continue;
-                    };
-                    if let Some(conn) = self.conns.get_mut(&token) {
-                        conn.busy = false;
-                        conn.sync_ticket = None;
-                        self.send(token, &Reply::Synced(result), None);
-                        self.serve_frames(token);
+                    if let Some(token) = self.tickets.remove(&ticket) {
+                        self.answer_waiting(token, &Reply::Synced(result));
                     }
                 }
                 SyncOutput::Send { to, msg } => {
