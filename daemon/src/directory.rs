@@ -12,11 +12,7 @@ use dsm_proto::peer::{DirMsg, DirOp, SegmentMeta};
 use dsm_proto::{NodeId, SegmentId, PAGE_SIZE};
 use log::{info, warn};
 
-/// Start of the window base addresses are taken from (32 TiB: far below the mmap area near the
-/// top of the 47-bit address space, far above PIE binaries and their heaps).
-pub const WINDOW_START: u64 = 0x2000_0000_0000;
-/// End of that window (64 TiB).
-pub const WINDOW_END: u64 = 0x4000_0000_0000;
+pub use dsm_proto::{WINDOW_END, WINDOW_START};
 /// Address span a segment reserves at least, so it can grow without moving.
 pub const MIN_SPAN: u64 = 1 << 30;
 /// Largest segment (the page index is a `u32`).

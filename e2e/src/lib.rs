@@ -229,6 +229,25 @@ impl Daemon {
         cmd
     }
 
+    /// A program run against this daemon as if on another host: in its own IPC and mount
+    /// namespaces with an empty tmpfs on `/dev/shm`, so nothing it shares can go through this
+    /// machine's `/dev/shm` or SysV IPC, only through the daemons.
+    pub fn isolated_command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--ipc",
+            "--mount",
+            "--",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=64m dsm-e2e /dev/shm && LD_PRELOAD=\"$DSM_E2E_PRELOAD\" exec \"$0\" \"$@\"",
+        ])
+        .arg(program)
+        .env("DSM_E2E_PRELOAD", &artifacts().libdsm)
+        .env("DSM_SOCKET", &self.socket);
+        cmd
+    }
+
     /// Starts a program against this daemon, its stdout piped; killed when the guard drops.
     pub fn spawn(&self, program: &Path, args: &[&str]) -> Spawned {
         let child = self

@@ -17,64 +17,97 @@ use crate::mappings::{self, Mapping};
 use crate::sys;
 use crate::{channels, say};
 
-static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The signals the shim handles itself once DSM memory exists: SIGSEGV (page faults) and SIGSYS
+/// (system calls on DSM memory, see [`crate::io`]). For these the program's dispositions are
+/// virtual: recorded here, reported back, and used for every signal that is not ours.
+const TAKEN: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGSYS];
 
-/// The SIGSEGV action the program believes is installed.
-static PROGRAM_ACTION: SpinLock<Option<libc::sigaction>> = SpinLock::new(None);
+static INSTALLED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+
+/// The actions the program believes are installed, per [`TAKEN`] signal.
+static PROGRAM_ACTION: SpinLock<[Option<libc::sigaction>; 2]> = SpinLock::new([None; 2]);
+
+fn slot(sig: libc::c_int) -> Option<usize> {
+    TAKEN.iter().position(|&s| s == sig)
+}
 
 fn empty_action() -> libc::sigaction {
     // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask, no flags).
     unsafe { core::mem::zeroed() }
 }
 
-/// Installs the handler, once.
+/// Installs the SIGSEGV handler, once, and with it the system-call path ([`crate::io`]).
 pub fn install() {
-    if INSTALLED.load(Ordering::Acquire) {
-        return;
-    }
-    let mut program = PROGRAM_ACTION.lock();
-    if INSTALLED.load(Ordering::Acquire) {
-        return;
-    }
-    let Some(real) = crate::real::sigaction() else {
-        say!("cannot find libc's sigaction; DSM memory will not work");
-        return;
-    };
-    let mut ours = empty_action();
-    ours.sa_sigaction = on_sigsegv as *const () as usize;
     // SA_SIGINFO: we need the address and the context (write bit).
     // SA_ONSTACK: a program that handles stack overflow on an alternate stack keeps doing so.
     // SA_RESTART: a fault inside a restartable system call's user buffer restarts it.
     // No SA_NODEFER: a fault inside our own handler is a bug and should kill, not recurse.
-    ours.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
     // Every signal blocked while we serve a fault: no program handler can run on this thread
     // in the middle of a request to the daemon and re-enter DSM memory.
-    // SAFETY: sa_mask is a valid sigset_t to fill.
-    unsafe { libc::sigfillset(&mut ours.sa_mask) };
-    let mut previous = empty_action();
-    // SAFETY: both pointers are valid for the call.
-    if unsafe { real(libc::SIGSEGV, &ours, &mut previous) } != 0 {
-        say!("cannot install the SIGSEGV handler; DSM memory will not work");
-        return;
+    if take_over(
+        libc::SIGSEGV,
+        on_sigsegv,
+        libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART,
+        true,
+    ) {
+        crate::io::install();
     }
-    *program = Some(previous);
-    INSTALLED.store(true, Ordering::Release);
 }
 
-/// `sigaction(SIGSEGV, act, old)` by the program once we are installed: record, don't install.
+/// Installs `handler` for `sig` (one of [`TAKEN`]), once, remembering the program's action.
+/// `block_all`: every signal is blocked while it runs. `true` once installed.
+pub fn take_over(
+    sig: libc::c_int,
+    handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
+    flags: libc::c_int,
+    block_all: bool,
+) -> bool {
+    let Some(i) = slot(sig) else { return false };
+    if INSTALLED[i].load(Ordering::Acquire) {
+        return true;
+    }
+    let mut program = PROGRAM_ACTION.lock();
+    if INSTALLED[i].load(Ordering::Acquire) {
+        return true;
+    }
+    let Some(real) = crate::real::sigaction() else {
+        say!("cannot find libc's sigaction; DSM memory will not work");
+        return false;
+    };
+    let mut ours = empty_action();
+    ours.sa_sigaction = handler as *const () as usize;
+    ours.sa_flags = flags;
+    if block_all {
+        // SAFETY: sa_mask is a valid sigset_t to fill.
+        unsafe { libc::sigfillset(&mut ours.sa_mask) };
+    }
+    let mut previous = empty_action();
+    // SAFETY: both pointers are valid for the call.
+    if unsafe { real(sig, &ours, &mut previous) } != 0 {
+        say!("cannot install the handler of signal {sig}; DSM memory will not work");
+        return false;
+    }
+    program[i] = Some(previous);
+    INSTALLED[i].store(true, Ordering::Release);
+    true
+}
+
+/// `sigaction(sig, act, old)` by the program: for a signal we handle, record, don't install.
 /// Returns `None` when the call should go to libc as it is.
 pub fn program_sigaction(
+    sig: libc::c_int,
     act: Option<libc::sigaction>,
     old: Option<&mut libc::sigaction>,
 ) -> Option<()> {
-    if !INSTALLED.load(Ordering::Acquire) {
+    let i = slot(sig)?;
+    if !INSTALLED[i].load(Ordering::Acquire) {
         return None;
     }
     let previous = {
         let mut program = PROGRAM_ACTION.lock();
-        let previous = program.unwrap_or_else(empty_action);
+        let previous = program[i].unwrap_or_else(empty_action);
         if let Some(act) = act {
-            *program = Some(act);
+            program[i] = Some(act);
         }
         previous
     };
@@ -84,9 +117,9 @@ pub fn program_sigaction(
     Some(())
 }
 
-/// Whether our handler is installed (so SIGSEGV dispositions are virtual).
-pub fn installed() -> bool {
-    INSTALLED.load(Ordering::Acquire)
+/// Whether our handler for `sig` is installed (so its dispositions are virtual).
+pub fn installed(sig: libc::c_int) -> bool {
+    slot(sig).is_some_and(|i| INSTALLED[i].load(Ordering::Acquire))
 }
 
 extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -116,7 +149,8 @@ extern "C" fn on_sigsegv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
     sys::set_errno(saved_errno);
 }
 
-fn permitted(prot: i32, write: bool) -> bool {
+/// Whether the program's protection `prot` allows the access (else the fault is the program's).
+pub fn permitted(prot: i32, write: bool) -> bool {
     if write {
         prot & libc::PROT_WRITE != 0
     } else {
@@ -126,53 +160,64 @@ fn permitted(prot: i32, write: bool) -> bool {
 
 /// Asks the daemon for the page and opens it; on failure, queues SIGBUS.
 fn serve(mapping: &Mapping, addr: usize, write: bool) {
+    if let Err(error) = obtain(mapping, addr, write) {
+        say!(
+            "{} fault at {addr:#x} (page {} of segment {:#x}) failed: {error}; raising SIGBUS",
+            if write { "write" } else { "read" },
+            mapping.page_of(addr),
+            mapping.segment.0
+        );
+        sys::queue_sigbus(addr);
+    }
+}
+
+/// Makes the page holding `addr` accessible to this process for a read or a write, as a fault
+/// there would: from the node's state table, or by asking the daemon. `Ok` also when the
+/// program unmapped the page meanwhile (the access then is not ours). Async-signal-safe; the
+/// caller keeps the program's signal handlers from running on this thread meanwhile.
+pub fn obtain(mapping: &Mapping, addr: usize, write: bool) -> Result<(), &'static str> {
     let page = mapping.page_of(addr);
     let page_addr = addr & !(PAGE_SIZE - 1);
     // The node may hold the page already (another local process faulted it in): no request.
     if crate::revoke::grant_from_table(mapping, page, page_addr, write) {
-        return;
+        return Ok(());
     }
     let request = Request::Fault {
         segment: mapping.segment,
         page,
         write,
     };
-    let error = loop {
+    loop {
         match channels::call(&request, None) {
             Ok(Reply::Granted { access, seq }) => {
                 match crate::revoke::apply_grant(mapping, page_addr, access, seq) {
-                    Ok(true) => return,
+                    Ok(true) => return Ok(()),
                     // A revocation overtook this grant: ask again.
                     Ok(false) => continue,
                     // Splitting the mapping needs one more kernel mapping than the process may
                     // have: retrying would fault forever.
                     Err(libc::ENOMEM) => {
-                        break "the process reached vm.max_map_count (raise it: sysctl -w vm.max_map_count=1048576)";
+                        return Err("the process reached vm.max_map_count (raise it: sysctl -w vm.max_map_count=1048576)");
                     }
                     // The program unmapped it meanwhile: the access faults again and is not ours.
-                    Err(_) => return,
+                    Err(_) => return Ok(()),
                 }
             }
-            Ok(Reply::Failed(e)) => break e.describe(),
-            Ok(_) => break ShmError::Internal.describe(),
-            Err(e) => break crate::errno_name(e),
+            Ok(Reply::Failed(e)) => return Err(e.describe()),
+            Ok(_) => return Err(ShmError::Internal.describe()),
+            Err(e) => return Err(crate::errno_name(e)),
         }
-    };
-    say!(
-        "{} fault at {addr:#x} (page {page} of segment {:#x}) failed: {error}; raising SIGBUS",
-        if write { "write" } else { "read" },
-        mapping.segment.0
-    );
-    sys::queue_sigbus(addr);
+    }
 }
 
-/// Delivers a SIGSEGV that is not ours as if the shim were not there.
-fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// Delivers a SIGSEGV or SIGSYS that is not ours as if the shim were not there.
+pub(crate) fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let Some(i) = slot(sig) else { return };
     // The program's action, read without waiting on a lock the interrupted thread might hold.
     let action = {
         let mut copy = None;
         for _ in 0..1000 {
-            if let Some(guard) = try_lock_program() {
+            if let Some(guard) = try_lock_program(i) {
                 copy = Some(guard);
                 break;
             }
@@ -182,17 +227,22 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
     };
     // SAFETY: siginfo is valid (see on_sigsegv).
     let from_kernel = unsafe { (*info).si_code } > 0;
+    // A fault the kernel raised happens again when we return; anything else must be sent again.
+    let refaults = from_kernel && sig == libc::SIGSEGV;
+    // A thread that blocked the signal (as far as it knows: see `crate::sigmask`) dies of a
+    // fault the kernel raises, as it would have.
+    let blocked = from_kernel && crate::sigmask::program_blocks(sig);
     let handler = action.sa_sigaction;
-    if handler == libc::SIG_DFL || (handler == libc::SIG_IGN && from_kernel) {
+    if handler == libc::SIG_DFL || (handler == libc::SIG_IGN && from_kernel) || blocked {
         // Restore the default and let the kernel do what it would have done: for a real fault
         // the instruction faults again and the process dies with SIGSEGV; a SIGSEGV sent with
         // kill() is sent again, to arrive once we return.
         if let Some(real) = crate::real::sigaction() {
             let dfl = empty_action();
             // SAFETY: valid pointers; sigaction is async-signal-safe.
-            unsafe { real(libc::SIGSEGV, &dfl, core::ptr::null_mut()) };
+            unsafe { real(sig, &dfl, core::ptr::null_mut()) };
         }
-        if !from_kernel {
+        if !refaults {
             // SAFETY: signalling our own thread.
             unsafe { libc::syscall(libc::SYS_tgkill, sys::getpid(), sys::gettid(), sig) };
         }
@@ -203,7 +253,7 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
     }
     if action.sa_flags & libc::SA_RESETHAND != 0 {
         if let Some(mut program) = PROGRAM_ACTION.try_lock() {
-            *program = Some(empty_action());
+            program[i] = Some(empty_action());
         }
     }
     // Run the program's handler with the mask it asked for, as the kernel would have: the mask
@@ -221,6 +271,8 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
         if action.sa_flags & libc::SA_NODEFER == 0 {
             libc::sigaddset(&mut mask, sig);
         }
+        // SIGSYS stays deliverable: a system call on DSM memory inside the handler needs it.
+        libc::sigdelset(&mut mask, libc::SIGSYS);
         sys::set_sigmask(&mask);
         if action.sa_flags & libc::SA_SIGINFO != 0 {
             let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
@@ -233,10 +285,10 @@ fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
     }
 }
 
-fn try_lock_program() -> Option<libc::sigaction> {
+fn try_lock_program(i: usize) -> Option<libc::sigaction> {
     PROGRAM_ACTION
         .try_lock()
-        .map(|g| g.unwrap_or_else(empty_action))
+        .map(|g| g[i].unwrap_or_else(empty_action))
 }
 
 /// Taken before `fork`.

@@ -161,8 +161,9 @@ pub unsafe extern "C" fn mprotect(addr: *mut c_void, len: usize, prot: c_int) ->
     }
 }
 
-/// Interposed `sigaction`: SIGSEGV dispositions are recorded, not installed, once the DSM
-/// handler is in place (it forwards foreign faults to them).
+/// Interposed `sigaction`: SIGSEGV and SIGSYS dispositions are recorded, not installed, once the
+/// DSM handlers are in place (they forward signals that are not ours to them); no handler's mask
+/// blocks those two.
 ///
 /// # Safety
 /// As libc's `sigaction`.
@@ -172,16 +173,27 @@ pub unsafe extern "C" fn sigaction(
     act: *const libc::sigaction,
     old: *mut libc::sigaction,
 ) -> c_int {
-    if sig == libc::SIGSEGV && fault::installed() {
+    if fault::installed(sig) {
         // SAFETY: the caller passes NULL or valid pointers, as for libc's sigaction.
         let (act, old) = unsafe { (act.as_ref().copied(), old.as_mut()) };
-        if fault::program_sigaction(act, old).is_some() {
+        if fault::program_sigaction(sig, act, old).is_some() {
             return 0;
         }
     }
+    // A handler never runs with SIGSEGV or SIGSYS blocked: a DSM fault or a system call on DSM
+    // memory inside it would kill the process (the kernel forces those signals).
+    // SAFETY: the caller passes NULL or a valid pointer.
+    let act = unsafe { act.as_ref() }.map(|a| {
+        let mut a = *a;
+        crate::sigmask::keep_deliverable(&mut a.sa_mask);
+        a
+    });
+    let act_ptr = act
+        .as_ref()
+        .map_or(core::ptr::null(), |a| a as *const libc::sigaction);
     match real::sigaction() {
         // SAFETY: libc's sigaction with the caller's arguments.
-        Some(f) => unsafe { f(sig, act, old) },
+        Some(f) => unsafe { f(sig, act_ptr, old) },
         None => fail(libc::ENOSYS, -1),
     }
 }
@@ -200,19 +212,24 @@ pub unsafe extern "C" fn __sigaction(
     unsafe { sigaction(sig, act, old) }
 }
 
-/// `signal`-family semantics expressed as a sigaction for SIGSEGV.
-fn segv_signal(handler: libc::sighandler_t, flags: c_int, defer_self: bool) -> libc::sighandler_t {
+/// `signal`-family semantics expressed as a sigaction for a signal the shim handles.
+fn taken_signal(
+    sig: c_int,
+    handler: libc::sighandler_t,
+    flags: c_int,
+    defer_self: bool,
+) -> libc::sighandler_t {
     // SAFETY: all-zero is a valid sigaction; sigaddset gets a valid set.
     let mut act: libc::sigaction = unsafe { core::mem::zeroed() };
     act.sa_sigaction = handler;
     act.sa_flags = flags;
     if defer_self {
         // SAFETY: valid set pointer.
-        unsafe { libc::sigaddset(&mut act.sa_mask, libc::SIGSEGV) };
+        unsafe { libc::sigaddset(&mut act.sa_mask, sig) };
     }
     // SAFETY: all-zero is a valid sigaction.
     let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
-    match fault::program_sigaction(Some(act), Some(&mut old)) {
+    match fault::program_sigaction(sig, Some(act), Some(&mut old)) {
         Some(()) => old.sa_sigaction,
         None => libc::SIG_ERR,
     }
@@ -224,8 +241,8 @@ fn segv_signal(handler: libc::sighandler_t, flags: c_int, defer_self: bool) -> l
 /// As libc's `signal`.
 #[no_mangle]
 pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
-    if sig == libc::SIGSEGV && fault::installed() {
-        return segv_signal(handler, libc::SA_RESTART, true);
+    if fault::installed(sig) {
+        return taken_signal(sig, handler, libc::SA_RESTART, true);
     }
     match real::signal() {
         // SAFETY: libc's signal with the caller's arguments.
@@ -253,8 +270,8 @@ pub unsafe extern "C" fn sysv_signal(
     sig: c_int,
     handler: libc::sighandler_t,
 ) -> libc::sighandler_t {
-    if sig == libc::SIGSEGV && fault::installed() {
-        return segv_signal(handler, libc::SA_RESETHAND | libc::SA_NODEFER, false);
+    if fault::installed(sig) {
+        return taken_signal(sig, handler, libc::SA_RESETHAND | libc::SA_NODEFER, false);
     }
     match real::sysv_signal() {
         // SAFETY: libc's sysv_signal with the caller's arguments.
@@ -274,4 +291,497 @@ pub unsafe extern "C" fn __sysv_signal(
 ) -> libc::sighandler_t {
     // SAFETY: same contract.
     unsafe { sysv_signal(sig, handler) }
+}
+
+/// Interposed `pthread_sigmask`: SIGSEGV and SIGSYS stay deliverable (see [`crate::sigmask`]).
+///
+/// # Safety
+/// As libc's `pthread_sigmask`.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    let Some(real) = real::pthread_sigmask() else {
+        return libc::ENOSYS;
+    };
+    // SAFETY: the caller's pointers, as for libc's; `real` is libc's function.
+    unsafe { crate::sigmask::change(how, set, old, |h, s, o| real(h, s, o)) }
+}
+
+/// Interposed `sigprocmask`: as [`pthread_sigmask`].
+///
+/// # Safety
+/// As libc's `sigprocmask`.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    let Some(real) = real::sigprocmask() else {
+        return fail(libc::ENOSYS, -1);
+    };
+    // SAFETY: the caller's pointers, as for libc's; `real` is libc's function.
+    unsafe { crate::sigmask::change(how, set, old, |h, s, o| real(h, s, o)) }
+}
+
+/// A temporary mask as the kernel should get it: NULL stays NULL.
+fn mask_ptr(m: &Option<libc::sigset_t>) -> *const libc::sigset_t {
+    m.as_ref()
+        .map_or(core::ptr::null(), |m| m as *const libc::sigset_t)
+}
+
+/// Interposed `sigsuspend`: SIGSEGV and SIGSYS stay deliverable while it waits.
+///
+/// # Safety
+/// As libc's `sigsuspend`.
+#[no_mangle]
+pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
+    // SAFETY: NULL or valid, as for libc's.
+    let m = unsafe { crate::sigmask::temporary(mask) };
+    match real::sigsuspend() {
+        // SAFETY: libc's sigsuspend with a valid mask.
+        Some(f) => unsafe { f(mask_ptr(&m)) },
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// Interposed `ppoll`: SIGSEGV and SIGSYS stay deliverable while it waits.
+///
+/// # Safety
+/// As libc's `ppoll`.
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: NULL or valid, as for libc's.
+    let m = unsafe { crate::sigmask::temporary(mask) };
+    match real::ppoll() {
+        // SAFETY: libc's ppoll with the caller's arguments and a valid mask.
+        Some(f) => unsafe { f(fds, n, timeout, mask_ptr(&m)) },
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// Interposed `pselect`: SIGSEGV and SIGSYS stay deliverable while it waits.
+///
+/// # Safety
+/// As libc's `pselect`.
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    n: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: NULL or valid, as for libc's.
+    let m = unsafe { crate::sigmask::temporary(mask) };
+    match real::pselect() {
+        // SAFETY: libc's pselect with the caller's arguments and a valid mask.
+        Some(f) => unsafe { f(n, r, w, e, timeout, mask_ptr(&m)) },
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// Interposed `epoll_pwait`: SIGSEGV and SIGSYS stay deliverable while it waits.
+///
+/// # Safety
+/// As libc's `epoll_pwait`.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: NULL or valid, as for libc's.
+    let m = unsafe { crate::sigmask::temporary(mask) };
+    match real::epoll_pwait() {
+        // SAFETY: libc's epoll_pwait with the caller's arguments and a valid mask.
+        Some(f) => unsafe { f(epfd, events, max, timeout, mask_ptr(&m)) },
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// One private buffer as an iovec.
+fn single(addr: usize, len: usize) -> libc::iovec {
+    libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: len,
+    }
+}
+
+/// libc's return convention for a raw result (`-errno` on failure).
+fn ssize(r: isize) -> isize {
+    if r < 0 {
+        fail(-r as Errno, -1)
+    } else {
+        r
+    }
+}
+
+/// A vectored call's buffers, when one of them is DSM memory.
+///
+/// # Safety
+/// `iov` points to `cnt` valid iovecs when `cnt` is positive.
+unsafe fn dsm_iov<'a>(iov: *const libc::iovec, cnt: c_int) -> Option<&'a [libc::iovec]> {
+    // SAFETY: per the contract.
+    unsafe {
+        crate::io::touches_dsm(iov, cnt).then(|| core::slice::from_raw_parts(iov, cnt as usize))
+    }
+}
+
+/// A raw system call with `a` (`-errno` on failure).
+fn raw(nr: libc::c_long, a: [usize; 6]) -> isize {
+    // SAFETY: the callers pass the program's arguments with buffers replaced by private ones.
+    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r == -1 {
+        -(sys::errno() as isize)
+    } else {
+        r as isize
+    }
+}
+
+macro_rules! vectored {
+    ($(#[$doc:meta])* $name:ident, $real:ident, input, $fd:ident, ($($arg:ident: $ty:ty),*),
+     |$b:ident, $n:ident| $call:expr) => {
+        vectored!(@def $(#[$doc])* $name, $real, $fd, ($($arg: $ty),*), |iov| {
+            crate::io::input(iov, |$b, $n| $call)
+        });
+    };
+    ($(#[$doc:meta])* $name:ident, $real:ident, output, $fd:ident, ($($arg:ident: $ty:ty),*),
+     |$b:ident, $n:ident, $done:ident| $call:expr) => {
+        vectored!(@def $(#[$doc])* $name, $real, $fd, ($($arg: $ty),*), |iov| {
+            crate::io::output(iov, |$b, $n, $done| $call)
+        });
+    };
+    (@def $(#[$doc:meta])* $name:ident, $real:ident, $fd:ident, ($($arg:ident: $ty:ty),*),
+     |$iov:ident| $body:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As libc's function of that name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($fd: c_int, iov: *const libc::iovec, cnt: c_int $(, $arg: $ty)*) -> isize {
+            // SAFETY: the caller's iovecs, as for libc's function.
+            match unsafe { dsm_iov(iov, cnt) } {
+                Some($iov) => ssize($body),
+                None => match real::$real() {
+                    // SAFETY: libc's function with the caller's arguments.
+                    Some(f) => unsafe { f($fd, iov, cnt $(, $arg)*) },
+                    None => fail(libc::ENOSYS, -1),
+                },
+            }
+        }
+    };
+}
+
+vectored!(
+/// Interposed `readv`: DSM buffers through a bounce ([`crate::io`]).
+readv, readv, input, fd, (), |b, n| {
+    let v = single(b, n);
+    raw(libc::SYS_readv, [fd as usize, &v as *const _ as usize, 1, 0, 0, 0])
+});
+vectored!(
+/// Interposed `writev`: DSM buffers through a bounce ([`crate::io`]).
+writev, writev, output, fd, (), |b, n, _done| {
+    let v = single(b, n);
+    raw(libc::SYS_writev, [fd as usize, &v as *const _ as usize, 1, 0, 0, 0])
+});
+vectored!(
+/// Interposed `preadv`: DSM buffers through a bounce ([`crate::io`]).
+preadv, preadv, input, fd, (off: libc::off_t), |b, n| {
+    raw(libc::SYS_pread64, [fd as usize, b, n, off as usize, 0, 0])
+});
+vectored!(
+/// Interposed `preadv64`: DSM buffers through a bounce ([`crate::io`]).
+preadv64, preadv, input, fd, (off: libc::off_t), |b, n| {
+    raw(libc::SYS_pread64, [fd as usize, b, n, off as usize, 0, 0])
+});
+vectored!(
+/// Interposed `pwritev`: DSM buffers through a bounce ([`crate::io`]).
+pwritev, pwritev, output, fd, (off: libc::off_t), |b, n, done| {
+    raw(libc::SYS_pwrite64, [fd as usize, b, n, off as usize + done, 0, 0])
+});
+vectored!(
+/// Interposed `pwritev64`: DSM buffers through a bounce ([`crate::io`]).
+pwritev64, pwritev, output, fd, (off: libc::off_t), |b, n, done| {
+    raw(libc::SYS_pwrite64, [fd as usize, b, n, off as usize + done, 0, 0])
+});
+vectored!(
+/// Interposed `preadv2`: DSM buffers through a bounce ([`crate::io`]).
+preadv2, preadv2, input, fd, (off: libc::off_t, flags: c_int), |b, n| {
+    let v = single(b, n);
+    raw(libc::SYS_preadv2, [fd as usize, &v as *const _ as usize, 1, off as usize, 0, flags as usize])
+});
+vectored!(
+/// Interposed `preadv64v2`: DSM buffers through a bounce ([`crate::io`]).
+preadv64v2, preadv2, input, fd, (off: libc::off_t, flags: c_int), |b, n| {
+    let v = single(b, n);
+    raw(libc::SYS_preadv2, [fd as usize, &v as *const _ as usize, 1, off as usize, 0, flags as usize])
+});
+vectored!(
+/// Interposed `pwritev2`: DSM buffers through a bounce ([`crate::io`]).
+pwritev2, pwritev2, output, fd, (off: libc::off_t, flags: c_int), |b, n, done| {
+    let v = single(b, n);
+    // An offset of -1 means the file position, which the kernel advances itself.
+    let at = if off == -1 { off as usize } else { off as usize + done };
+    raw(libc::SYS_pwritev2, [fd as usize, &v as *const _ as usize, 1, at, 0, flags as usize])
+});
+vectored!(
+/// Interposed `pwritev64v2`: DSM buffers through a bounce ([`crate::io`]).
+pwritev64v2, pwritev2, output, fd, (off: libc::off_t, flags: c_int), |b, n, done| {
+    let v = single(b, n);
+    let at = if off == -1 { off as usize } else { off as usize + done };
+    raw(libc::SYS_pwritev2, [fd as usize, &v as *const _ as usize, 1, at, 0, flags as usize])
+});
+
+/// `recvmsg` of one message whose buffers include DSM memory: through a bounce, with the
+/// program's name and control buffers as they are.
+///
+/// # Safety
+/// `msg` is valid, with `iov` its buffers.
+unsafe fn recvmsg_bounced(
+    fd: c_int,
+    msg: *mut libc::msghdr,
+    iov: &[libc::iovec],
+    flags: c_int,
+) -> isize {
+    crate::io::input(iov, |b, n| {
+        let mut v = single(b, n);
+        // SAFETY: valid per the contract.
+        let mut m = unsafe { *msg };
+        m.msg_iov = &mut v;
+        m.msg_iovlen = 1;
+        let r = raw(
+            libc::SYS_recvmsg,
+            [
+                fd as usize,
+                &mut m as *mut _ as usize,
+                flags as usize,
+                0,
+                0,
+                0,
+            ],
+        );
+        if r >= 0 {
+            // SAFETY: valid per the contract; what the kernel reports back.
+            unsafe {
+                (*msg).msg_namelen = m.msg_namelen;
+                (*msg).msg_controllen = m.msg_controllen;
+                (*msg).msg_flags = m.msg_flags;
+            }
+        }
+        r
+    })
+}
+
+/// `sendmsg` of one message whose buffers include DSM memory, through a bounce.
+///
+/// # Safety
+/// `msg` is valid, with `iov` its buffers.
+unsafe fn sendmsg_bounced(
+    fd: c_int,
+    msg: *const libc::msghdr,
+    iov: &[libc::iovec],
+    flags: c_int,
+) -> isize {
+    crate::io::output(iov, |b, n, _done| {
+        let mut v = single(b, n);
+        // SAFETY: valid per the contract.
+        let mut m = unsafe { *msg };
+        m.msg_iov = &mut v;
+        m.msg_iovlen = 1;
+        raw(
+            libc::SYS_sendmsg,
+            [
+                fd as usize,
+                &m as *const _ as usize,
+                flags as usize,
+                0,
+                0,
+                0,
+            ],
+        )
+    })
+}
+
+/// The DSM buffers of a message, if it has any.
+///
+/// # Safety
+/// `msg` is NULL or valid.
+unsafe fn msg_dsm_iov<'a>(msg: *const libc::msghdr) -> Option<&'a [libc::iovec]> {
+    // SAFETY: NULL or valid per the contract.
+    let m = unsafe { msg.as_ref() }?;
+    // SAFETY: the message's own iovecs.
+    unsafe { dsm_iov(m.msg_iov, m.msg_iovlen as c_int) }
+}
+
+/// Interposed `recvmsg`: DSM buffers through a bounce ([`crate::io`]).
+///
+/// # Safety
+/// As libc's `recvmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> isize {
+    // SAFETY: the caller's message, as for libc's.
+    match unsafe { msg_dsm_iov(msg) } {
+        // SAFETY: as above.
+        Some(iov) => ssize(unsafe { recvmsg_bounced(fd, msg, iov, flags) }),
+        None => match real::recvmsg() {
+            // SAFETY: libc's recvmsg with the caller's arguments.
+            Some(f) => unsafe { f(fd, msg, flags) },
+            None => fail(libc::ENOSYS, -1),
+        },
+    }
+}
+
+/// Interposed `sendmsg`: DSM buffers through a bounce ([`crate::io`]).
+///
+/// # Safety
+/// As libc's `sendmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> isize {
+    // SAFETY: the caller's message, as for libc's.
+    match unsafe { msg_dsm_iov(msg) } {
+        // SAFETY: as above.
+        Some(iov) => ssize(unsafe { sendmsg_bounced(fd, msg, iov, flags) }),
+        None => match real::sendmsg() {
+            // SAFETY: libc's sendmsg with the caller's arguments.
+            Some(f) => unsafe { f(fd, msg, flags) },
+            None => fail(libc::ENOSYS, -1),
+        },
+    }
+}
+
+/// Whether any message of `msgs` has a DSM buffer.
+///
+/// # Safety
+/// `msgs` points to `n` valid messages.
+unsafe fn mmsg_touches_dsm(msgs: *const libc::mmsghdr, n: libc::c_uint) -> bool {
+    if msgs.is_null() || n == 0 || n > libc::UIO_MAXIOV as libc::c_uint {
+        return false;
+    }
+    // SAFETY: per the contract.
+    let msgs = unsafe { core::slice::from_raw_parts(msgs, n as usize) };
+    // SAFETY: each message is valid.
+    msgs.iter()
+        .any(|m| unsafe { msg_dsm_iov(&m.msg_hdr) }.is_some())
+}
+
+/// Interposed `recvmmsg`: when a buffer is DSM memory, one `recvmsg` per message (after the
+/// first, only what is ready if `MSG_WAITFORONE`; the timeout is not applied then).
+///
+/// # Safety
+/// As libc's `recvmmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    n: libc::c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    // SAFETY: the caller's messages, as for libc's.
+    if !unsafe { mmsg_touches_dsm(msgs, n) } {
+        return match real::recvmmsg() {
+            // SAFETY: libc's recvmmsg with the caller's arguments.
+            Some(f) => unsafe { f(fd, msgs, n, flags, timeout) },
+            None => fail(libc::ENOSYS, -1),
+        };
+    }
+    let mut got = 0;
+    let mut flags = flags;
+    while got < n {
+        // SAFETY: `got < n` indexes the caller's array.
+        let m = unsafe { &mut *msgs.add(got as usize) };
+        // SAFETY: the caller's message.
+        let r = match unsafe { msg_dsm_iov(&m.msg_hdr) } {
+            // SAFETY: as above.
+            Some(iov) => unsafe {
+                recvmsg_bounced(fd, &mut m.msg_hdr, iov, flags & !libc::MSG_WAITFORONE)
+            },
+            None => raw(
+                libc::SYS_recvmsg,
+                [
+                    fd as usize,
+                    &mut m.msg_hdr as *mut _ as usize,
+                    (flags & !libc::MSG_WAITFORONE) as usize,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
+        };
+        if r < 0 {
+            if got > 0 {
+                break;
+            }
+            return fail(-r as Errno, -1);
+        }
+        m.msg_len = r as libc::c_uint;
+        got += 1;
+        if flags & libc::MSG_WAITFORONE != 0 {
+            flags |= libc::MSG_DONTWAIT;
+        }
+    }
+    got as c_int
+}
+
+/// Interposed `sendmmsg`: when a buffer is DSM memory, one `sendmsg` per message.
+///
+/// # Safety
+/// As libc's `sendmmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    n: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: the caller's messages, as for libc's.
+    if !unsafe { mmsg_touches_dsm(msgs, n) } {
+        return match real::sendmmsg() {
+            // SAFETY: libc's sendmmsg with the caller's arguments.
+            Some(f) => unsafe { f(fd, msgs, n, flags) },
+            None => fail(libc::ENOSYS, -1),
+        };
+    }
+    let mut sent = 0;
+    while sent < n {
+        // SAFETY: `sent < n` indexes the caller's array.
+        let m = unsafe { &mut *msgs.add(sent as usize) };
+        // SAFETY: the caller's message.
+        let r = match unsafe { msg_dsm_iov(&m.msg_hdr) } {
+            // SAFETY: as above.
+            Some(iov) => unsafe { sendmsg_bounced(fd, &m.msg_hdr, iov, flags) },
+            None => raw(
+                libc::SYS_sendmsg,
+                [
+                    fd as usize,
+                    &m.msg_hdr as *const _ as usize,
+                    flags as usize,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
+        };
+        if r < 0 {
+            if sent > 0 {
+                break;
+            }
+            return fail(-r as Errno, -1);
+        }
+        m.msg_len = r as libc::c_uint;
+        sent += 1;
+    }
+    sent as c_int
 }

@@ -448,6 +448,7 @@ pub fn mprotect(addr: usize, len: usize, prot: i32) -> Option<Result<(), Errno>>
 
 /// Before `fork`: no table may be inherited half-written.
 pub fn prepare_fork() {
+    crate::sigmask::prepare_fork();
     session::lock_for_fork();
     segments::lock_for_fork();
     mappings::lock_for_fork();
@@ -475,6 +476,7 @@ pub fn child_after_fork() {
     segments::unlock_after_fork();
     session::reset_after_fork();
     channels::reset_after_fork();
+    crate::sigmask::child_after_fork();
     if mappings::is_empty() {
         return;
     }

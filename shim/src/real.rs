@@ -42,6 +42,62 @@ real_fn!(
 real_fn!(
     /// libc's `sysv_signal`.
     sysv_signal, "sysv_signal", fn(libc::c_int, libc::sighandler_t) -> libc::sighandler_t);
+real_fn!(
+    /// libc's `pthread_sigmask`.
+    pthread_sigmask, "pthread_sigmask",
+    fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int);
+real_fn!(
+    /// libc's `sigprocmask`.
+    sigprocmask, "sigprocmask",
+    fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int);
+real_fn!(
+    /// libc's `sigsuspend`.
+    sigsuspend, "sigsuspend", fn(*const libc::sigset_t) -> c_int);
+real_fn!(
+    /// libc's `ppoll`.
+    ppoll, "ppoll",
+    fn(*mut libc::pollfd, libc::nfds_t, *const libc::timespec, *const libc::sigset_t) -> c_int);
+real_fn!(
+    /// libc's `pselect`.
+    pselect, "pselect",
+    fn(c_int, *mut libc::fd_set, *mut libc::fd_set, *mut libc::fd_set, *const libc::timespec,
+       *const libc::sigset_t) -> c_int);
+real_fn!(
+    /// libc's `epoll_pwait`.
+    epoll_pwait, "epoll_pwait",
+    fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int);
+type Iov = *const libc::iovec;
+real_fn!(
+    /// libc's `readv`.
+    readv, "readv", fn(c_int, Iov, c_int) -> isize);
+real_fn!(
+    /// libc's `writev`.
+    writev, "writev", fn(c_int, Iov, c_int) -> isize);
+real_fn!(
+    /// libc's `preadv`.
+    preadv, "preadv", fn(c_int, Iov, c_int, libc::off_t) -> isize);
+real_fn!(
+    /// libc's `pwritev`.
+    pwritev, "pwritev", fn(c_int, Iov, c_int, libc::off_t) -> isize);
+real_fn!(
+    /// libc's `preadv2`.
+    preadv2, "preadv2", fn(c_int, Iov, c_int, libc::off_t, c_int) -> isize);
+real_fn!(
+    /// libc's `pwritev2`.
+    pwritev2, "pwritev2", fn(c_int, Iov, c_int, libc::off_t, c_int) -> isize);
+real_fn!(
+    /// libc's `recvmsg`.
+    recvmsg, "recvmsg", fn(c_int, *mut libc::msghdr, c_int) -> isize);
+real_fn!(
+    /// libc's `sendmsg`.
+    sendmsg, "sendmsg", fn(c_int, *const libc::msghdr, c_int) -> isize);
+real_fn!(
+    /// libc's `recvmmsg`.
+    recvmmsg, "recvmmsg",
+    fn(c_int, *mut libc::mmsghdr, libc::c_uint, c_int, *mut libc::timespec) -> c_int);
+real_fn!(
+    /// libc's `sendmmsg`.
+    sendmmsg, "sendmmsg", fn(c_int, *mut libc::mmsghdr, libc::c_uint, c_int) -> c_int);
 
 /// The next definition of `sym` after ours (NUL-terminated), of `version` if given: glibc keeps
 /// an old `pthread_cond_*` beside the current one, and plain `dlsym` would find the old one.
@@ -213,6 +269,24 @@ pub fn resolve_all() {
         sigaction(),
         signal(),
         sysv_signal(),
+        pthread_sigmask(),
+        sigprocmask(),
+        sigsuspend(),
+        ppoll(),
+        pselect(),
+        epoll_pwait(),
+    );
+    let _ = (
+        readv(),
+        writev(),
+        preadv(),
+        pwritev(),
+        preadv2(),
+        pwritev2(),
+        recvmsg(),
+        sendmsg(),
+        recvmmsg(),
+        sendmmsg(),
     );
     let _ = (
         pthread_mutex_init(),

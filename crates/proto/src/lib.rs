@@ -24,6 +24,13 @@ pub use ids::{Access, NodeId, SegmentId, SessionId, PAGE_SIZE};
 /// Both ends send it in the [`hello::Hello`] and refuse a mismatch with a clear reason.
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// Start of the virtual address window every segment's base address is taken from (32 TiB: far
+/// below the mmap area near the top of the 47-bit address space, far above PIE binaries and
+/// their heaps). The shim recognizes a system call's buffer in DSM memory by it (`addr >> 45 == 1`).
+pub const WINDOW_START: u64 = 0x2000_0000_0000;
+/// End of that window (64 TiB).
+pub const WINDOW_END: u64 = 0x4000_0000_0000;
+
 /// First four bytes of every [`hello::Hello`]: a connection from something that is not dsm is
 /// refused before anything else is parsed.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"DSM\0");
