@@ -17,6 +17,9 @@
  *   lock NAME ROLE SECS     lock/unlock the mutex in a loop with the other role: acquisitions
  *   lock-solo NAME N        lock+unlock, uncontended: per-pair latency
  *   barrier NAME ROLE N     N rounds of the barrier with the other role; role 0 reports rounds/s
+ *   write-file NAME N       N pwrite()s of 1 MiB to a temporary file from the segment's first
+ *                           MiB (node-local after the first) and, alternating, from private
+ *                           memory (the floor, same run); also the first, cold one
  *   floor-fault PAGES       SIGSEGV whose handler only mprotects the page
  *   floor-unix N            Unix socket round trip between two processes
  *   floor-tcp N             TCP loopback round trip carrying 4 KiB back
@@ -205,6 +208,35 @@ static void floor_memfd(size_t pages) {
     printf("{\"what\": \"floor-memfd\", \"bytes\": %zu, \"mb_per_s\": %.1f}\n", pages * PAGE, pages * PAGE / secs / 1e6);
 }
 
+static void write_file(const char *name, long n) {
+    const size_t mib = 1 << 20;
+    char *m = open_segment(name, 0, 0, NULL);
+    char *priv = malloc(mib);
+    memset(priv, 7, mib);
+    char path[] = "/tmp/dsmbench-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) die("mkstemp");
+    unlink(path);
+    uint64_t *dsm = malloc(n * sizeof *dsm), *floor = malloc(n * sizeof *floor);
+    uint64_t t0 = now_ns();
+    if (pwrite(fd, m, mib, 0) != (ssize_t)mib) die("pwrite from DSM memory");
+    uint64_t cold = now_ns() - t0;
+    for (long i = 0; i < n; i++) {
+        t0 = now_ns();
+        if (pwrite(fd, priv, mib, 0) != (ssize_t)mib) die("pwrite from private memory");
+        floor[i] = now_ns() - t0;
+        t0 = now_ns();
+        if (pwrite(fd, m, mib, 0) != (ssize_t)mib) die("pwrite from DSM memory");
+        dsm[i] = now_ns() - t0;
+    }
+    qsort(dsm, n, sizeof *dsm, cmp);
+    qsort(floor, n, sizeof *floor, cmp);
+    printf("{\"what\": \"write-file\", \"samples\": %ld, \"p50_ns\": %lu, \"p99_ns\": %lu, "
+           "\"floor_p50_ns\": %lu, \"cold_ns\": %lu}\n",
+           n, dsm[n / 2], dsm[(n * 99) / 100], floor[n / 2], cold);
+    close(fd);
+}
+
 static void scan(const char *name) {
     size_t size;
     char *m = open_segment(name, 0, 0, &size);
@@ -365,6 +397,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "write")) touch(argc > 4 ? argv[4] : "write", open_segment(argv[2], 0, 0, NULL), atol(argv[3]), 1);
     else if (!strcmp(mode, "fill")) { size_t n = atol(argv[3]); char *m = open_segment(argv[2], 1, n, NULL); memset(m, 7, n); }
     else if (!strcmp(mode, "scan")) scan(argv[2]);
+    else if (!strcmp(mode, "write-file")) write_file(argv[2], atol(argv[3]));
     else if (!strcmp(mode, "pingpong")) pingpong(argv[2], atoi(argv[3]), atoi(argv[4]));
     else if (!strcmp(mode, "create")) open_segment(argv[2], 1, strtoull(argv[3], NULL, 0), NULL);
     else if (!strcmp(mode, "random")) random_touch(argv[2], atol(argv[3]), atol(argv[4]), !strcmp(argv[5], "write"));

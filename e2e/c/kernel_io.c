@@ -8,7 +8,8 @@
  *                                 pwrite, writev, fwrite 64 KiB and 1 MiB, fprintf of a 200 KiB
  *                                 string, send), checks them, then reads files and a socket into
  *                                 DSM memory (read, pread, readv, fread buffered and unbuffered,
- *                                 fgets, recv), and blocks in recv on a page node 1 writes.
+ *                                 fgets, recv), blocks in recv on a page node 1 writes, and
+ *                                 preads and pwrites the segment's own descriptor.
  *
  * Layout: OUT at 0 (2 MiB of pattern with a NUL at STR_LEN), IN at 4 MiB (what node 2 reads in),
  * control words at 8 MiB, the recv page at 8 MiB + 4096. */
@@ -78,7 +79,7 @@ static void make_input(const char *file, size_t len, int lines) {
     fclose(f);
 }
 
-static void consumer(unsigned char *p, const char *dir) {
+static void consumer(unsigned char *p, const char *name, const char *dir) {
     /* Output from pages this process never touched. */
     int fd = open(path(dir, "write"), O_CREAT | O_TRUNC | O_WRONLY, 0600);
     CHECK(write(fd, p + OUT, 65536) == 65536, "write: %s", strerror(errno));
@@ -166,6 +167,17 @@ static void consumer(unsigned char *p, const char *dir) {
     }
     CHECK(recv(sv[1], p + RECV_PAGE, 21, 0) == 21, "blocked recv: %s", strerror(errno));
     waitpid(pid, NULL, 0);
+
+    /* pread and pwrite on the segment's own descriptor see and make the coherent bytes. */
+    int sfd = shm_open(name, O_RDWR, 0);
+    CHECK(sfd >= 0, "shm_open: %s", strerror(errno));
+    unsigned char b[100];
+    CHECK(pread(sfd, b, 100, OUT + 5 * 4096) == 100, "pread: %s", strerror(errno));
+    for (int i = 0; i < 100; i++) CHECK(b[i] == pat(5 * 4096 + i), "pread byte %d", i);
+    CHECK(pread(sfd, b, 1, RECV_PAGE + 2048) == 1 && b[0] == 42, "pread missed node 1's write (%d)", b[0]);
+    CHECK(pwrite(sfd, "pwrite through the fd", 21, CTRL + 2048) == 21, "pwrite: %s", strerror(errno));
+    CHECK(pread(sfd, b, 10, SIZE - 5) == 5, "pread at the end");
+    close(sfd);
     __atomic_store_n(ctrl(p, 2), 1, __ATOMIC_RELEASE);
     printf("consumer done\n");
 }
@@ -198,6 +210,7 @@ static void producer(unsigned char *p) {
     wait_flag(p, 2, 1);
     CHECK(memcmp(p + RECV_PAGE, "hello from the socket", 21) == 0, "recv bytes lost");
     CHECK(p[RECV_PAGE + 2048] == 42, "node 1's write into the recv page was lost");
+    CHECK(memcmp(p + CTRL + 2048, "pwrite through the fd", 21) == 0, "node 2's pwrite not seen");
     printf("producer done (write during blocked recv took %.1f ms)\n", took * 1e3);
 }
 
@@ -209,7 +222,7 @@ int main(int argc, char **argv) {
         producer(p);
     } else {
         wait_flag(p, 3, 1);
-        consumer(p, argv[2]);
+        consumer(p, argv[1], argv[2]);
     }
     return 0;
 }

@@ -31,3 +31,32 @@ fn syscalls_and_stdio_on_dsm_memory_across_nodes() {
         producer.stdout
     );
 }
+
+#[test]
+fn dsm_faults_and_syscalls_work_whatever_the_signal_mask() {
+    use std::os::unix::process::ExitStatusExt;
+    let c = Cluster::start(2, &[]);
+    let prog = c_program("sigmask");
+    let name = format!("/{}", unique("mask"));
+    c.node(1).run(&prog, &[&name, "producer"]).assert_ok();
+    let mut consumer = c.node(2).isolated_command(&prog);
+    consumer.args([&name, "consumer"]);
+    let out = run(consumer);
+    out.assert_ok();
+    assert!(out.stdout.contains("sigmask ok"), "{}", out.stdout);
+
+    // A fault that is not a DSM fault, on a thread that blocks SIGSEGV: death, as without dsm.
+    let mut foreign = c.node(2).isolated_command(&prog);
+    foreign.args([&name, "foreign"]);
+    let out = run(foreign);
+    assert!(
+        out.stdout.contains("about to fault"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    // The shell in front of the program reports the signal as 128 + 11, or it is the signal.
+    let died_of_segv = out.status.signal() == Some(libc::SIGSEGV)
+        || out.status.code() == Some(128 + libc::SIGSEGV);
+    assert!(died_of_segv, "{:?}\n{}", out.status, out.stderr);
+}

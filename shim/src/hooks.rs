@@ -785,3 +785,37 @@ pub unsafe extern "C" fn sendmmsg(
     }
     sent as c_int
 }
+
+macro_rules! positioned {
+    ($(#[$doc:meta])* $name:ident, $real:ident, $buf:ty, $write:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As libc's function of that name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(fd: c_int, buf: $buf, n: usize, off: libc::off_t) -> isize {
+            match ops::positioned(fd, buf as usize, n, off, $write) {
+                Some(Ok(done)) => done as isize,
+                Some(Err(e)) => fail(e, -1),
+                None => match real::$real() {
+                    // SAFETY: libc's function with the caller's arguments.
+                    Some(f) => unsafe { f(fd, buf, n, off) },
+                    None => fail(libc::ENOSYS, -1),
+                },
+            }
+        }
+    };
+}
+
+positioned!(
+    /// Interposed `pread`: on a DSM segment's descriptor, the segment's coherent bytes.
+    pread, pread, *mut c_void, false);
+positioned!(
+    /// Interposed `pread64`: as [`pread`].
+    pread64, pread, *mut c_void, false);
+positioned!(
+    /// Interposed `pwrite`: on a DSM segment's descriptor, a coherent write (growing it first).
+    pwrite, pwrite, *const c_void, true);
+positioned!(
+    /// Interposed `pwrite64`: as [`pwrite`].
+    pwrite64, pwrite, *const c_void, true);

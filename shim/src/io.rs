@@ -356,7 +356,7 @@ fn scatter(src: usize, n: usize, iov: &[libc::iovec]) -> usize {
 /// Copies `n` bytes between our private `local` and the program's `remote` (into `remote` if
 /// `into_remote`) with the kernel's copy, obtaining DSM pages as needed. Returns the bytes
 /// copied: fewer if `remote` runs into memory the program may not access that way.
-fn copy(local: usize, remote: usize, n: usize, into_remote: bool) -> usize {
+pub fn copy(local: usize, remote: usize, n: usize, into_remote: bool) -> usize {
     let pid = sys::getpid();
     let nr = if into_remote {
         libc::SYS_process_vm_writev

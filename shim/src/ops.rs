@@ -149,6 +149,55 @@ pub fn ftruncate(fd: i32, len: i64) -> Option<Result<(), Errno>> {
     })())
 }
 
+/// `pread`/`pwrite` on a DSM segment's own descriptor (`None`: `fd` is not one). The bytes are
+/// the segment's coherent bytes: they are copied through a mapping of the range (the one the
+/// program has, or one made for the call), exactly as the program's loads and stores would see
+/// them. A write past the end grows the segment cluster-wide first, as `pwrite` grows a file.
+pub fn positioned(
+    fd: i32,
+    buf: usize,
+    n: usize,
+    off: i64,
+    write: bool,
+) -> Option<Result<usize, Errno>> {
+    let segment = segments::lookup(fd)?;
+    Some((|| {
+        if off < 0 {
+            return Err(libc::EINVAL);
+        }
+        let mode = sys::access_mode(fd)?;
+        if (write && mode == libc::O_RDONLY) || (!write && mode == libc::O_WRONLY) {
+            return Err(libc::EBADF);
+        }
+        let off = off as usize;
+        let end = off.checked_add(n).ok_or(libc::EINVAL)?;
+        let size = sys::fstat(fd)?.st_size as usize;
+        let n = if write {
+            if end > size {
+                ftruncate(fd, end as i64).unwrap_or(Err(libc::EBADF))?;
+            }
+            n
+        } else {
+            n.min(size.saturating_sub(off))
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        let start = off & !(PAGE_SIZE - 1);
+        let len = off + n - start;
+        let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
+        let at = map_segment(segment, 0, len, prot, libc::MAP_SHARED, fd, start as i64)?;
+        let data = at + (off - start);
+        let done = crate::io::copy(buf, data, n, write);
+        let _ = munmap(at, len);
+        if done == 0 {
+            Err(libc::EFAULT)
+        } else {
+            Ok(done)
+        }
+    })())
+}
+
 fn round_up(len: usize) -> Option<usize> {
     len.checked_add(PAGE_SIZE - 1).map(|l| l & !(PAGE_SIZE - 1))
 }

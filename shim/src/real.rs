@@ -98,6 +98,12 @@ real_fn!(
 real_fn!(
     /// libc's `sendmmsg`.
     sendmmsg, "sendmmsg", fn(c_int, *mut libc::mmsghdr, libc::c_uint, c_int) -> c_int);
+real_fn!(
+    /// libc's `pread`.
+    pread, "pread", fn(c_int, *mut c_void, usize, libc::off_t) -> isize);
+real_fn!(
+    /// libc's `pwrite`.
+    pwrite, "pwrite", fn(c_int, *const c_void, usize, libc::off_t) -> isize);
 
 /// The next definition of `sym` after ours (NUL-terminated), of `version` if given: glibc keeps
 /// an old `pthread_cond_*` beside the current one, and plain `dlsym` would find the old one.
@@ -287,6 +293,8 @@ pub fn resolve_all() {
         sendmsg(),
         recvmmsg(),
         sendmmsg(),
+        pread(),
+        pwrite(),
     );
     let _ = (
         pthread_mutex_init(),
