@@ -27,6 +27,8 @@
 
 use core::mem::MaybeUninit;
 
+use crate::lock::SpinLock;
+
 use crate::{fault, mappings, say, sys};
 
 /// Largest bounce buffer: bounds the memory one call takes.
@@ -241,23 +243,55 @@ fn emulate(nr: i64, a: [usize; 6]) -> isize {
     }
 }
 
+/// Bounce buffers kept for the next call (address, length): a fresh mapping costs its page
+/// faults, more than the copy itself. Only ever `try_lock`ed: a thread that finds it busy (another
+/// thread, or a handler interrupting its own thread) maps a fresh buffer instead of waiting.
+static SPARE: SpinLock<[(usize, usize); SPARES]> = SpinLock::new([(0, 0); SPARES]);
+/// How many bounce buffers are kept, and the largest kept (memory held: at most 16 MiB).
+const SPARES: usize = 4;
+const SPARE_MAX: usize = 4 << 20;
+
 /// Runs `f` on a private buffer of `len` bytes; `-errno` if there is no memory for it.
 fn with_bounce(len: usize, f: impl FnOnce(usize) -> isize) -> isize {
     if len <= SMALL {
         let mut buf = MaybeUninit::<[u8; SMALL]>::uninit();
         return f(buf.as_mut_ptr() as usize);
     }
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
-    // SAFETY: a fresh anonymous mapping; nothing is replaced.
-    let addr = match unsafe { sys::mmap(0, len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) }
-    {
-        Ok(a) => a,
-        Err(e) => return -(e as isize),
+    let (addr, size) = match take_spare(len) {
+        Some(found) => found,
+        None => {
+            let size = len.next_multiple_of(SMALL);
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+            let prot = libc::PROT_READ | libc::PROT_WRITE;
+            // SAFETY: a fresh anonymous mapping; nothing is replaced.
+            match unsafe { sys::mmap(0, size, prot, flags, -1, 0) } {
+                Ok(a) => (a, size),
+                Err(e) => return -(e as isize),
+            }
+        }
     };
     let r = f(addr);
-    // SAFETY: our own mapping, no longer used.
-    let _ = unsafe { sys::munmap(addr, len) };
+    put_spare(addr, size);
     r
+}
+
+fn take_spare(len: usize) -> Option<(usize, usize)> {
+    let mut spare = SPARE.try_lock()?;
+    let slot = spare.iter_mut().find(|(a, s)| *a != 0 && *s >= len)?;
+    Some(core::mem::replace(slot, (0, 0)))
+}
+
+fn put_spare(addr: usize, size: usize) {
+    if size <= SPARE_MAX {
+        if let Some(mut spare) = SPARE.try_lock() {
+            if let Some(slot) = spare.iter_mut().find(|(a, _)| *a == 0) {
+                *slot = (addr, size);
+                return;
+            }
+        }
+    }
+    // SAFETY: our own mapping, no longer used.
+    let _ = unsafe { sys::munmap(addr, size) };
 }
 
 /// Sum of the lengths.
