@@ -278,7 +278,7 @@ fn with_bounce(len: usize, f: impl FnOnce(usize) -> isize) -> isize {
 fn take_spare(len: usize) -> Option<(usize, usize)> {
     let mut spare = SPARE.try_lock()?;
     let slot = spare.iter_mut().find(|(a, s)| *a != 0 && *s >= len)?;
-    Some(core::mem::replace(slot, (0, 0)))
+    Some(core::mem::take(slot))
 }
 
 fn put_spare(addr: usize, size: usize) {
