@@ -607,6 +607,27 @@ impl Server {
                 self.sync_request(token, session, tid, key, op)?;
                 return Ok(());
             }
+            Request::Identify { dev, ino } => {
+                let found = self
+                    .store
+                    .iter()
+                    .find(|l| l.memfd.identity().ok() == Some((dev, ino)))
+                    .map(|l| (l.meta.id, l.meta.size, l.meta.base));
+                match found {
+                    Some((segment, size, base)) => {
+                        if let Some(s) = self.sessions.get_mut(&session) {
+                            s.opened.insert(segment);
+                        }
+                        self.hold(session, segment);
+                        Reply::Opened {
+                            segment,
+                            size,
+                            base,
+                        }
+                    }
+                    None => Reply::Failed(ShmError::NotFound),
+                }
+            }
             Request::Info => Reply::Info {
                 node: self.config.node_id,
                 nodes: self.config.members().len() as u32,

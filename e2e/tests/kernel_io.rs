@@ -60,3 +60,19 @@ fn dsm_faults_and_syscalls_work_whatever_the_signal_mask() {
         || out.status.code() == Some(128 + libc::SIGSEGV);
     assert!(died_of_segv, "{:?}\n{}", out.status, out.stderr);
 }
+
+#[test]
+fn a_descriptor_passed_over_a_socket_or_inherited_across_exec_is_the_segment() {
+    let c = Cluster::start(2, &[]);
+    let prog = c_program("fdpass");
+    let name = format!("/{}", unique("fdpass"));
+    let mut producer = c.node(1).command(&prog);
+    producer.args([&name, "producer"]);
+    let producer = Running::start(producer);
+    let mut sender = c.node(2).isolated_command(&prog);
+    sender.args([&name, "sender"]);
+    let sender = run(sender);
+    let producer = producer.finish();
+    sender.assert_ok();
+    producer.assert_ok();
+}

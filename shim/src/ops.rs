@@ -127,10 +127,40 @@ pub fn shm_unlink(name: &str) -> Result<(), Errno> {
     expect_done("shm_unlink", &Request::Unlink { name })
 }
 
+/// The segment `fd` refers to, also when this process did not get it from `shm_open`
+/// (received over `SCM_RIGHTS`, inherited across `exec`): then the daemon is asked which
+/// segment the memfd is, and the process holds it as if it had opened it.
+/// `Err`: it is a dsm memfd but no segment the daemon can serve; using it would not be shared.
+fn segment_of(fd: i32) -> Option<Result<SegmentId, Errno>> {
+    if let Some(segment) = segments::lookup(fd) {
+        return Some(Ok(segment));
+    }
+    if !segments::may_be_foreign_segment(fd) {
+        return None;
+    }
+    let (dev, ino) = segments::identity(fd)?;
+    let what = "a received segment descriptor";
+    Some(match request(what, &Request::Identify { dev, ino }, None) {
+        Ok(Reply::Opened { segment, .. }) => {
+            segments::remember(fd, segment);
+            Ok(segment)
+        }
+        Ok(_) => {
+            say!(
+                "descriptor {fd} is a dsm segment this node's dsmd does not know (removed, or \
+                 from another node's daemon): refused (ENODEV), it would not be shared"
+            );
+            Err(libc::ENODEV)
+        }
+        Err(e) => Err(e),
+    })
+}
+
 /// `ftruncate`: `None` if `fd` is not a DSM segment.
 pub fn ftruncate(fd: i32, len: i64) -> Option<Result<(), Errno>> {
-    let segment = segments::lookup(fd)?;
+    let segment = segment_of(fd)?;
     Some((|| {
+        let segment = segment?;
         if len < 0 || sys::access_mode(fd)? == libc::O_RDONLY {
             return Err(libc::EINVAL);
         }
@@ -214,8 +244,8 @@ pub fn mmap(
     if flags & libc::MAP_ANONYMOUS != 0 {
         return None;
     }
-    let segment = segments::lookup(fd)?;
-    Some(map_segment(segment, addr, len, prot, flags, fd, off))
+    let segment = segment_of(fd)?;
+    Some(segment.and_then(|s| map_segment(s, addr, len, prot, flags, fd, off)))
 }
 
 fn map_segment(

@@ -75,6 +75,33 @@ pub fn lookup(fd: i32) -> Option<SegmentId> {
         .map(|k| k.segment)
 }
 
+/// Whether `fd` may be a segment this process was not told of (received over `SCM_RIGHTS`, or
+/// inherited across `exec`): a memfd (unlinked regular file) the daemon named `dsm:…`.
+pub fn may_be_foreign_segment(fd: i32) -> bool {
+    let Ok(st) = sys::fstat(fd) else { return false };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 0 {
+        return false;
+    }
+    let path = format!("/proc/self/fd/{fd}\0");
+    let mut target = [0u8; 64];
+    // SAFETY: a NUL-terminated path and a buffer of the length passed.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            target.as_mut_ptr() as usize,
+            target.len(),
+        )
+    };
+    n > 0 && target[..n as usize].starts_with(b"/memfd:dsm:")
+}
+
+/// The device and inode of `fd`.
+pub fn identity(fd: i32) -> Option<(u64, u64)> {
+    sys::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino))
+}
+
 /// The state table of `segment` mapped in this process, if it was fetched.
 pub fn table(segment: SegmentId) -> Option<(usize, usize)> {
     TABLE

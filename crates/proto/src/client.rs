@@ -87,6 +87,16 @@ pub enum Request<'a> {
     Info,
     /// This node's counters (for programs that report their own cost).
     Counters,
+    /// A descriptor this process did not get from `shm_open` (received over `SCM_RIGHTS`, or
+    /// inherited across `exec`) refers to a memfd with this device and inode: which segment is
+    /// it? Answered with [`Reply::Opened`] (no descriptor travels: the process has it), and the
+    /// process then holds the segment as if it had opened it; `NotFound` if it is none of ours.
+    Identify {
+        /// `st_dev` of the descriptor.
+        dev: u64,
+        /// `st_ino` of the descriptor.
+        ino: u64,
+    },
 }
 
 /// The daemon's reply to a [`Request`]. Holds no heap data.

@@ -109,6 +109,13 @@ impl Page {
 }
 
 impl MemFd {
+    /// The memfd's device and inode, as a process holding a descriptor of it sees them.
+    pub fn identity(&self) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata()?;
+        Ok((meta.dev(), meta.ino()))
+    }
+
     /// A new, empty memfd; `label` shows in `/proc/PID/maps` of every process that maps it.
     pub fn create(label: &str) -> io::Result<MemFd> {
         let name = CString::new(format!("dsm:{label}"))
