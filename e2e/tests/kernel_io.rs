@@ -76,3 +76,16 @@ fn a_descriptor_passed_over_a_socket_or_inherited_across_exec_is_the_segment() {
     sender.assert_ok();
     producer.assert_ok();
 }
+
+#[test]
+fn a_thousand_segments_in_one_process_stay_segments() {
+    let c = Cluster::start(2, &[]);
+    let prog = c_program("many");
+    let prefix = format!("/{}", unique("many"));
+    c.node(1)
+        .run(&prog, &[&prefix, "create", "1000"])
+        .assert_ok();
+    let mut check = c.node(2).isolated_command(&prog);
+    check.args([&prefix, "check", "1000"]);
+    run(check).assert_ok();
+}

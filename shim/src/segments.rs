@@ -11,8 +11,6 @@ use dsm_proto::SegmentId;
 use crate::lock::SpinLock;
 use crate::sys;
 
-const CAPACITY: usize = 256;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Known {
     dev: u64,
@@ -22,7 +20,9 @@ struct Known {
     table: Option<(usize, usize)>,
 }
 
-static TABLE: SpinLock<[Option<Known>; CAPACITY]> = SpinLock::new([None; CAPACITY]);
+/// Every segment this process opened or was handed, without limit: forgetting one would make
+/// its descriptors silently local. Not read by the signal handler.
+static TABLE: SpinLock<Vec<Known>> = SpinLock::new(Vec::new());
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Remembers that `fd` (just received from the daemon) is `segment`.
@@ -35,9 +35,9 @@ pub fn remember(fd: i32, segment: SegmentId) {
         table: None,
     };
     let mut entries = TABLE.lock();
-    if let Some(Some(entry)) = entries
+    if let Some(entry) = entries
         .iter_mut()
-        .find(|k| matches!(k, Some(k) if k.dev == known.dev && k.ino == known.ino))
+        .find(|k| k.dev == known.dev && k.ino == known.ino)
     {
         // Opened again: the same segment keeps its entry (and its mapped state table); a new
         // segment that got the inode of a removed one replaces it.
@@ -46,19 +46,8 @@ pub fn remember(fd: i32, segment: SegmentId) {
         }
         return;
     }
-    match entries.iter_mut().find(|k| k.is_none()) {
-        Some(slot) => {
-            *slot = Some(known);
-            COUNT.fetch_add(1, Ordering::Relaxed);
-        }
-        None => {
-            // Forget the oldest entry; its segment's descriptors, if any are left, stop being
-            // recognized, which the message makes visible.
-            crate::say!("more than {CAPACITY} segments opened; forgetting the oldest");
-            entries.rotate_left(1);
-            entries[CAPACITY - 1] = Some(known);
-        }
-    }
+    entries.push(known);
+    COUNT.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The segment `fd` refers to, if it is one. Costs one `fstat` once any segment is known.
@@ -70,7 +59,6 @@ pub fn lookup(fd: i32) -> Option<SegmentId> {
     let table = TABLE.lock();
     table
         .iter()
-        .flatten()
         .find(|k| k.dev == st.st_dev && k.ino == st.st_ino)
         .map(|k| k.segment)
 }
@@ -107,14 +95,13 @@ pub fn table(segment: SegmentId) -> Option<(usize, usize)> {
     TABLE
         .lock()
         .iter()
-        .flatten()
         .find(|k| k.segment == segment)
         .and_then(|k| k.table)
 }
 
 /// Records the state table of `segment`, mapped at `addr` with `len` entries.
 pub fn set_table(segment: SegmentId, addr: usize, len: usize) {
-    for k in TABLE.lock().iter_mut().flatten() {
+    for k in TABLE.lock().iter_mut() {
         if k.segment == segment {
             k.table = Some((addr, len));
         }
