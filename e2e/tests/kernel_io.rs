@@ -89,3 +89,24 @@ fn a_thousand_segments_in_one_process_stay_segments() {
     check.args([&prefix, "check", "1000"]);
     run(check).assert_ok();
 }
+
+#[test]
+fn errno_and_descriptor_numbers_are_glibcs() {
+    let c = Cluster::start(1, &[]);
+    let prog = c_program("errnos");
+    let plain = run({
+        let mut cmd = std::process::Command::new(&prog);
+        cmd.arg(format!("/{}", unique("errno-plain")));
+        cmd
+    });
+    plain.assert_ok();
+    let dsm = c
+        .node(1)
+        .run(&prog, &[&format!("/{}", unique("errno-dsm"))]);
+    dsm.assert_ok();
+    assert_eq!(
+        dsm.stdout, plain.stdout,
+        "with the shim (left) and without (right)\nstderr: {}",
+        dsm.stderr
+    );
+}

@@ -54,6 +54,15 @@ fn unexpected(what: &str, reply: Reply) -> Errno {
 
 /// `shm_open` of a name that is to be distributed.
 pub fn shm_open(name: &str, oflag: i32, mode: u32) -> Result<i32, Errno> {
+    // As glibc 2.36, before anything else: a name that does not fit its path buffer is
+    // EINVAL; one that fits but is longer than a file name may be is ENAMETOOLONG (from open).
+    match name.trim_start_matches('/').len() {
+        260.. => return Err(libc::EINVAL),
+        256..=259 => return Err(libc::ENAMETOOLONG),
+        _ => {}
+    }
+    // As the kernel: no free descriptor is EMFILE before the name is created or opened.
+    sys::close(sys::free_descriptor()?);
     let mut fd = -1;
     let reply = request(
         "shm_open",
@@ -70,6 +79,8 @@ pub fn shm_open(name: &str, oflag: i32, mode: u32) -> Result<i32, Errno> {
     )?;
     let segment = match reply {
         Reply::Opened { segment, .. } if fd >= 0 => segment,
+        // The descriptor did not fit after all (another thread took the last one meanwhile).
+        Reply::Opened { .. } => return Err(libc::EMFILE),
         Reply::Failed(e) => return Err(errno_of(e)),
         other => {
             if fd >= 0 {
@@ -279,6 +290,11 @@ fn map_segment(
         None,
     )? {
         Reply::Mapped { base } => base as usize,
+        // More than the segment's address span: as the kernel says when a mapping cannot fit.
+        Reply::Failed(ShmError::TooLarge) => {
+            say!("mmap: {len} bytes exceed the segment's reserved address span");
+            return Err(libc::ENOMEM);
+        }
         Reply::Failed(e) => return Err(errno_of(e)),
         other => return Err(unexpected("mmap", other)),
     };

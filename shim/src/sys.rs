@@ -106,6 +106,51 @@ pub fn thread_alive(tid: i32) -> bool {
     !(r < 0 && errno() == libc::ESRCH)
 }
 
+/// A descriptor that proves one is free (`/dev/null`, close-on-exec); `EMFILE` if none is.
+pub fn free_descriptor() -> SysResult<i32> {
+    // SAFETY: a NUL-terminated path literal.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD as usize,
+            c"/dev/null".as_ptr() as usize,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as usize,
+        )
+    })
+    .map(|fd| fd as i32)
+}
+
+/// Moves one of the shim's own descriptors out of the way of the program's: to the lowest free
+/// number at or above half the descriptor limit, so the program's `open`, `socket` and
+/// `shm_open` get the numbers they would have had without the shim. Keeps `fd` if that fails.
+pub fn relocate(fd: i32) -> i32 {
+    // SAFETY: all-zero is a valid rlimit; the pointer is valid for the call.
+    let mut lim: libc::rlimit = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_getrlimit,
+            libc::RLIMIT_NOFILE,
+            &mut lim as *mut libc::rlimit,
+        )
+    } < 0
+    {
+        return fd;
+    }
+    let floor = (lim.rlim_cur / 2).min(i32::MAX as u64) as usize;
+    if floor as i32 <= fd {
+        return fd;
+    }
+    // SAFETY: integer arguments only.
+    match check(unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, floor) }) {
+        Ok(high) => {
+            close(fd);
+            high as i32
+        }
+        Err(_) => fd,
+    }
+}
+
 /// A connected `AF_UNIX` stream socket (close-on-exec) to `addr`.
 pub fn connect_unix(addr: &libc::sockaddr_un) -> SysResult<i32> {
     // SAFETY: integer arguments only.
@@ -128,7 +173,7 @@ pub fn connect_unix(addr: &libc::sockaddr_un) -> SysResult<i32> {
             )
         };
         match check(r) {
-            Ok(_) => return Ok(fd),
+            Ok(_) => return Ok(relocate(fd)),
             Err(libc::EINTR) => continue,
             Err(e) => {
                 close(fd);

@@ -118,7 +118,15 @@ impl MemFd {
 
     /// A new, empty memfd; `label` shows in `/proc/PID/maps` of every process that maps it.
     pub fn create(label: &str) -> io::Result<MemFd> {
-        let name = CString::new(format!("dsm:{label}"))
+        // memfd names are at most 249 bytes (MFD_NAME_MAX_LEN); segment names up to 255 (as
+        // tmpfs allows) are cut to fit, on a character boundary. The name is only a label.
+        let mut name = format!("dsm:{label}");
+        let mut cut = name.len().min(249);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
+        let name = CString::new(name)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in segment name"))?;
         // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
