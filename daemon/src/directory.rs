@@ -12,7 +12,7 @@ use dsm_proto::peer::{DirMsg, DirOp, SegmentMeta};
 use dsm_proto::{NodeId, SegmentId, PAGE_SIZE};
 use log::{info, warn};
 
-pub use dsm_proto::{WINDOW_END, WINDOW_START};
+pub use dsm_proto::{ALIAS_START, WINDOW_START};
 /// Address span a segment reserves at least, so it can grow without moving.
 pub const MIN_SPAN: u64 = 1 << 30;
 /// Largest segment (the page index is a `u32`).
@@ -50,7 +50,7 @@ impl Default for Directory {
             segments: BTreeMap::new(),
             names: HashMap::new(),
             next_serial: 1,
-            space: AddressSpace::new(WINDOW_START, WINDOW_END),
+            space: AddressSpace::new(WINDOW_START, ALIAS_START),
         }
     }
 }

@@ -178,6 +178,16 @@ static void consumer(unsigned char *p, const char *name, const char *dir) {
     CHECK(pwrite(sfd, "pwrite through the fd", 21, CTRL + 2048) == 21, "pwrite: %s", strerror(errno));
     CHECK(pread(sfd, b, 10, SIZE - 5) == 5, "pread at the end");
     close(sfd);
+
+    /* fopen of the /dev/shm path is the segment too (glibc's fopen opens internally). */
+    char dev[300];
+    snprintf(dev, sizeof dev, "/dev/shm%s", name);
+    FILE *sf = fopen(dev, "r+");
+    CHECK(sf, "fopen %s: %s", dev, strerror(errno));
+    unsigned char *q = mmap(NULL, SIZE, PROT_READ, MAP_SHARED, fileno(sf), 0);
+    CHECK(q != MAP_FAILED, "mmap of fopen's descriptor: %s", strerror(errno));
+    CHECK(q != p && q[OUT + 7 * 4096] == pat(7 * 4096), "fopen's descriptor is not the segment");
+    fclose(sf);
     __atomic_store_n(ctrl(p, 2), 1, __ATOMIC_RELEASE);
     printf("consumer done\n");
 }

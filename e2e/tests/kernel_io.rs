@@ -110,3 +110,38 @@ fn errno_and_descriptor_numbers_are_glibcs() {
         dsm.stderr
     );
 }
+
+#[test]
+fn dev_shm_paths_are_the_segments() {
+    let c = Cluster::start(2, &[]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("c/devshm.py");
+    let script = script.to_str().expect("utf-8 path");
+    let name = unique("devshm");
+    let python = std::path::Path::new("python3");
+    let mut creator = c.node(1).command(python);
+    creator.args([script, &name, "creator"]);
+    let creator = Running::start(creator);
+    let mut reader = c.node(2).isolated_command(python);
+    reader.args([script, &name, "path"]);
+    let reader = run(reader);
+    let creator = creator.finish();
+    reader.assert_ok();
+    creator.assert_ok();
+    assert!(creator.stdout.contains("creator ok"), "{}", creator.stdout);
+}
+
+#[test]
+fn one_segment_mapped_twice_is_two_mappings() {
+    let c = Cluster::start(2, &[]);
+    let prog = c_program("twice");
+    let name = format!("/{}", unique("twice"));
+    let mut writer = c.node(1).command(&prog);
+    writer.args([&name, "writer"]);
+    let writer = Running::start(writer);
+    let mut maps = c.node(2).isolated_command(&prog);
+    maps.args([&name, "maps"]);
+    let maps = run(maps);
+    let writer = writer.finish();
+    maps.assert_ok();
+    writer.assert_ok();
+}

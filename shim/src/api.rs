@@ -98,7 +98,7 @@ pub extern "C" fn dsm_alloc(segment: *mut c_void, size: usize) -> *mut c_void {
         sys::set_errno(libc::EINVAL);
         return core::ptr::null_mut();
     };
-    let limit = (mappings::extent(m.segment) - m.base) as u64;
+    let limit = mappings::extent(m.segment) as u64;
     let op = SyncOp::Alloc {
         size: size as u64,
         align: 16,

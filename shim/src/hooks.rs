@@ -819,3 +819,213 @@ positioned!(
 positioned!(
     /// Interposed `pwrite64`: as [`pwrite`].
     pwrite64, pwrite, *const c_void, true);
+
+/// The `shm_open` name a path in `/dev/shm` stands for, if it is one we distribute: the same
+/// object as `shm_open("/NAME")` (glibc's `shm_open` is `open("/dev/shm/NAME")`).
+///
+/// # Safety
+/// `path` is NULL or a valid C string.
+unsafe fn dev_shm_name(path: *const c_char) -> Option<String> {
+    // SAFETY: per the contract.
+    let path = unsafe { name_of(path) }?;
+    let rest = path.strip_prefix("/dev/shm/")?.trim_start_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return None;
+    }
+    let name = format!("/{rest}");
+    config::get().distributes(&name).then_some(name)
+}
+
+/// `open` of a distributed `/dev/shm` path: the segment, with `open`'s descriptor semantics
+/// (close-on-exec only if asked, `O_APPEND`/`O_NONBLOCK` kept).
+fn open_dev_shm(name: &str, flags: c_int, mode: libc::mode_t) -> c_int {
+    // A descriptor opened write-only still reads through shm_open's read-write memfd; mmap
+    // needs read access anyway.
+    let shm_flags = flags & !libc::O_ACCMODE
+        | if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            libc::O_RDONLY
+        } else {
+            libc::O_RDWR
+        };
+    let fd = match ops::shm_open(name, shm_flags, mode) {
+        Ok(fd) => fd,
+        Err(e) => return fail(e, -1),
+    };
+    if flags & libc::O_CLOEXEC == 0 {
+        // SAFETY: integer arguments only.
+        unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, 0) };
+    }
+    let status = flags & (libc::O_APPEND | libc::O_NONBLOCK);
+    if status != 0 {
+        // SAFETY: integer arguments only.
+        unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFL, status) };
+    }
+    fd
+}
+
+macro_rules! open_hook {
+    ($(#[$doc:meta])* $name:ident, $real:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As libc's function of that name (the mode is read only with `O_CREAT`/`O_TMPFILE`,
+        /// as libc does: on x86-64 a variadic int argument arrives in the same register).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int {
+            // SAFETY: the caller's path.
+            if let Some(name) = unsafe { dev_shm_name(path) } {
+                return open_dev_shm(&name, flags, mode);
+            }
+            match real::$real() {
+                // SAFETY: libc's function with the caller's arguments.
+                Some(f) => unsafe { f(path, flags, mode) },
+                None => fail(libc::ENOSYS, -1),
+            }
+        }
+    };
+}
+
+macro_rules! openat_hook {
+    ($(#[$doc:meta])* $name:ident, $real:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// As libc's function of that name (see [`open`] for the mode).
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(dir: c_int, path: *const c_char, flags: c_int, mode: libc::mode_t) -> c_int {
+            // SAFETY: the caller's path (an absolute one ignores `dir`).
+            if let Some(name) = unsafe { dev_shm_name(path) } {
+                return open_dev_shm(&name, flags, mode);
+            }
+            match real::$real() {
+                // SAFETY: libc's function with the caller's arguments.
+                Some(f) => unsafe { f(dir, path, flags, mode) },
+                None => fail(libc::ENOSYS, -1),
+            }
+        }
+    };
+}
+
+open_hook!(
+    /// Interposed `open`: `/dev/shm/NAME` is the segment `shm_open("/NAME")` opens.
+    open, open);
+open_hook!(
+    /// Interposed `open64`: as [`open`].
+    open64, open);
+open_hook!(
+    /// Interposed `__open_2` (fortified `open`): as [`open`].
+    __open_2, open);
+open_hook!(
+    /// Interposed `__open64_2`: as [`open`].
+    __open64_2, open);
+openat_hook!(
+    /// Interposed `openat`: as [`open`] for an absolute `/dev/shm` path.
+    openat, openat);
+openat_hook!(
+    /// Interposed `openat64`: as [`openat`].
+    openat64, openat);
+openat_hook!(
+    /// Interposed `__openat_2`: as [`openat`].
+    __openat_2, openat);
+openat_hook!(
+    /// Interposed `__openat64_2`: as [`openat`].
+    __openat64_2, openat);
+
+/// Interposed `creat`: as [`open`] with `O_CREAT|O_WRONLY|O_TRUNC`.
+///
+/// # Safety
+/// As libc's `creat`.
+#[no_mangle]
+pub unsafe extern "C" fn creat(path: *const c_char, mode: libc::mode_t) -> c_int {
+    // SAFETY: same contract.
+    unsafe { open(path, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode) }
+}
+
+/// Interposed `creat64`: as [`creat`].
+///
+/// # Safety
+/// As libc's `creat64`.
+#[no_mangle]
+pub unsafe extern "C" fn creat64(path: *const c_char, mode: libc::mode_t) -> c_int {
+    // SAFETY: same contract.
+    unsafe { open(path, libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode) }
+}
+
+/// `open` flags of an `fopen` mode string.
+fn fopen_flags(mode: &[u8]) -> Option<c_int> {
+    let mut flags = match mode.first()? {
+        b'r' => libc::O_RDONLY,
+        b'w' => libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        b'a' => libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+        _ => return None,
+    };
+    for c in &mode[1..] {
+        match c {
+            b'+' => flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR,
+            b'x' => flags |= libc::O_EXCL,
+            b'e' => flags |= libc::O_CLOEXEC,
+            _ => {}
+        }
+    }
+    Some(flags)
+}
+
+/// Interposed `fopen`: `/dev/shm/NAME` is the segment (glibc's own `fopen` opens the path with
+/// an internal `open` no hook sees, so it is interposed itself).
+///
+/// # Safety
+/// As libc's `fopen`.
+#[no_mangle]
+pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    // SAFETY: the caller's path and mode.
+    if let (Some(name), Some(m)) = (unsafe { dev_shm_name(path) }, unsafe { name_of(mode) }) {
+        let Some(flags) = fopen_flags(m.as_bytes()) else {
+            return fail(libc::EINVAL, core::ptr::null_mut());
+        };
+        let fd = open_dev_shm(&name, flags, 0o666);
+        if fd < 0 {
+            return core::ptr::null_mut();
+        }
+        // SAFETY: a descriptor we just opened and a valid mode string.
+        let f = unsafe { libc::fdopen(fd, mode) };
+        if f.is_null() {
+            sys::close(fd);
+        }
+        return f;
+    }
+    match real::fopen() {
+        // SAFETY: libc's fopen with the caller's arguments.
+        Some(f) => unsafe { f(path, mode) },
+        None => fail(libc::ENOSYS, core::ptr::null_mut()),
+    }
+}
+
+/// Interposed `fopen64`: as [`fopen`].
+///
+/// # Safety
+/// As libc's `fopen64`.
+#[no_mangle]
+pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    // SAFETY: same contract.
+    unsafe { fopen(path, mode) }
+}
+
+/// Interposed `unlink`: `/dev/shm/NAME` removes the segment's name, as `shm_unlink` does.
+///
+/// # Safety
+/// As libc's `unlink`.
+#[no_mangle]
+pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
+    // SAFETY: the caller's path.
+    if let Some(name) = unsafe { dev_shm_name(path) } {
+        return match ops::shm_unlink(&name) {
+            Ok(()) => 0,
+            Err(e) => fail(e, -1),
+        };
+    }
+    match real::unlink() {
+        // SAFETY: libc's unlink with the caller's argument.
+        Some(f) => unsafe { f(path) },
+        None => fail(libc::ENOSYS, -1),
+    }
+}

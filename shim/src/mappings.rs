@@ -106,14 +106,14 @@ fn scan(addr: usize) -> Option<Mapping> {
         .find(|m| m.start <= addr && addr < m.end)
 }
 
-/// The end of the furthest piece of `segment` this process maps (0: none). Lock-free; a
-/// mapping changing meanwhile may or may not be seen.
+/// The offset in `segment` of the end of the furthest piece this process maps (0: none).
+/// Lock-free; a mapping changing meanwhile may or may not be seen.
 pub fn extent(segment: SegmentId) -> usize {
     SLOTS
         .iter()
         .filter_map(read_slot)
         .filter(|m| m.segment == segment)
-        .map(|m| m.end)
+        .map(|m| m.end - m.base)
         .max()
         .unwrap_or(0)
 }
@@ -153,18 +153,18 @@ pub fn lookup(addr: usize) -> Option<Mapping> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableFull;
 
-/// The mapping piece of `segment` that holds its page `page`, if this process maps it.
-/// Async-signal-safe and lock-free.
-pub fn lookup_segment_page(segment: SegmentId, page: u32) -> Option<Mapping> {
-    if is_empty() {
-        return None;
-    }
+/// Every mapping piece of `segment` that holds its page `page` (the segment's own address and
+/// any aliases: the same page mapped again elsewhere), with the page's address in it.
+/// Lock-free; a piece being added meanwhile has no access yet, so missing it is harmless.
+pub fn pieces_holding(segment: SegmentId, page: u32) -> impl Iterator<Item = (Mapping, usize)> {
     SLOTS
         .iter()
         .filter_map(read_slot)
-        .find(|m| m.segment == segment)
-        .and_then(|m| lookup(m.base + page as usize * PAGE_SIZE))
-        .filter(|m| m.segment == segment)
+        .filter(move |m| m.segment == segment)
+        .filter_map(move |m| {
+            let addr = m.base + page as usize * PAGE_SIZE;
+            (m.start <= addr && addr < m.end).then_some((m, addr))
+        })
 }
 
 /// Exclusive access to the table for changes.
@@ -196,24 +196,6 @@ impl Writer {
             .enumerate()
             .filter_map(|(i, s)| Some((i, read_slot(s)?)))
             .filter(move |(_, m)| m.start < hi && lo < m.end)
-    }
-
-    /// Whether mappings of `segment` cover all of `[lo, hi)`.
-    pub fn covered_by(&self, lo: usize, hi: usize, segment: SegmentId) -> bool {
-        let mut pieces: Vec<Mapping> = self
-            .overlapping(lo, hi)
-            .map(|(_, m)| m)
-            .filter(|m| m.segment == segment)
-            .collect();
-        pieces.sort_by_key(|m| m.start);
-        let mut reached = lo;
-        for m in pieces {
-            if m.start > reached {
-                return false;
-            }
-            reached = reached.max(m.end);
-        }
-        reached >= hi
     }
 
     /// Whether any mapping of `segment` is left.

@@ -239,6 +239,41 @@ pub fn positioned(
     })())
 }
 
+/// Where the next alias is tried (see [`dsm_proto::ALIAS_START`]); never reused, so a stale
+/// address can never name a later alias.
+static NEXT_ALIAS: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(dsm_proto::ALIAS_START as usize);
+
+/// Maps `len` bytes of the memfd `fd` from `off` at a fresh address of the alias area, with no
+/// access (faults open it).
+fn map_alias(len: usize, keep: i32, fd: i32, off: i64) -> Result<usize, Errno> {
+    use core::sync::atomic::Ordering;
+    for _ in 0..64 {
+        // One guard page between aliases.
+        let at = NEXT_ALIAS.fetch_add(len + PAGE_SIZE, Ordering::Relaxed);
+        if at
+            .checked_add(len)
+            .is_none_or(|end| end > dsm_proto::WINDOW_END as usize)
+        {
+            say!("this process has used up its address space for mapping segments again");
+            return Err(libc::ENOMEM);
+        }
+        let flags = libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE | keep;
+        // SAFETY: a fresh address of the alias area; NOREPLACE refuses if anything is there.
+        match unsafe { sys::mmap(at, len, libc::PROT_NONE, flags, fd, off) } {
+            Ok(p) if p == at => return Ok(at),
+            Ok(p) => {
+                // SAFETY: the mapping at `p` is ours and unseen.
+                let _ = unsafe { sys::munmap(p, len) };
+                return Err(libc::ENOMEM);
+            }
+            Err(libc::EEXIST) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(libc::ENOMEM)
+}
+
 fn round_up(len: usize) -> Option<usize> {
     len.checked_add(PAGE_SIZE - 1).map(|l| l & !(PAGE_SIZE - 1))
 }
@@ -311,23 +346,34 @@ fn map_segment(
         );
         return Err(libc::EINVAL);
     }
-    if table.covered_by(start, end, segment) {
-        // Mapped again where it already is: the same memory, one more reference to each piece.
-        if table.split_at(start, end).is_err() {
+    if flags & libc::MAP_FIXED == 0
+        && table
+            .overlapping(start, end)
+            .any(|(_, m)| m.segment == segment)
+    {
+        // Mapped again while (part of) it is mapped: a distinct mapping at a distinct address,
+        // as POSIX gives, with its own protection; revocations lower every alias of a page.
+        let keep = flags & (libc::MAP_NORESERVE | libc::MAP_LOCKED);
+        let at = map_alias(len, keep, fd, off)?;
+        let alias = Mapping {
+            start: at,
+            end: at + len,
+            segment,
+            base: at - off as usize,
+            prot,
+            table: state,
+            table_len,
+        };
+        if table.insert(alias).is_err() {
+            // SAFETY: we just created this mapping and nobody has seen its address.
+            let _ = unsafe { sys::munmap(at, len) };
             say!(
-                "more than {} DSM mapping pieces in one process",
+                "more than {} DSM mappings in one process",
                 mappings::CAPACITY
             );
             return Err(libc::ENOMEM);
         }
-        for (i, _) in table.inside(start, end) {
-            table.set_refs(i, table.refs(i) + 1);
-            table.set_prot(i, prot);
-        }
-        // SAFETY: the range is our DSM mapping; dropping access only causes refaults, which
-        // then honour the new protection.
-        let _ = unsafe { sys::mprotect(start, len, libc::PROT_NONE) };
-        return Ok(start);
+        return Ok(at);
     }
     let mut replaced = Vec::new();
     let placement = if flags & libc::MAP_FIXED != 0 {

@@ -104,6 +104,18 @@ real_fn!(
 real_fn!(
     /// libc's `pwrite`.
     pwrite, "pwrite", fn(c_int, *const c_void, usize, libc::off_t) -> isize);
+real_fn!(
+    /// libc's `open` (variadic; the mode is passed as the third argument, as on x86-64).
+    open, "open", fn(*const libc::c_char, c_int, libc::mode_t) -> c_int);
+real_fn!(
+    /// libc's `openat` (variadic, as `open`).
+    openat, "openat", fn(c_int, *const libc::c_char, c_int, libc::mode_t) -> c_int);
+real_fn!(
+    /// libc's `fopen`.
+    fopen, "fopen", fn(*const libc::c_char, *const libc::c_char) -> *mut libc::FILE);
+real_fn!(
+    /// libc's `unlink`.
+    unlink, "unlink", fn(*const libc::c_char) -> c_int);
 
 /// The next definition of `sym` after ours (NUL-terminated), of `version` if given: glibc keeps
 /// an old `pthread_cond_*` beside the current one, and plain `dlsym` would find the old one.
@@ -295,6 +307,10 @@ pub fn resolve_all() {
         sendmmsg(),
         pread(),
         pwrite(),
+        open(),
+        openat(),
+        fopen(),
+        unlink(),
     );
     let _ = (
         pthread_mutex_init(),

@@ -103,10 +103,8 @@ fn table_entry(mapping: &Mapping, page: u32) -> Option<Access> {
 
 fn apply_revoke(segment: SegmentId, page: u32, access: Access, seq: u64) {
     let _held = LOCK.lock();
-    // Pages sit at the same address in every mapping of a segment, so one lookup finds the
-    // piece that holds it, if this process maps it at all.
-    if let Some(mapping) = mappings::lookup_segment_page(segment, page) {
-        let addr = mapping.base + page as usize * PAGE_SIZE;
+    // The page at the segment's own address and at every alias of it in this process.
+    for (mapping, addr) in mappings::pieces_holding(segment, page) {
         // SAFETY: lowering (never raising beyond the node's access) a page of our own DSM
         // mapping; a later access faults and is served again.
         let _ = unsafe { sys::mprotect(addr, PAGE_SIZE, prot_for(access, &mapping)) };

@@ -30,6 +30,10 @@ pub const PROTOCOL_VERSION: u32 = 2;
 pub const WINDOW_START: u64 = 0x2000_0000_0000;
 /// End of that window (64 TiB).
 pub const WINDOW_END: u64 = 0x4000_0000_0000;
+/// Segments' base addresses are taken from `WINDOW_START..ALIAS_START` (16 TiB, cluster-wide);
+/// `ALIAS_START..WINDOW_END` is each process's own: a segment mapped again in one process (a
+/// second `mmap` of the same range) lands there, at a distinct address, as POSIX requires.
+pub const ALIAS_START: u64 = 0x3000_0000_0000;
 
 /// First four bytes of every [`hello::Hello`]: a connection from something that is not dsm is
 /// refused before anything else is parsed.
