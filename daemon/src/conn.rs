@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 
-use dsm_proto::frame::{FrameBuffer, FrameError};
+use dsm_proto::client::Request;
+use dsm_proto::frame::{self, FrameBuffer, FrameError};
+use dsm_proto::sync::SyncOp;
 use dsm_proto::SessionId;
 use mio::net::UnixStream;
 
@@ -110,10 +112,23 @@ impl Conn {
         }
     }
 
-    /// The next complete frame, unless a request is still being served.
+    /// The next complete frame, unless a request is still being served: then only a
+    /// withdrawal of that request (a signal interrupted the process's `sem_wait`) is read.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        if self.busy || self.closing {
+        if self.closing {
             return Ok(None);
+        }
+        if self.busy {
+            let withdrawal = matches!(
+                self.frames.peek()?.map(frame::decode::<Request<'_>>),
+                Some(Ok(Request::Sync {
+                    op: SyncOp::Withdraw,
+                    ..
+                }))
+            );
+            if !withdrawal {
+                return Ok(None);
+            }
         }
         self.frames.pop()
     }

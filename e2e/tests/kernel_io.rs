@@ -145,3 +145,16 @@ fn one_segment_mapped_twice_is_two_mappings() {
     maps.assert_ok();
     writer.assert_ok();
 }
+
+#[test]
+fn sem_wait_interrupted_by_a_signal_returns_eintr() {
+    let c = Cluster::start(2, &[]);
+    let prog = c_program("sem_eintr");
+    let name = format!("/{}", unique("semintr"));
+    c.node(1).run(&prog, &[&name, "init"]).assert_ok();
+    let mut waiter = c.node(2).isolated_command(&prog);
+    waiter.args([&name, "wait"]);
+    let out = run(waiter);
+    out.assert_ok();
+    assert!(out.stdout.contains("sem eintr ok"), "{}", out.stdout);
+}

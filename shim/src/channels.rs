@@ -37,6 +37,11 @@ pub fn call(request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply>
     with_channel(|fd| wire::call(fd, request, fd_out))
 }
 
+/// [`call`], sending `withdraw` if a signal handler runs while the reply is awaited.
+pub fn call_interruptible(request: &Request<'_>, withdraw: &Request<'_>) -> SysResult<Reply> {
+    with_channel(|fd| wire::call_interruptible(fd, request, withdraw))
+}
+
 /// Sends `request`, which the daemon does not answer, on the calling thread's channel.
 pub fn post(request: &Request<'_>) -> SysResult<()> {
     with_channel(|fd| wire::send(fd, request))

@@ -56,7 +56,10 @@ unsafe fn initial(s: Obj) -> u32 {
 unsafe fn take(key: SyncKey, s: Obj, wait: Wait) -> c_int {
     // SAFETY: forwarded from our caller.
     let initial = unsafe { initial(s) };
-    code(sync::call(key, SyncOp::SemWait { initial, wait }))
+    code(sync::call_interruptible(
+        key,
+        SyncOp::SemWait { initial, wait },
+    ))
 }
 
 /// Interposed `sem_init`.

@@ -22,10 +22,30 @@ const UNREACHABLE: c_int = libc::ENOTRECOVERABLE;
 
 /// Asks for `op` on `key` and waits for the answer.
 pub fn call(key: SyncKey, op: SyncOp) -> Result<SyncResult, c_int> {
+    call_as(key, op, false)
+}
+
+/// [`call`] for a wait a signal handler may interrupt (`sem_wait`: glibc's returns EINTR then,
+/// whatever SA_RESTART says): the wait is withdrawn and ends with `EINTR` unless it was granted.
+pub fn call_interruptible(key: SyncKey, op: SyncOp) -> Result<SyncResult, c_int> {
+    call_as(key, op, true)
+}
+
+fn call_as(key: SyncKey, op: SyncOp, interruptible: bool) -> Result<SyncResult, c_int> {
     if session::ensure().is_err() {
         return Err(UNREACHABLE);
     }
-    match channels::call(&Request::Sync { key, op }, None) {
+    let request = Request::Sync { key, op };
+    let reply = if interruptible {
+        let withdraw = Request::Sync {
+            key,
+            op: SyncOp::Withdraw,
+        };
+        channels::call_interruptible(&request, &withdraw)
+    } else {
+        channels::call(&request, None)
+    };
+    match reply {
         Ok(Reply::Synced(SyncResult::HomeLost)) => {
             say!("the node keeping this lock or barrier is gone: its state is lost");
             Err(UNREACHABLE)
@@ -75,6 +95,7 @@ pub fn code(result: Result<SyncResult, c_int>) -> c_int {
         Ok(SyncResult::NotOwner) => libc::EPERM,
         Ok(SyncResult::Invalid) => libc::EINVAL,
         Ok(SyncResult::NoSpace) => libc::ENOMEM,
+        Ok(SyncResult::Interrupted) => libc::EINTR,
         Err(e) => e,
     }
 }

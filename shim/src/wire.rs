@@ -42,6 +42,40 @@ pub fn call(fd: i32, request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResu
     recv(fd, &mut buf, fd_out)
 }
 
+/// [`call`], except that a signal handler running while the reply is awaited makes it send
+/// `withdraw` once (the daemon then ends the request early, if it still can).
+pub fn call_interruptible(
+    fd: i32,
+    request: &Request<'_>,
+    withdraw: &Request<'_>,
+) -> SysResult<Reply> {
+    send(fd, request)?;
+    let mut withdrawn = false;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // poll is never restarted after a handler (SA_RESTART or not): EINTR says one ran.
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::syscall(libc::SYS_poll, &mut pfd as *mut libc::pollfd, 1, -1) };
+        if r >= 0 {
+            break;
+        }
+        match sys::errno() {
+            libc::EINTR if !withdrawn => {
+                send(fd, withdraw)?;
+                withdrawn = true;
+            }
+            libc::EINTR => {}
+            e => return Err(e),
+        }
+    }
+    let mut buf = [0u8; BUF];
+    recv(fd, &mut buf, None)
+}
+
 /// Connects to the daemon and introduces the connection as `role`.
 pub fn connect(role: Role) -> Result<(i32, NodeId, SessionId), Errno> {
     let config = crate::config::get();

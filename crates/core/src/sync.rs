@@ -267,6 +267,15 @@ impl Service {
                 self.collect(key);
                 return;
             }
+            SyncOp::Withdraw => {
+                if let Some(Object::Sem(sem)) = self.objects.get_mut(&key) {
+                    for (w, _) in extract(&mut sem.waiters, |(w, _)| w.owner == waiter.owner) {
+                        fx.answer(w, SyncResult::Interrupted);
+                    }
+                }
+                self.run(fx, now_ms);
+                return;
+            }
             _ => {}
         }
         let Some(obj) = self.object(key, op) else {
@@ -534,7 +543,7 @@ impl Object {
     fn for_op(key: SyncKey, op: SyncOp) -> Option<Object> {
         Some(match (key, op) {
             (SyncKey::Heap(_), SyncOp::Alloc { .. }) => Object::Heap(0),
-            (SyncKey::Heap(_), _) | (_, SyncOp::Alloc { .. }) => return None,
+            (SyncKey::Heap(_), _) | (_, SyncOp::Alloc { .. } | SyncOp::Withdraw) => return None,
             (_, SyncOp::Lock { .. } | SyncOp::Unlock { .. } | SyncOp::Consistent) => {
                 Object::Mutex(Mutex::default())
             }

@@ -542,6 +542,28 @@ fn semaphore_value_trywait_timeout_and_abandon() {
 }
 
 #[test]
+fn a_withdrawn_semaphore_wait_ends_interrupted_and_takes_nothing() {
+    let mut s = single();
+    let k = object(0, 0);
+    let take = SyncOp::SemWait {
+        initial: 0,
+        wait: Wait::Block,
+    };
+    s.request(1, owner(1, 1), k, take, 0);
+    s.request(2, owner(1, 2), k, take, 0);
+    assert_eq!(answers(&mut s), []);
+    // Thread 1's wait is withdrawn (a signal); thread 2 keeps waiting and gets the post.
+    s.request(3, owner(1, 1), k, SyncOp::Withdraw, 1);
+    assert_eq!(answers(&mut s), [(1, SyncResult::Interrupted)]);
+    s.request(4, owner(1, 1), k, SyncOp::SemPost { initial: 0 }, 2);
+    assert_eq!(answers(&mut s), [(2, SyncResult::Ok)]);
+    // A withdrawal that comes after its wait was granted changes nothing.
+    s.request(5, owner(1, 2), k, SyncOp::Withdraw, 3);
+    s.request(6, owner(1, 1), k, SyncOp::SemValue { initial: 0 }, 3);
+    assert_eq!(answers(&mut s), [(6, SyncResult::Value(0))]);
+}
+
+#[test]
 fn a_removed_segment_takes_its_objects_along() {
     let mut s = single();
     let (sem, other) = (object(0, 0), SyncKey::Lock(3));

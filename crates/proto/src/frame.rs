@@ -134,6 +134,16 @@ impl FrameBuffer {
     /// Takes the next complete frame's payload, if one has arrived.
     ///
     /// An error means the stream is unusable from here on: the caller closes the connection.
+    /// The next complete frame's payload, left in the buffer.
+    pub fn peek(&self) -> Result<Option<&[u8]>, FrameError> {
+        let pending = &self.buf[self.start..];
+        let Some(len) = peek_len(pending, self.max)? else {
+            return Ok(None);
+        };
+        Ok(pending.get(HEADER_LEN..HEADER_LEN + len))
+    }
+
+    /// Takes the next complete frame's payload.
     pub fn pop(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         let pending = &self.buf[self.start..];
         let Some(len) = peek_len(pending, self.max)? else {

@@ -180,6 +180,11 @@ pub enum SyncOp {
         /// The segment's size.
         limit: u64,
     },
+    /// A signal handler interrupted the thread's `sem_wait`: if its wait on the object is
+    /// still queued, it ends with [`SyncResult::Interrupted`] (`EINTR`, as glibc's); if it was
+    /// granted meanwhile, that answer stands. Not answered itself; sent on the channel that is
+    /// waiting, which the daemon reads for this alone while a request is under way.
+    Withdraw,
 }
 
 impl SyncOp {
@@ -190,6 +195,7 @@ impl SyncOp {
             | SyncOp::Broadcast
             | SyncOp::Reset
             | SyncOp::Abandon
+            | SyncOp::Withdraw
             | SyncOp::RwUnlock
             | SyncOp::SemPost { .. } => false,
             SyncOp::Unlock { kind } => kind.errorcheck || kind.robust,
@@ -227,6 +233,8 @@ pub enum SyncResult {
     Allocated(u64),
     /// The heap has no room (`dsm_alloc` returns NULL).
     NoSpace,
+    /// The wait was withdrawn after a signal interrupted it (`EINTR`).
+    Interrupted,
 }
 
 /// Lock-service traffic between daemons.
