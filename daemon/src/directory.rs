@@ -81,6 +81,19 @@ impl Directory {
                 broadcast = self.reap(segment);
                 reply
             }
+            DirOp::OpenId { segment } => self
+                .segments
+                .get(&segment)
+                .map(|e| e.meta.clone())
+                .ok_or(ShmError::Gone),
+            DirOp::UnlinkId { segment } => match self.segments.get(&segment) {
+                Some(e) if !e.unlinked => {
+                    let name = format!("/{}", e.meta.name);
+                    self.unlink(&name, &mut broadcast)
+                }
+                Some(e) => Ok(e.meta.clone()),
+                None => Err(ShmError::Gone),
+            },
         };
         Effect { reply, broadcast }
     }
@@ -263,6 +276,44 @@ mod tests {
                 mode: 0o600,
             },
         }
+    }
+
+    #[test]
+    fn by_id_open_lasts_until_the_memory_goes_and_unlink_removes_the_name() {
+        let mut d = Directory::default();
+        let made = d.apply(A, open("/sysv:0x1", true, true)).reply.unwrap();
+        d.apply(B, DirOp::Attach { segment: made.id });
+        let by_id = d
+            .apply(B, DirOp::OpenId { segment: made.id })
+            .reply
+            .unwrap();
+        assert_eq!((by_id.id, by_id.base), (made.id, made.base));
+        let gone = d.apply(B, DirOp::UnlinkId { segment: made.id });
+        assert!(
+            gone.reply.is_ok() && gone.broadcast.is_none(),
+            "still attached"
+        );
+        assert_eq!(
+            d.apply(A, open("/sysv:0x1", false, false)).reply,
+            Err(ShmError::NotFound),
+            "the name is gone"
+        );
+        assert!(
+            d.apply(A, DirOp::OpenId { segment: made.id }).reply.is_ok(),
+            "the memory is not"
+        );
+        assert!(
+            d.apply(B, DirOp::UnlinkId { segment: made.id })
+                .reply
+                .is_ok(),
+            "again: harmless"
+        );
+        let last = d.apply(B, DirOp::Detach { segment: made.id });
+        assert!(matches!(last.broadcast, Some(DirMsg::Removed { .. })));
+        assert_eq!(
+            d.apply(A, DirOp::OpenId { segment: made.id }).reply,
+            Err(ShmError::Gone)
+        );
     }
 
     #[test]

@@ -607,6 +607,14 @@ impl Server {
                 self.sync_request(token, session, tid, key, op)?;
                 return Ok(());
             }
+            Request::OpenId { segment } => {
+                self.ask_registrar(DirOp::OpenId { segment }, Parked::Open(token));
+                return Ok(());
+            }
+            Request::UnlinkId { segment } => {
+                self.ask_registrar(DirOp::UnlinkId { segment }, Parked::Unlink(token));
+                return Ok(());
+            }
             Request::Identify { dev, ino } => {
                 let found = self
                     .store

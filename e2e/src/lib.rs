@@ -163,6 +163,11 @@ impl Daemon {
 
     /// Starts a daemon with extra arguments.
     pub fn start_with(node: u32, extra: &[&str]) -> Daemon {
+        Daemon::try_start_with(node, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a daemon with extra arguments; `Err` with its log if it exits at start.
+    pub fn try_start_with(node: u32, extra: &[&str]) -> Result<Daemon, String> {
         let dir = TempDir::new("node");
         let socket = dir.0.join("dsmd.sock");
         let log = dir.0.join("dsmd.log");
@@ -186,7 +191,10 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("dsmd exited at start ({status}):\n{}", daemon.log());
+                return Err(format!(
+                    "dsmd exited at start ({status}):\n{}",
+                    daemon.log()
+                ));
             }
             assert!(
                 Instant::now() < deadline,
@@ -195,7 +203,7 @@ impl Daemon {
             );
             thread::sleep(Duration::from_millis(10));
         }
-        daemon
+        Ok(daemon)
     }
 
     /// Its log so far.
@@ -409,7 +417,21 @@ fn free_port() -> u16 {
 
 impl Cluster {
     /// Starts `n` nodes (ids 1..=n) and waits until every link is up.
+    ///
+    /// A listening port chosen free can be taken before its daemon binds it (another test's
+    /// outgoing connection gets it as its local port): then the cluster starts again on new ports.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        for _ in 0..4 {
+            match Cluster::try_start(n, extra) {
+                Ok(c) => return c,
+                Err(e) if e.contains("Address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        Cluster::try_start(n, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start(n: usize, extra: &[&str]) -> Result<Cluster, String> {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let nodes: Vec<Daemon> = (0..n)
             .map(|i| {
@@ -423,12 +445,12 @@ impl Cluster {
                 }
                 args.extend(extra.iter().map(|s| s.to_string()));
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                Daemon::start_with(i as u32 + 1, &args)
+                Daemon::try_start_with(i as u32 + 1, &args)
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let cluster = Cluster { nodes };
         cluster.wait_linked();
-        cluster
+        Ok(cluster)
     }
 
     /// Waits until every node reports every peer connected.

@@ -158,3 +158,20 @@ fn sem_wait_interrupted_by_a_signal_returns_eintr() {
     out.assert_ok();
     assert!(out.stdout.contains("sem eintr ok"), "{}", out.stdout);
 }
+
+#[test]
+fn sysv_shared_memory_across_nodes() {
+    let c = Cluster::start(2, &[]);
+    let prog = c_program("sysv");
+    // A key of this test process's own, so parallel runs do not meet.
+    let key = format!("{:#x}", 0x5000_0000u32 | (std::process::id() & 0xffff) << 8);
+    let mut producer = c.node(1).command(&prog);
+    producer.args([&key, "producer"]);
+    let producer = Running::start(producer);
+    let mut consumer = c.node(2).isolated_command(&prog);
+    consumer.args([&key, "consumer"]);
+    let consumer = run(consumer);
+    let producer = producer.finish();
+    consumer.assert_ok();
+    producer.assert_ok();
+}

@@ -1029,3 +1029,72 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
         None => fail(libc::ENOSYS, -1),
     }
 }
+
+/// Interposed `shmget`: a SysV key is a DSM segment ([`crate::sysv`]).
+///
+/// # Safety
+/// As libc's `shmget`.
+#[no_mangle]
+pub unsafe extern "C" fn shmget(key: libc::key_t, size: usize, flags: c_int) -> c_int {
+    match crate::sysv::shmget(key, size, flags) {
+        Some(Ok(id)) => id,
+        Some(Err(e)) => fail(e, -1),
+        None => match real::shmget() {
+            // SAFETY: libc's shmget with the caller's arguments.
+            Some(f) => unsafe { f(key, size, flags) },
+            None => fail(libc::ENOSYS, -1),
+        },
+    }
+}
+
+/// Interposed `shmat`.
+///
+/// # Safety
+/// As libc's `shmat`.
+#[no_mangle]
+pub unsafe extern "C" fn shmat(id: c_int, addr: *const c_void, flags: c_int) -> *mut c_void {
+    match crate::sysv::shmat(id, addr as usize, flags) {
+        Some(Ok(at)) => at as *mut c_void,
+        Some(Err(e)) => fail(e, usize::MAX as *mut c_void),
+        None => match real::shmat() {
+            // SAFETY: libc's shmat with the caller's arguments.
+            Some(f) => unsafe { f(id, addr, flags) },
+            None => fail(libc::ENOSYS, usize::MAX as *mut c_void),
+        },
+    }
+}
+
+/// Interposed `shmdt`.
+///
+/// # Safety
+/// As libc's `shmdt`.
+#[no_mangle]
+pub unsafe extern "C" fn shmdt(addr: *const c_void) -> c_int {
+    match crate::sysv::shmdt(addr as usize) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => fail(e, -1),
+        None => match real::shmdt() {
+            // SAFETY: libc's shmdt with the caller's argument.
+            Some(f) => unsafe { f(addr) },
+            None => fail(libc::ENOSYS, -1),
+        },
+    }
+}
+
+/// Interposed `shmctl`.
+///
+/// # Safety
+/// As libc's `shmctl`.
+#[no_mangle]
+pub unsafe extern "C" fn shmctl(id: c_int, cmd: c_int, buf: *mut libc::shmid_ds) -> c_int {
+    // SAFETY: the caller's buffer, as for libc's.
+    match unsafe { crate::sysv::shmctl(id, cmd, buf) } {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => fail(e, -1),
+        None => match real::shmctl() {
+            // SAFETY: libc's shmctl with the caller's arguments.
+            Some(f) => unsafe { f(id, cmd, buf) },
+            None => fail(libc::ENOSYS, -1),
+        },
+    }
+}

@@ -33,6 +33,7 @@ pub mod session;
 pub mod sigmask;
 pub mod sync;
 pub mod sys;
+pub mod sysv;
 pub mod wire;
 
 /// A readable name for an errno, for messages.

@@ -27,7 +27,11 @@ pub fn errno_of(e: ShmError) -> Errno {
 
 /// Sends a request on this thread's channel; a daemon that cannot be reached is reported once
 /// per call on stderr and becomes `ECONNREFUSED`.
-fn request(what: &str, req: &Request<'_>, fd_out: Option<&mut i32>) -> Result<Reply, Errno> {
+pub(crate) fn request(
+    what: &str,
+    req: &Request<'_>,
+    fd_out: Option<&mut i32>,
+) -> Result<Reply, Errno> {
     session::ensure().map_err(|_| libc::ECONNREFUSED)?;
     channels::call(req, fd_out).map_err(|e| {
         say!(
@@ -294,7 +298,7 @@ pub fn mmap(
     Some(segment.and_then(|s| map_segment(s, addr, len, prot, flags, fd, off)))
 }
 
-fn map_segment(
+pub(crate) fn map_segment(
     segment: SegmentId,
     addr: usize,
     len: usize,

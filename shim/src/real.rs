@@ -116,6 +116,18 @@ real_fn!(
 real_fn!(
     /// libc's `unlink`.
     unlink, "unlink", fn(*const libc::c_char) -> c_int);
+real_fn!(
+    /// libc's `shmget`.
+    shmget, "shmget", fn(libc::key_t, usize, c_int) -> c_int);
+real_fn!(
+    /// libc's `shmat`.
+    shmat, "shmat", fn(c_int, *const c_void, c_int) -> *mut c_void);
+real_fn!(
+    /// libc's `shmdt`.
+    shmdt, "shmdt", fn(*const c_void) -> c_int);
+real_fn!(
+    /// libc's `shmctl`.
+    shmctl, "shmctl", fn(c_int, c_int, *mut libc::shmid_ds) -> c_int);
 
 /// The next definition of `sym` after ours (NUL-terminated), of `version` if given: glibc keeps
 /// an old `pthread_cond_*` beside the current one, and plain `dlsym` would find the old one.
@@ -311,6 +323,10 @@ pub fn resolve_all() {
         openat(),
         fopen(),
         unlink(),
+        shmget(),
+        shmat(),
+        shmdt(),
+        shmctl(),
     );
     let _ = (
         pthread_mutex_init(),

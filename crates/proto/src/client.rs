@@ -97,6 +97,16 @@ pub enum Request<'a> {
         /// `st_ino` of the descriptor.
         ino: u64,
     },
+    /// Open the segment with this id (SysV `shmat`): answered as `Open`, memfd included.
+    OpenId {
+        /// The segment.
+        segment: SegmentId,
+    },
+    /// Remove the segment's name by id (SysV `IPC_RMID`); the memory goes with the last holder.
+    UnlinkId {
+        /// The segment.
+        segment: SegmentId,
+    },
 }
 
 /// The daemon's reply to a [`Request`]. Holds no heap data.

@@ -200,6 +200,17 @@ pub enum DirOp {
         /// The segment.
         segment: SegmentId,
     },
+    /// Open the segment with this id (SysV `shmat` by id), also after its name was removed,
+    /// while it lives.
+    OpenId {
+        /// The segment.
+        segment: SegmentId,
+    },
+    /// Remove the segment's name by its id (SysV `IPC_RMID`).
+    UnlinkId {
+        /// The segment.
+        segment: SegmentId,
+    },
 }
 
 /// Directory traffic between nodes.
