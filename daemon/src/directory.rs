@@ -21,8 +21,10 @@ pub const MAX_SIZE: u64 = (u32::MAX as u64) * PAGE_SIZE as u64;
 #[derive(Debug)]
 struct Entry {
     meta: SegmentMeta,
-    /// Nodes that map the segment.
+    /// Nodes that hold the segment (a process opened or maps it).
     attached: BTreeSet<NodeId>,
+    /// Nodes where a process maps it: its base may move only while there are none.
+    mapping: BTreeSet<NodeId>,
     unlinked: bool,
 }
 
@@ -74,6 +76,7 @@ impl Directory {
                 let reply = match self.segments.get_mut(&segment) {
                     Some(e) => {
                         e.attached.remove(&from);
+                        e.mapping.remove(&from);
                         Ok(e.meta.clone())
                     }
                     None => Err(ShmError::Gone),
@@ -81,6 +84,20 @@ impl Directory {
                 broadcast = self.reap(segment);
                 reply
             }
+            DirOp::Map { segment } => match self.segments.get_mut(&segment) {
+                Some(e) => {
+                    e.mapping.insert(from);
+                    Ok(e.meta.clone())
+                }
+                None => Err(ShmError::Gone),
+            },
+            DirOp::Unmap { segment } => match self.segments.get_mut(&segment) {
+                Some(e) => {
+                    e.mapping.remove(&from);
+                    Ok(e.meta.clone())
+                }
+                None => Err(ShmError::Gone),
+            },
             DirOp::OpenId { segment } => self
                 .segments
                 .get(&segment)
@@ -142,6 +159,7 @@ impl Directory {
             Entry {
                 meta: meta.clone(),
                 attached: BTreeSet::new(),
+                mapping: BTreeSet::new(),
                 unlinked: false,
             },
         );
@@ -159,8 +177,9 @@ impl Directory {
             return Err(ShmError::TooLarge);
         }
         let entry = self.segments.get_mut(&id).ok_or(ShmError::Gone)?;
+        let mut moved = false;
         if size > entry.meta.span {
-            if !entry.attached.is_empty() {
+            if !entry.mapping.is_empty() {
                 warn!(
                     "/{} cannot grow to {size} bytes while mapped: its address span is {} bytes",
                     entry.meta.name, entry.meta.span
@@ -172,9 +191,14 @@ impl Directory {
             self.space.free(entry.meta.base, entry.meta.span);
             entry.meta.base = base;
             entry.meta.span = span;
+            moved = true;
         }
         entry.meta.size = size;
-        *broadcast = Some(DirMsg::Sized { segment: id, size });
+        *broadcast = Some(if moved {
+            DirMsg::Moved(entry.meta.clone())
+        } else {
+            DirMsg::Sized { segment: id, size }
+        });
         Ok(entry.meta.clone())
     }
 
@@ -402,15 +426,44 @@ mod tests {
             .unwrap();
         assert_ne!(moved.base, m.base);
         assert_eq!(moved.span, 2 * MIN_SPAN);
-        d.apply(A, DirOp::Attach { segment: m.id });
+        // Held open (not mapped) by a node: it may still move, and every node hears where.
+        d.apply(B, DirOp::Attach { segment: m.id });
+        let held = d.apply(
+            A,
+            DirOp::Resize {
+                segment: m.id,
+                size: 5 * MIN_SPAN / 2,
+            },
+        );
+        let Some(DirMsg::Moved(news)) = held.broadcast else {
+            panic!("a move is announced: {:?}", held.broadcast);
+        };
+        assert_eq!(
+            (news.base, news.span),
+            (held.reply.unwrap().base, 3 * MIN_SPAN)
+        );
+        // Mapped by a node: it may not.
+        assert_eq!(
+            d.apply(A, DirOp::Map { segment: m.id }).reply.unwrap().base,
+            news.base
+        );
         let grow = d.apply(
             A,
             DirOp::Resize {
                 segment: m.id,
-                size: 3 * MIN_SPAN,
+                size: 4 * MIN_SPAN,
             },
         );
         assert_eq!(grow.reply, Err(ShmError::TooLarge));
+        d.apply(A, DirOp::Unmap { segment: m.id });
+        let grow = d.apply(
+            A,
+            DirOp::Resize {
+                segment: m.id,
+                size: 4 * MIN_SPAN,
+            },
+        );
+        assert!(grow.reply.is_ok(), "unmapped everywhere again: it moves");
         let other = d.apply(A, open("/h", true, false)).reply.unwrap();
         assert_eq!(other.base, m.base, "the freed span is reused");
     }

@@ -91,6 +91,15 @@ enum Parked {
     Open(Token),
     Resize(Token),
     Unlink(Token),
+    /// A process's `mmap`, the node's first of the segment, waits for the registrar to fix its
+    /// base (`DirOp::Map`).
+    Map {
+        token: Token,
+        session: SessionId,
+        segment: SegmentId,
+        offset: u64,
+        len: u64,
+    },
     /// Attach/Detach: nobody waits.
     Notice,
 }
@@ -576,7 +585,10 @@ impl Server {
                 segment,
                 offset,
                 len,
-            } => self.map(session, segment, offset, len),
+            } => match self.map(token, session, segment, offset, len) {
+                Some(reply) => reply,
+                None => return Ok(()),
+            },
             Request::Table { segment } => match self.store.get(segment) {
                 None => Reply::Failed(ShmError::Gone),
                 Some(local) => match local.table.share() {
@@ -682,7 +694,35 @@ impl Server {
         Ok(())
     }
 
-    fn map(&mut self, session: SessionId, segment: SegmentId, offset: u64, len: u64) -> Reply {
+    /// A process maps part of a segment. The node's first mapping asks the registrar first (the
+    /// base is fixed from then on): `None` while that answer is awaited.
+    fn map(
+        &mut self,
+        token: Token,
+        session: SessionId,
+        segment: SegmentId,
+        offset: u64,
+        len: u64,
+    ) -> Option<Reply> {
+        let Some(local) = self.store.get(segment) else {
+            return Some(Reply::Failed(ShmError::Gone));
+        };
+        if local.sessions.is_empty() {
+            let parked = Parked::Map {
+                token,
+                session,
+                segment,
+                offset,
+                len,
+            };
+            self.ask_registrar(DirOp::Map { segment }, parked);
+            return None;
+        }
+        Some(self.mapped(session, segment, offset, len))
+    }
+
+    /// The mapping, once the node's base is fixed.
+    fn mapped(&mut self, session: SessionId, segment: SegmentId, offset: u64, len: u64) -> Reply {
         let Some(local) = self.store.get_mut(segment) else {
             return Reply::Failed(ShmError::Gone);
         };
@@ -734,19 +774,30 @@ impl Server {
     }
 
     fn unmap(&mut self, session: SessionId, segment: SegmentId) {
-        let Some(local) = self.store.get_mut(segment) else {
-            return;
-        };
-        local.sessions.remove(&session);
+        self.stop_mapping(session, segment);
         self.release(session, segment);
         // Revocations already sent stay outstanding: the process's listener acknowledges every
         // one it receives (and the end of its session settles what it never will).
     }
 
+    /// `session` maps `segment` no more; the node's last mapping tells the registrar.
+    fn stop_mapping(&mut self, session: SessionId, segment: SegmentId) {
+        let Some(local) = self.store.get_mut(segment) else {
+            return;
+        };
+        if local.sessions.remove(&session) && local.sessions.is_empty() {
+            self.ask_registrar(DirOp::Unmap { segment }, Parked::Notice);
+        }
+    }
+
     // ---- the directory ----
 
     fn ask_registrar(&mut self, op: DirOp, parked: Parked) {
-        if let Parked::Open(t) | Parked::Resize(t) | Parked::Unlink(t) = parked {
+        if let Parked::Open(t)
+        | Parked::Resize(t)
+        | Parked::Unlink(t)
+        | Parked::Map { token: t, .. } = parked
+        {
             if let Some(conn) = self.conns.get_mut(&t) {
                 conn.busy = true;
             }
@@ -798,6 +849,14 @@ impl Server {
                 self.drain_core();
                 self.sync.segment_removed(segment);
             }
+            DirMsg::Moved(meta) => {
+                let id = meta.id;
+                if self.store.get(id).is_some() {
+                    if let Err(e) = self.store.learn(meta) {
+                        warn!("cannot follow {id} to its new address: {e}");
+                    }
+                }
+            }
             DirMsg::Request { .. } | DirMsg::Reply { .. } => {}
         }
     }
@@ -805,6 +864,26 @@ impl Server {
     fn complete(&mut self, parked: Parked, result: Result<SegmentMeta, ShmError>) {
         let (token, reply, fd) = match (parked, result) {
             (Parked::Notice, _) => return,
+            (Parked::Map { token, .. }, Err(e)) => (token, Reply::Failed(e), None),
+            (
+                Parked::Map {
+                    token,
+                    session,
+                    segment,
+                    offset,
+                    len,
+                },
+                Ok(meta),
+            ) => {
+                let reply = match self.store.learn(meta) {
+                    Ok(_) => self.mapped(session, segment, offset, len),
+                    Err(e) => {
+                        warn!("cannot follow {segment} to its address: {e}");
+                        Reply::Failed(ShmError::NoMemory)
+                    }
+                };
+                (token, reply, None)
+            }
             (Parked::Open(t) | Parked::Resize(t) | Parked::Unlink(t), Err(e)) => {
                 debug!("directory request failed: {}", e.describe());
                 (t, Reply::Failed(e), None)
@@ -1345,9 +1424,7 @@ impl Server {
         };
         let released = session.maps.len();
         for segment in session.maps.union(&session.opened) {
-            if let Some(local) = self.store.get_mut(*segment) {
-                local.sessions.remove(&id);
-            }
+            self.stop_mapping(id, *segment);
             self.release(id, *segment);
         }
         let stale: Vec<(SessionId, u64)> = self

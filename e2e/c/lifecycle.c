@@ -26,18 +26,19 @@ int main(int argc, char **argv) {
     char *a = mmap64(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     CHECK(a != MAP_FAILED);
     strcpy(a + 4096 * 9, "tail");
-    /* The same segment mapped again lands at the same address: one memory, two references. */
+    /* The same segment mapped again is a second mapping at another address (as POSIX gives),
+     * of the same memory; unmapping it leaves the first. */
     char *b = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    CHECK(b == a);
+    CHECK(b != MAP_FAILED && b != a && strcmp(b + 4096 * 9, "tail") == 0);
     CHECK(munmap(b, size) == 0);
-    CHECK(strcmp(a + 4096 * 9, "tail") == 0);      /* still mapped for the first reference */
+    CHECK(strcmp(a + 4096 * 9, "tail") == 0);
 
     /* A descriptor from dup() and one from a second shm_open are the same segment. */
     int fd2 = dup(fd);
     int fd3 = shm_open(name, O_RDWR, 0);
     CHECK(fd3 >= 0);
     char *c = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd3, 4096 * 9);
-    CHECK(c == a + 4096 * 9 && strcmp(c, "tail") == 0);
+    CHECK(c != MAP_FAILED && c != a + 4096 * 9 && strcmp(c, "tail") == 0);
     CHECK(munmap(c, 4096) == 0);
     CHECK(ftruncate(fd2, size) == 0);
 

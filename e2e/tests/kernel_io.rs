@@ -175,3 +175,19 @@ fn sysv_shared_memory_across_nodes() {
     consumer.assert_ok();
     producer.assert_ok();
 }
+
+#[test]
+fn a_segment_grows_to_4_gib_after_shm_open() {
+    let c = Cluster::start(2, &[]);
+    let prog = c_program("grow");
+    let name = format!("/{}", unique("grow"));
+    let mut writer = c.node(1).command(&prog);
+    writer.args([&name, "writer"]);
+    let writer = Running::start(writer);
+    let mut reader = c.node(2).isolated_command(&prog);
+    reader.args([&name, "reader"]);
+    let reader = run(reader);
+    let writer = writer.finish();
+    reader.assert_ok();
+    writer.assert_ok();
+}

@@ -339,7 +339,7 @@ pub(crate) fn map_segment(
     };
     let start = base + off as usize;
     let end = start + len;
-    let (state, table_len) = state_table(segment).unwrap_or((0, 0));
+    let (state, table_len) = state_table(segment, base).unwrap_or((0, 0));
     let fixed = flags & (libc::MAP_FIXED | libc::MAP_FIXED_NOREPLACE) != 0;
     let mut table = mappings::write();
     if fixed && addr != start {
@@ -452,8 +452,8 @@ pub(crate) fn map_segment(
 
 /// The segment's state table, mapped read-only in this process (fetched once per segment).
 /// Without it every fault asks the daemon, which is slower but as correct.
-fn state_table(segment: SegmentId) -> Option<(usize, usize)> {
-    if let Some(t) = segments::table(segment) {
+fn state_table(segment: SegmentId, base: usize) -> Option<(usize, usize)> {
+    if let Some(t) = segments::table(segment, base) {
         return Some(t);
     }
     let mut fd = -1;
@@ -472,7 +472,7 @@ fn state_table(segment: SegmentId) -> Option<(usize, usize)> {
     let addr = unsafe { sys::mmap(0, len, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
     sys::close(fd);
     let addr = addr.ok()?;
-    segments::set_table(segment, addr, len);
+    segments::set_table(segment, base, addr, len);
     Some((addr, len))
 }
 

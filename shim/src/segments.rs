@@ -16,8 +16,10 @@ struct Known {
     dev: u64,
     ino: u64,
     segment: SegmentId,
-    /// The segment's state table mapped in this process (address, entries), once fetched.
-    table: Option<(usize, usize)>,
+    /// The segment's state table mapped in this process (address, entries), once fetched, and
+    /// the segment's base address then: a segment that moved (grown while mapped nowhere) has
+    /// a new table.
+    table: Option<(usize, usize, usize)>,
 }
 
 /// Every segment this process opened or was handed, without limit: forgetting one would make
@@ -90,20 +92,29 @@ pub fn identity(fd: i32) -> Option<(u64, u64)> {
     sys::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino))
 }
 
-/// The state table of `segment` mapped in this process, if it was fetched.
-pub fn table(segment: SegmentId) -> Option<(usize, usize)> {
-    TABLE
-        .lock()
-        .iter()
-        .find(|k| k.segment == segment)
-        .and_then(|k| k.table)
+/// The state table of `segment` at `base` mapped in this process, if it was fetched; a table
+/// of an older base is unmapped and forgotten.
+pub fn table(segment: SegmentId, base: usize) -> Option<(usize, usize)> {
+    let mut entries = TABLE.lock();
+    let k = entries.iter_mut().find(|k| k.segment == segment)?;
+    match k.table {
+        Some((addr, len, at)) if at == base => Some((addr, len)),
+        Some((addr, len, _)) => {
+            // SAFETY: the old table's mapping is ours; no mapping of the segment is left that
+            // refers to it (the segment moved only while mapped nowhere).
+            let _ = unsafe { sys::munmap(addr, len) };
+            k.table = None;
+            None
+        }
+        None => None,
+    }
 }
 
-/// Records the state table of `segment`, mapped at `addr` with `len` entries.
-pub fn set_table(segment: SegmentId, addr: usize, len: usize) {
+/// Records the state table of `segment` at `base`, mapped at `addr` with `len` entries.
+pub fn set_table(segment: SegmentId, base: usize, addr: usize, len: usize) {
     for k in TABLE.lock().iter_mut() {
         if k.segment == segment {
-            k.table = Some((addr, len));
+            k.table = Some((addr, len, base));
         }
     }
 }

@@ -211,6 +211,17 @@ pub enum DirOp {
         /// The segment.
         segment: SegmentId,
     },
+    /// A process of the sending node is about to map the segment, the node's first: from the
+    /// answer on the base cannot move, and the answer carries it.
+    Map {
+        /// The segment.
+        segment: SegmentId,
+    },
+    /// The sending node's last mapping of the segment went (it may still hold it open).
+    Unmap {
+        /// The segment.
+        segment: SegmentId,
+    },
 }
 
 /// Directory traffic between nodes.
@@ -242,4 +253,7 @@ pub enum DirMsg {
         /// The segment.
         segment: SegmentId,
     },
+    /// The registrar tells every node a segment grew past its address span and moved (only
+    /// while no node maps it): its new size, base and span.
+    Moved(SegmentMeta),
 }
