@@ -3,6 +3,7 @@
  *
  *   grow NAME writer   node 1
  *   grow NAME reader   node 2 */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -16,6 +17,13 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[2], "writer")) {
         int fd = shm_open(argv[1], O_CREAT | O_EXCL | O_RDWR, 0600);
         CHECK(fd >= 0, "shm_open: %s", strerror(errno));
+        /* posix_fallocate grows it cluster-wide too (to 8 KiB first), then ftruncate past the
+         * first address span. */
+        CHECK(posix_fallocate(fd, 0, 8192) == 0, "posix_fallocate");
+        struct stat st;
+        CHECK(fstat(fd, &st) == 0 && st.st_size == 8192, "posix_fallocate did not grow it");
+        CHECK(fallocate(fd, 0x02 | 0x01 /* PUNCH_HOLE|KEEP_SIZE */, 0, 4096) == -1 && errno == EOPNOTSUPP,
+              "punching a hole must be refused");
         CHECK(ftruncate(fd, BIG) == 0, "ftruncate to 4 GiB after shm_open: %s", strerror(errno));
         volatile uint64_t *p = mmap(NULL, BIG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         CHECK(p != MAP_FAILED, "mmap 4 GiB: %s", strerror(errno));

@@ -177,6 +177,15 @@ static void consumer(unsigned char *p, const char *name, const char *dir) {
     CHECK(pread(sfd, b, 1, RECV_PAGE + 2048) == 1 && b[0] == 42, "pread missed node 1's write (%d)", b[0]);
     CHECK(pwrite(sfd, "pwrite through the fd", 21, CTRL + 2048) == 21, "pwrite: %s", strerror(errno));
     CHECK(pread(sfd, b, 10, SIZE - 5) == 5, "pread at the end");
+    /* read and write at the descriptor's file position, through a dup'd copy too. */
+    CHECK(lseek(sfd, CTRL + 3000, SEEK_SET) == CTRL + 3000, "lseek");
+    CHECK(write(sfd, "seq write", 9) == 9, "write on the descriptor: %s", strerror(errno));
+    CHECK(lseek(sfd, 0, SEEK_CUR) == CTRL + 3009, "the position did not advance");
+    int copy = dup(sfd);
+    CHECK(pread(copy, b, 9, CTRL + 3000) == 9 && memcmp(b, "seq write", 9) == 0, "pread of the dup");
+    CHECK(lseek(copy, OUT + 6 * 4096, SEEK_SET) >= 0 && read(copy, b, 50) == 50, "read: %s", strerror(errno));
+    for (int i = 0; i < 50; i++) CHECK(b[i] == pat(6 * 4096 + i), "read byte %d", i);
+    close(copy);
     close(sfd);
 
     /* fopen of the /dev/shm path is the segment too (glibc's fopen opens internally). */
@@ -187,6 +196,12 @@ static void consumer(unsigned char *p, const char *name, const char *dir) {
     unsigned char *q = mmap(NULL, SIZE, PROT_READ, MAP_SHARED, fileno(sf), 0);
     CHECK(q != MAP_FAILED, "mmap of fopen's descriptor: %s", strerror(errno));
     CHECK(q != p && q[OUT + 7 * 4096] == pat(7 * 4096), "fopen's descriptor is not the segment");
+    /* stdio on the stream reads and writes the segment (glibc's internal reads and writes). */
+    CHECK(fseek(sf, OUT + 8 * 4096, SEEK_SET) == 0, "fseek");
+    CHECK(fread(b, 1, 100, sf) == 100, "fread of the stream: %s", strerror(errno));
+    for (int i = 0; i < 100; i++) CHECK(b[i] == pat(8 * 4096 + i), "fread byte %d", i);
+    CHECK(fseek(sf, CTRL + 3100, SEEK_SET) == 0 && fputs("stdio write", sf) >= 0 && fflush(sf) == 0,
+          "fputs to the stream: %s", strerror(errno));
     fclose(sf);
     __atomic_store_n(ctrl(p, 2), 1, __ATOMIC_RELEASE);
     printf("consumer done\n");
@@ -221,6 +236,8 @@ static void producer(unsigned char *p) {
     CHECK(memcmp(p + RECV_PAGE, "hello from the socket", 21) == 0, "recv bytes lost");
     CHECK(p[RECV_PAGE + 2048] == 42, "node 1's write into the recv page was lost");
     CHECK(memcmp(p + CTRL + 2048, "pwrite through the fd", 21) == 0, "node 2's pwrite not seen");
+    CHECK(memcmp(p + CTRL + 3000, "seq write", 9) == 0, "node 2's write on the descriptor not seen");
+    CHECK(memcmp(p + CTRL + 3100, "stdio write", 11) == 0, "node 2's stdio write not seen");
     printf("producer done (write during blocked recv took %.1f ms)\n", took * 1e3);
 }
 

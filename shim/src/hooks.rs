@@ -986,8 +986,12 @@ pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut
         if fd < 0 {
             return core::ptr::null_mut();
         }
+        if flags & libc::O_APPEND != 0 {
+            // SAFETY: integer arguments only.
+            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFL, libc::O_APPEND) };
+        }
         // SAFETY: a descriptor we just opened and a valid mode string.
-        let f = unsafe { libc::fdopen(fd, mode) };
+        let f = unsafe { crate::files::stream(fd, mode) };
         if f.is_null() {
             sys::close(fd);
         }
@@ -1097,4 +1101,190 @@ pub unsafe extern "C" fn shmctl(id: c_int, cmd: c_int, buf: *mut libc::shmid_ds)
             None => fail(libc::ENOSYS, -1),
         },
     }
+}
+
+/// Interposed `fdopen`: a stream on a segment's descriptor reads and writes the segment
+/// coherently ([`crate::files`]).
+///
+/// # Safety
+/// As libc's `fdopen`.
+#[no_mangle]
+pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut libc::FILE {
+    if crate::segments::lookup_marked(fd).is_some() {
+        // SAFETY: the caller's mode string.
+        return unsafe { crate::files::stream(fd, mode) };
+    }
+    match real::fdopen() {
+        // SAFETY: libc's fdopen with the caller's arguments.
+        Some(f) => unsafe { f(fd, mode) },
+        None => fail(libc::ENOSYS, core::ptr::null_mut()),
+    }
+}
+
+/// Interposed `fileno`: a segment stream's descriptor ([`crate::files`]).
+///
+/// # Safety
+/// As libc's `fileno`.
+#[no_mangle]
+pub unsafe extern "C" fn fileno(f: *mut libc::FILE) -> c_int {
+    if let Some(fd) = crate::files::fileno(f) {
+        return fd;
+    }
+    match real::fileno() {
+        // SAFETY: libc's fileno with the caller's stream.
+        Some(g) => unsafe { g(f) },
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// Interposed `fileno_unlocked`: as [`fileno`].
+///
+/// # Safety
+/// As libc's `fileno_unlocked`.
+#[no_mangle]
+pub unsafe extern "C" fn fileno_unlocked(f: *mut libc::FILE) -> c_int {
+    // SAFETY: same contract.
+    unsafe { fileno(f) }
+}
+
+/// Interposed `read`: on a segment's descriptor, the segment's coherent bytes at the file
+/// position; any other descriptor costs one bit test.
+///
+/// # Safety
+/// As libc's `read`.
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: usize) -> isize {
+    match ops::sequential(fd, buf as usize, n, false) {
+        Some(Ok(done)) => done as isize,
+        Some(Err(e)) => fail(e, -1),
+        None => match real::read() {
+            // SAFETY: libc's read with the caller's arguments.
+            Some(f) => unsafe { f(fd, buf, n) },
+            None => fail(libc::ENOSYS, -1),
+        },
+    }
+}
+
+/// Interposed `write`: as [`read`].
+///
+/// # Safety
+/// As libc's `write`.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: usize) -> isize {
+    match ops::sequential(fd, buf as usize, n, true) {
+        Some(Ok(done)) => done as isize,
+        Some(Err(e)) => fail(e, -1),
+        None => match real::write() {
+            // SAFETY: libc's write with the caller's arguments.
+            Some(f) => unsafe { f(fd, buf, n) },
+            None => fail(libc::ENOSYS, -1),
+        },
+    }
+}
+
+/// A copy of a segment's descriptor is one too (the bit test of [`read`] must know).
+fn copied(old: c_int, new: c_int) -> c_int {
+    if new >= 0 && crate::segments::lookup_marked(old).is_some() {
+        crate::segments::mark(new);
+    }
+    new
+}
+
+/// Interposed `dup`.
+#[no_mangle]
+pub extern "C" fn dup(fd: c_int) -> c_int {
+    match real::dup() {
+        // SAFETY: libc's dup.
+        Some(f) => copied(fd, unsafe { f(fd) }),
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// Interposed `dup2`.
+#[no_mangle]
+pub extern "C" fn dup2(fd: c_int, to: c_int) -> c_int {
+    match real::dup2() {
+        // SAFETY: libc's dup2.
+        Some(f) => copied(fd, unsafe { f(fd, to) }),
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// Interposed `dup3`.
+#[no_mangle]
+pub extern "C" fn dup3(fd: c_int, to: c_int, flags: c_int) -> c_int {
+    match real::dup3() {
+        // SAFETY: libc's dup3.
+        Some(f) => copied(fd, unsafe { f(fd, to, flags) }),
+        None => fail(libc::ENOSYS, -1),
+    }
+}
+
+/// Interposed `fcntl` (its third argument read as a word, as on x86-64 every variadic one
+/// arrives): `F_DUPFD`/`F_DUPFD_CLOEXEC` copies of a segment's descriptor are marked.
+///
+/// # Safety
+/// As libc's `fcntl`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    let r = match real::fcntl() {
+        // SAFETY: libc's fcntl with the caller's arguments.
+        Some(f) => unsafe { f(fd, cmd, arg) },
+        None => return fail(libc::ENOSYS, -1),
+    };
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        copied(fd, r)
+    } else {
+        r
+    }
+}
+
+/// Interposed `fcntl64`: as [`fcntl`].
+///
+/// # Safety
+/// As libc's `fcntl64`.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int {
+    // SAFETY: same contract.
+    unsafe { fcntl(fd, cmd, arg) }
+}
+
+/// Interposed `fallocate`: on a segment's descriptor, growth is cluster-wide.
+#[no_mangle]
+pub extern "C" fn fallocate(fd: c_int, mode: c_int, off: libc::off_t, len: libc::off_t) -> c_int {
+    match ops::allocate(fd, mode, off, len) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => fail(e, -1),
+        None => match real::fallocate() {
+            // SAFETY: libc's fallocate with the caller's arguments.
+            Some(f) => unsafe { f(fd, mode, off, len) },
+            None => fail(libc::ENOSYS, -1),
+        },
+    }
+}
+
+/// Interposed `fallocate64`: as [`fallocate`].
+#[no_mangle]
+pub extern "C" fn fallocate64(fd: c_int, mode: c_int, off: libc::off_t, len: libc::off_t) -> c_int {
+    fallocate(fd, mode, off, len)
+}
+
+/// Interposed `posix_fallocate` (returns the error number): as [`fallocate`] with mode 0.
+#[no_mangle]
+pub extern "C" fn posix_fallocate(fd: c_int, off: libc::off_t, len: libc::off_t) -> c_int {
+    match ops::allocate(fd, 0, off, len) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => e,
+        None => match real::posix_fallocate() {
+            // SAFETY: libc's posix_fallocate with the caller's arguments.
+            Some(f) => unsafe { f(fd, off, len) },
+            None => libc::ENOSYS,
+        },
+    }
+}
+
+/// Interposed `posix_fallocate64`: as [`posix_fallocate`].
+#[no_mangle]
+pub extern "C" fn posix_fallocate64(fd: c_int, off: libc::off_t, len: libc::off_t) -> c_int {
+    posix_fallocate(fd, off, len)
 }

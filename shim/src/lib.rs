@@ -17,6 +17,7 @@ pub mod api;
 pub mod channels;
 pub mod config;
 pub mod fault;
+pub mod files;
 pub mod hooks;
 pub mod io;
 pub mod lock;

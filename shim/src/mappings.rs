@@ -153,6 +153,20 @@ pub fn lookup(addr: usize) -> Option<Mapping> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableFull;
 
+/// An address where this process maps bytes `[off, off + n)` of `segment` in one piece whose
+/// protection allows the access, if it does.
+pub fn covering(segment: SegmentId, off: usize, n: usize, write: bool) -> Option<usize> {
+    SLOTS.iter().filter_map(read_slot).find_map(|m| {
+        let addr = m.base + off;
+        let allowed = if write {
+            m.prot & libc::PROT_WRITE != 0
+        } else {
+            m.prot & libc::PROT_READ != 0
+        };
+        (m.segment == segment && allowed && m.start <= addr && addr + n <= m.end).then_some(addr)
+    })
+}
+
 /// Every mapping piece of `segment` that holds its page `page` (the segment's own address and
 /// any aliases: the same page mapped again elsewhere), with the page's address in it.
 /// Lock-free; a piece being added meanwhile has no access yet, so missing it is harmless.

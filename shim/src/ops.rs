@@ -205,42 +205,94 @@ pub fn positioned(
     off: i64,
     write: bool,
 ) -> Option<Result<usize, Errno>> {
-    let segment = segments::lookup(fd)?;
+    let segment = segments::lookup_marked(fd)?;
+    Some(if off < 0 {
+        Err(libc::EINVAL)
+    } else {
+        transfer(segment, fd, buf, n, off as usize, write)
+    })
+}
+
+/// `read`/`write` on a DSM segment's own descriptor (`None`: not one): [`positioned`] at the
+/// descriptor's file position (the end, for a write with `O_APPEND`), which then advances.
+pub fn sequential(fd: i32, buf: usize, n: usize, write: bool) -> Option<Result<usize, Errno>> {
+    let segment = segments::lookup_marked(fd)?;
     Some((|| {
-        if off < 0 {
+        let at = if write && sys::status_flags(fd)? & libc::O_APPEND != 0 {
+            sys::fstat(fd)?.st_size as usize
+        } else {
+            sys::seek(fd, 0, libc::SEEK_CUR)?
+        };
+        let done = transfer(segment, fd, buf, n, at, write)?;
+        sys::seek(fd, (at + done) as i64, libc::SEEK_SET)?;
+        Ok(done)
+    })())
+}
+
+/// `fallocate`/`posix_fallocate` on a segment's descriptor (`None`: not one): growing it is a
+/// cluster-wide resize; keeping the size changes nothing (every page is there already); the
+/// modes that punch or shift ranges are refused out loud.
+pub fn allocate(fd: i32, mode: i32, off: i64, len: i64) -> Option<Result<(), Errno>> {
+    segments::lookup_marked(fd)?;
+    Some((|| {
+        if off < 0 || len <= 0 {
             return Err(libc::EINVAL);
         }
-        let mode = sys::access_mode(fd)?;
-        if (write && mode == libc::O_RDONLY) || (!write && mode == libc::O_WRONLY) {
-            return Err(libc::EBADF);
+        if mode & !libc::FALLOC_FL_KEEP_SIZE != 0 {
+            say!("fallocate mode {mode:#x} on a DSM segment is not supported (only growing it)");
+            return Err(libc::EOPNOTSUPP);
         }
-        let off = off as usize;
-        let end = off.checked_add(n).ok_or(libc::EINVAL)?;
-        let size = sys::fstat(fd)?.st_size as usize;
-        let n = if write {
-            if end > size {
-                ftruncate(fd, end as i64).unwrap_or(Err(libc::EBADF))?;
-            }
-            n
-        } else {
-            n.min(size.saturating_sub(off))
-        };
-        if n == 0 {
-            return Ok(0);
+        let end = off.checked_add(len).ok_or(libc::EFBIG)?;
+        if mode & libc::FALLOC_FL_KEEP_SIZE != 0 || end <= sys::fstat(fd)?.st_size {
+            return Ok(());
         }
-        let start = off & !(PAGE_SIZE - 1);
-        let len = off + n - start;
-        let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
-        let at = map_segment(segment, 0, len, prot, libc::MAP_SHARED, fd, start as i64)?;
-        let data = at + (off - start);
-        let done = crate::io::copy(buf, data, n, write);
-        let _ = munmap(at, len);
-        if done == 0 {
-            Err(libc::EFAULT)
-        } else {
-            Ok(done)
-        }
+        ftruncate(fd, end).unwrap_or(Err(libc::EBADF))
     })())
+}
+
+fn transfer(
+    segment: SegmentId,
+    fd: i32,
+    buf: usize,
+    n: usize,
+    off: usize,
+    write: bool,
+) -> Result<usize, Errno> {
+    let mode = sys::access_mode(fd)?;
+    if (write && mode == libc::O_RDONLY) || (!write && mode == libc::O_WRONLY) {
+        return Err(libc::EBADF);
+    }
+    let end = off.checked_add(n).ok_or(libc::EINVAL)?;
+    let size = sys::fstat(fd)?.st_size as usize;
+    let n = if write {
+        if end > size {
+            ftruncate(fd, end as i64).unwrap_or(Err(libc::EBADF))?;
+        }
+        n
+    } else {
+        n.min(size.saturating_sub(off))
+    };
+    if n == 0 {
+        return Ok(0);
+    }
+    // The program's own mapping of the range if it has one, else one for this call.
+    let done = match mappings::covering(segment, off, n, write) {
+        Some(data) => crate::io::copy(buf, data, n, write),
+        None => {
+            let start = off & !(PAGE_SIZE - 1);
+            let len = off + n - start;
+            let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
+            let at = map_segment(segment, 0, len, prot, libc::MAP_SHARED, fd, start as i64)?;
+            let done = crate::io::copy(buf, at + (off - start), n, write);
+            let _ = munmap(at, len);
+            done
+        }
+    };
+    if done == 0 {
+        Err(libc::EFAULT)
+    } else {
+        Ok(done)
+    }
 }
 
 /// Where the next alias is tried (see [`dsm_proto::ALIAS_START`]); never reused, so a stale

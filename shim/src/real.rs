@@ -128,6 +128,36 @@ real_fn!(
 real_fn!(
     /// libc's `shmctl`.
     shmctl, "shmctl", fn(c_int, c_int, *mut libc::shmid_ds) -> c_int);
+real_fn!(
+    /// libc's `fdopen`.
+    fdopen, "fdopen", fn(c_int, *const libc::c_char) -> *mut libc::FILE);
+real_fn!(
+    /// libc's `fileno`.
+    fileno, "fileno", fn(*mut libc::FILE) -> c_int);
+real_fn!(
+    /// libc's `read`.
+    read, "read", fn(c_int, *mut c_void, usize) -> isize);
+real_fn!(
+    /// libc's `write`.
+    write, "write", fn(c_int, *const c_void, usize) -> isize);
+real_fn!(
+    /// libc's `dup`.
+    dup, "dup", fn(c_int) -> c_int);
+real_fn!(
+    /// libc's `dup2`.
+    dup2, "dup2", fn(c_int, c_int) -> c_int);
+real_fn!(
+    /// libc's `dup3`.
+    dup3, "dup3", fn(c_int, c_int, c_int) -> c_int);
+real_fn!(
+    /// libc's `fcntl` (variadic; the argument as a word, as on x86-64).
+    fcntl, "fcntl", fn(c_int, c_int, usize) -> c_int);
+real_fn!(
+    /// libc's `fallocate`.
+    fallocate, "fallocate", fn(c_int, c_int, libc::off_t, libc::off_t) -> c_int);
+real_fn!(
+    /// libc's `posix_fallocate`.
+    posix_fallocate, "posix_fallocate", fn(c_int, libc::off_t, libc::off_t) -> c_int);
 
 /// The next definition of `sym` after ours (NUL-terminated), of `version` if given: glibc keeps
 /// an old `pthread_cond_*` beside the current one, and plain `dlsym` would find the old one.
@@ -327,6 +357,18 @@ pub fn resolve_all() {
         shmat(),
         shmdt(),
         shmctl(),
+    );
+    let _ = (
+        fdopen(),
+        fileno(),
+        read(),
+        write(),
+        dup(),
+        dup2(),
+        dup3(),
+        fcntl(),
+        fallocate(),
+        posix_fallocate(),
     );
     let _ = (
         pthread_mutex_init(),

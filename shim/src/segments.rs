@@ -4,7 +4,7 @@
 //! `dup2`, `fork` and Python's `mmap` (which dups the descriptor it is given) work without
 //! hooking them.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dsm_proto::SegmentId;
 
@@ -27,8 +27,41 @@ struct Known {
 static TABLE: SpinLock<Vec<Known>> = SpinLock::new(Vec::new());
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
+/// Descriptor numbers that may be segments (set when one becomes a segment's, or a copy of
+/// one; cleared when a check finds it is not): the one-load test that keeps `read` and `write`
+/// of every other descriptor free of an `fstat`.
+static MAYBE: [AtomicU64; MAYBE_FDS / 64] = [const { AtomicU64::new(0) }; MAYBE_FDS / 64];
+const MAYBE_FDS: usize = 1 << 16;
+
+/// Marks `fd` as maybe a segment's (a higher number is always checked).
+pub fn mark(fd: i32) {
+    if let Some(word) = MAYBE.get(fd as usize / 64) {
+        word.fetch_or(1 << (fd as usize % 64), Ordering::Relaxed);
+    }
+}
+
+/// The segment `fd` refers to, checked only if it may be one ([`mark`]): the cheap test for
+/// calls every program makes all the time (`read`, `write`, `pread`).
+pub fn lookup_marked(fd: i32) -> Option<SegmentId> {
+    if fd < 0 {
+        return None;
+    }
+    let word = MAYBE.get(fd as usize / 64);
+    if word.is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (fd as usize % 64)) == 0) {
+        return None;
+    }
+    let found = lookup(fd);
+    if found.is_none() {
+        if let Some(w) = word {
+            w.fetch_and(!(1 << (fd as usize % 64)), Ordering::Relaxed);
+        }
+    }
+    found
+}
+
 /// Remembers that `fd` (just received from the daemon) is `segment`.
 pub fn remember(fd: i32, segment: SegmentId) {
+    mark(fd);
     let Ok(st) = sys::fstat(fd) else { return };
     let known = Known {
         dev: st.st_dev,
@@ -58,11 +91,16 @@ pub fn lookup(fd: i32) -> Option<SegmentId> {
         return None;
     }
     let st = sys::fstat(fd).ok()?;
-    let table = TABLE.lock();
-    table
+    let found = TABLE
+        .lock()
         .iter()
         .find(|k| k.dev == st.st_dev && k.ino == st.st_ino)
-        .map(|k| k.segment)
+        .map(|k| k.segment);
+    if found.is_some() {
+        // A copy (dup, fork, Python's mmap) found by the slow path is fast from now on.
+        mark(fd);
+    }
+    found
 }
 
 /// Whether `fd` may be a segment this process was not told of (received over `SCM_RIGHTS`, or

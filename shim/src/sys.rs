@@ -81,6 +81,18 @@ pub fn access_mode(fd: i32) -> SysResult<i32> {
         .map(|f| f as i32 & libc::O_ACCMODE)
 }
 
+/// `fcntl(F_GETFL)`: the descriptor's status flags.
+pub fn status_flags(fd: i32) -> SysResult<i32> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) }).map(|f| f as i32)
+}
+
+/// `lseek(2)`.
+pub fn seek(fd: i32, off: i64, whence: i32) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::syscall(libc::SYS_lseek, fd, off, whence) })
+}
+
 /// `close(2)`, ignoring errors (the descriptor is gone either way).
 pub fn close(fd: i32) {
     // SAFETY: integer argument only.
