@@ -186,6 +186,9 @@ static void consumer(unsigned char *p, const char *name, const char *dir) {
     CHECK(lseek(copy, OUT + 6 * 4096, SEEK_SET) >= 0 && read(copy, b, 50) == 50, "read: %s", strerror(errno));
     for (int i = 0; i < 50; i++) CHECK(b[i] == pat(6 * 4096 + i), "read byte %d", i);
     close(copy);
+    /* pread from the segment into DSM memory itself (another part of it). */
+    CHECK(pread(sfd, p + (6u << 20), 8192, OUT + 9 * 4096) == 8192, "pread into DSM memory: %s", strerror(errno));
+    for (int i = 0; i < 8192; i++) CHECK(p[(6u << 20) + i] == pat(9 * 4096 + i), "pread into DSM byte %d", i);
     close(sfd);
 
     /* fopen of the /dev/shm path is the segment too (glibc's fopen opens internally). */

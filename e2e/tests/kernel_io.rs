@@ -2,7 +2,24 @@
 //! whose second node's programs run as if on another host (own IPC and mount namespaces, an
 //! empty `/dev/shm`).
 
-use dsm_e2e::{c_program, run, unique, Cluster, Running, TempDir};
+use std::path::Path;
+
+use dsm_e2e::{c_program, run, unique, Cluster, Outcome, Running, TempDir};
+
+/// Runs `program` with `first` on node 1 and, meanwhile, with `second` on node 2 as if on
+/// another host; both must succeed. Returns their outcomes.
+fn across(c: &Cluster, program: &Path, first: &[&str], second: &[&str]) -> (Outcome, Outcome) {
+    let mut one = c.node(1).command(program);
+    one.args(first);
+    let one = Running::start(one);
+    let mut two = c.node(2).isolated_command(program);
+    two.args(second);
+    let two = run(two);
+    let one = one.finish();
+    two.assert_ok();
+    one.assert_ok();
+    (one, two)
+}
 
 #[test]
 fn syscalls_and_stdio_on_dsm_memory_across_nodes() {
@@ -11,15 +28,12 @@ fn syscalls_and_stdio_on_dsm_memory_across_nodes() {
     let name = format!("/{}", unique("kio"));
     let dir = TempDir::new("kio");
     let dir = dir.0.to_str().expect("utf-8 temp dir").to_string();
-    let mut producer = c.node(1).command(&prog);
-    producer.args([&name, &dir, "producer"]);
-    let producer = Running::start(producer);
-    let mut consumer = c.node(2).isolated_command(&prog);
-    consumer.args([&name, &dir, "consumer"]);
-    let consumer = run(consumer);
-    let producer = producer.finish();
-    consumer.assert_ok();
-    producer.assert_ok();
+    let (producer, consumer) = across(
+        &c,
+        &prog,
+        &[&name, &dir, "producer"],
+        &[&name, &dir, "consumer"],
+    );
     assert!(
         consumer.stdout.contains("consumer done"),
         "{}",
@@ -66,15 +80,7 @@ fn a_descriptor_passed_over_a_socket_or_inherited_across_exec_is_the_segment() {
     let c = Cluster::start(2, &[]);
     let prog = c_program("fdpass");
     let name = format!("/{}", unique("fdpass"));
-    let mut producer = c.node(1).command(&prog);
-    producer.args([&name, "producer"]);
-    let producer = Running::start(producer);
-    let mut sender = c.node(2).isolated_command(&prog);
-    sender.args([&name, "sender"]);
-    let sender = run(sender);
-    let producer = producer.finish();
-    sender.assert_ok();
-    producer.assert_ok();
+    across(&c, &prog, &[&name, "producer"], &[&name, "sender"]);
 }
 
 #[test]
@@ -114,19 +120,16 @@ fn errno_and_descriptor_numbers_are_glibcs() {
 #[test]
 fn dev_shm_paths_are_the_segments() {
     let c = Cluster::start(2, &[]);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("c/devshm.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/devshm.py");
     let script = script.to_str().expect("utf-8 path");
     let name = unique("devshm");
-    let python = std::path::Path::new("python3");
-    let mut creator = c.node(1).command(python);
-    creator.args([script, &name, "creator"]);
-    let creator = Running::start(creator);
-    let mut reader = c.node(2).isolated_command(python);
-    reader.args([script, &name, "path"]);
-    let reader = run(reader);
-    let creator = creator.finish();
-    reader.assert_ok();
-    creator.assert_ok();
+    let python = Path::new("python3");
+    let (creator, _) = across(
+        &c,
+        python,
+        &[script, &name, "creator"],
+        &[script, &name, "path"],
+    );
     assert!(creator.stdout.contains("creator ok"), "{}", creator.stdout);
 }
 
@@ -135,15 +138,7 @@ fn one_segment_mapped_twice_is_two_mappings() {
     let c = Cluster::start(2, &[]);
     let prog = c_program("twice");
     let name = format!("/{}", unique("twice"));
-    let mut writer = c.node(1).command(&prog);
-    writer.args([&name, "writer"]);
-    let writer = Running::start(writer);
-    let mut maps = c.node(2).isolated_command(&prog);
-    maps.args([&name, "maps"]);
-    let maps = run(maps);
-    let writer = writer.finish();
-    maps.assert_ok();
-    writer.assert_ok();
+    across(&c, &prog, &[&name, "writer"], &[&name, "maps"]);
 }
 
 #[test]
@@ -165,15 +160,7 @@ fn sysv_shared_memory_across_nodes() {
     let prog = c_program("sysv");
     // A key of this test process's own, so parallel runs do not meet.
     let key = format!("{:#x}", 0x5000_0000u32 | (std::process::id() & 0xffff) << 8);
-    let mut producer = c.node(1).command(&prog);
-    producer.args([&key, "producer"]);
-    let producer = Running::start(producer);
-    let mut consumer = c.node(2).isolated_command(&prog);
-    consumer.args([&key, "consumer"]);
-    let consumer = run(consumer);
-    let producer = producer.finish();
-    consumer.assert_ok();
-    producer.assert_ok();
+    across(&c, &prog, &[&key, "producer"], &[&key, "consumer"]);
 }
 
 #[test]
@@ -181,13 +168,5 @@ fn a_segment_grows_to_4_gib_after_shm_open() {
     let c = Cluster::start(2, &[]);
     let prog = c_program("grow");
     let name = format!("/{}", unique("grow"));
-    let mut writer = c.node(1).command(&prog);
-    writer.args([&name, "writer"]);
-    let writer = Running::start(writer);
-    let mut reader = c.node(2).isolated_command(&prog);
-    reader.args([&name, "reader"]);
-    let reader = run(reader);
-    let writer = writer.finish();
-    reader.assert_ok();
-    writer.assert_ok();
+    across(&c, &prog, &[&name, "writer"], &[&name, "reader"]);
 }

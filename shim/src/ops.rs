@@ -250,6 +250,29 @@ pub fn allocate(fd: i32, mode: i32, off: i64, len: i64) -> Option<Result<(), Err
     })())
 }
 
+/// Copies `n` bytes between the program's `buf` and the segment's bytes at `data` (into the
+/// segment if `write`). A `buf` that is DSM memory itself goes through a bounce, so that both
+/// sides get their pages as faults would.
+fn copy_between(buf: usize, data: usize, n: usize, write: bool) -> usize {
+    if !crate::io::in_window(buf) {
+        return crate::io::copy(buf, data, n, write);
+    }
+    let user = [libc::iovec {
+        iov_base: buf as *mut libc::c_void,
+        iov_len: n,
+    }];
+    let r = if write {
+        crate::io::output(&user, |b, len, done| {
+            crate::io::copy(b, data + done, len, true) as isize
+        })
+    } else {
+        crate::io::input(&user, |b, len| {
+            crate::io::copy(b, data, len, false) as isize
+        })
+    };
+    r.max(0) as usize
+}
+
 fn transfer(
     segment: SegmentId,
     fd: i32,
@@ -277,13 +300,13 @@ fn transfer(
     }
     // The program's own mapping of the range if it has one, else one for this call.
     let done = match mappings::covering(segment, off, n, write) {
-        Some(data) => crate::io::copy(buf, data, n, write),
+        Some(data) => copy_between(buf, data, n, write),
         None => {
             let start = off & !(PAGE_SIZE - 1);
             let len = off + n - start;
             let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
             let at = map_segment(segment, 0, len, prot, libc::MAP_SHARED, fd, start as i64)?;
-            let done = crate::io::copy(buf, at + (off - start), n, write);
+            let done = copy_between(buf, at + (off - start), n, write);
             let _ = munmap(at, len);
             done
         }
