@@ -118,6 +118,21 @@ static void consumer(unsigned char *p, const char *name, const char *dir) {
     CHECK(recv(sv[1], got, 3000, MSG_WAITALL) == 3000, "recv private");
     for (int i = 0; i < 3000; i++) CHECK((unsigned char)got[i] == pat(3 * 4096 + i), "send byte %d", i);
 
+    /* sendmsg from DSM memory, recvmsg into private memory; fputs of a DSM string. */
+    struct iovec mv[2] = {{p + OUT + 10 * 4096, 1000}, {p + OUT + 11 * 4096, 1000}};
+    struct msghdr mh = {.msg_iov = mv, .msg_iovlen = 2};
+    CHECK(sendmsg(sv[0], &mh, 0) == 2000, "sendmsg: %s", strerror(errno));
+    char mgot[2000];
+    CHECK(recv(sv[1], mgot, 2000, MSG_WAITALL) == 2000, "recv of sendmsg");
+    for (int i = 0; i < 1000; i++)
+        CHECK((unsigned char)mgot[i] == pat(10 * 4096 + i) && (unsigned char)mgot[1000 + i] == pat(11 * 4096 + i),
+              "sendmsg byte %d", i);
+    f = fopen(path(dir, "fputs"), "wb");
+    setvbuf(f, NULL, _IONBF, 0);
+    CHECK(fputs((char *)p + OUT + 100 * 1024, f) >= 0, "fputs unbuffered: %s", strerror(errno));
+    fclose(f);
+    check_file(path(dir, "fputs"), 100 * 1024, STR_LEN - 100 * 1024);
+
     /* Input into DSM memory, checked by node 1. */
     make_input(path(dir, "in"), SLOT_LEN, 0);
     make_input(path(dir, "lines"), SLOT_LEN, 1);
@@ -154,6 +169,13 @@ static void consumer(unsigned char *p, const char *name, const char *dir) {
     }
     CHECK(recv(sv[1], in + IN_RECV * SLOT_LEN, SLOT_LEN, MSG_WAITALL) == SLOT_LEN, "recv: %s", strerror(errno));
     waitpid(pid, NULL, 0);
+    /* recvmsg into two DSM buffers. */
+    CHECK(send(sv[0], src, 3000, 0) == 3000, "send for recvmsg");
+    struct iovec gv[2] = {{p + (7u << 20), 1000}, {p + (7u << 20) + 8192, 2000}};
+    struct msghdr gh = {.msg_iov = gv, .msg_iovlen = 2};
+    CHECK(recvmsg(sv[1], &gh, MSG_WAITALL) == 3000, "recvmsg into DSM: %s", strerror(errno));
+    for (int i = 0; i < 1000; i++) CHECK(p[(7u << 20) + i] == in_pat(i), "recvmsg byte %d", i);
+    for (int i = 0; i < 2000; i++) CHECK(p[(7u << 20) + 8192 + i] == in_pat(1000 + i), "recvmsg byte %d", 1000 + i);
 
     /* A recv that blocks on a page node 1 writes meanwhile: coherence goes on around it. */
     p[RECV_PAGE] = 1; /* this node owns the page, writable */
@@ -186,6 +208,13 @@ static void consumer(unsigned char *p, const char *name, const char *dir) {
     CHECK(lseek(copy, OUT + 6 * 4096, SEEK_SET) >= 0 && read(copy, b, 50) == 50, "read: %s", strerror(errno));
     for (int i = 0; i < 50; i++) CHECK(b[i] == pat(6 * 4096 + i), "read byte %d", i);
     close(copy);
+    /* The vectored forms on the descriptor. */
+    struct iovec wv[2] = {{"vec", 3}, {"tor", 3}};
+    CHECK(pwritev(sfd, wv, 2, CTRL + 3200) == 6, "pwritev on the descriptor: %s", strerror(errno));
+    char r1[2], r2[4];
+    struct iovec rv[2] = {{r1, 2}, {r2, 4}};
+    CHECK(preadv(sfd, rv, 2, CTRL + 3200) == 6 && memcmp(r1, "ve", 2) == 0 && memcmp(r2, "ctor", 4) == 0,
+          "preadv on the descriptor");
     /* pread from the segment into DSM memory itself (another part of it). */
     CHECK(pread(sfd, p + (6u << 20), 8192, OUT + 9 * 4096) == 8192, "pread into DSM memory: %s", strerror(errno));
     for (int i = 0; i < 8192; i++) CHECK(p[(6u << 20) + i] == pat(9 * 4096 + i), "pread into DSM byte %d", i);

@@ -452,25 +452,32 @@ fn raw(nr: libc::c_long, a: [usize; 6]) -> isize {
 
 macro_rules! vectored {
     ($(#[$doc:meta])* $name:ident, $real:ident, input, $fd:ident, ($($arg:ident: $ty:ty),*),
-     |$b:ident, $n:ident| $call:expr) => {
-        vectored!(@def $(#[$doc])* $name, $real, $fd, ($($arg: $ty),*), |iov| {
+     pos: $pos:expr, |$b:ident, $n:ident| $call:expr) => {
+        vectored!(@def $(#[$doc])* $name, $real, $fd, ($($arg: $ty),*), $pos, false, |iov| {
             crate::io::input(iov, |$b, $n| $call)
         });
     };
     ($(#[$doc:meta])* $name:ident, $real:ident, output, $fd:ident, ($($arg:ident: $ty:ty),*),
-     |$b:ident, $n:ident, $done:ident| $call:expr) => {
-        vectored!(@def $(#[$doc])* $name, $real, $fd, ($($arg: $ty),*), |iov| {
+     pos: $pos:expr, |$b:ident, $n:ident, $done:ident| $call:expr) => {
+        vectored!(@def $(#[$doc])* $name, $real, $fd, ($($arg: $ty),*), $pos, true, |iov| {
             crate::io::output(iov, |$b, $n, $done| $call)
         });
     };
     (@def $(#[$doc:meta])* $name:ident, $real:ident, $fd:ident, ($($arg:ident: $ty:ty),*),
-     |$iov:ident| $body:expr) => {
+     $pos:expr, $write:expr, |$iov:ident| $body:expr) => {
         $(#[$doc])*
         ///
         /// # Safety
         /// As libc's function of that name.
         #[no_mangle]
         pub unsafe extern "C" fn $name($fd: c_int, iov: *const libc::iovec, cnt: c_int $(, $arg: $ty)*) -> isize {
+            // On a segment's own descriptor: the segment's coherent bytes.
+            // SAFETY: the caller's iovecs, as for libc's function.
+            match unsafe { ops::vectored_segment($fd, iov, cnt, $pos, $write) } {
+                Some(Ok(done)) => return done as isize,
+                Some(Err(e)) => return fail(e, -1),
+                None => {}
+            }
             // SAFETY: the caller's iovecs, as for libc's function.
             match unsafe { dsm_iov(iov, cnt) } {
                 Some($iov) => ssize($body),
@@ -486,51 +493,51 @@ macro_rules! vectored {
 
 vectored!(
 /// Interposed `readv`: DSM buffers through a bounce ([`crate::io`]).
-readv, readv, input, fd, (), |b, n| {
+readv, readv, input, fd, (), pos: None, |b, n| {
     let v = single(b, n);
     raw(libc::SYS_readv, [fd as usize, &v as *const _ as usize, 1, 0, 0, 0])
 });
 vectored!(
 /// Interposed `writev`: DSM buffers through a bounce ([`crate::io`]).
-writev, writev, output, fd, (), |b, n, _done| {
+writev, writev, output, fd, (), pos: None, |b, n, _done| {
     let v = single(b, n);
     raw(libc::SYS_writev, [fd as usize, &v as *const _ as usize, 1, 0, 0, 0])
 });
 vectored!(
 /// Interposed `preadv`: DSM buffers through a bounce ([`crate::io`]).
-preadv, preadv, input, fd, (off: libc::off_t), |b, n| {
+preadv, preadv, input, fd, (off: libc::off_t), pos: Some(off), |b, n| {
     raw(libc::SYS_pread64, [fd as usize, b, n, off as usize, 0, 0])
 });
 vectored!(
 /// Interposed `preadv64`: DSM buffers through a bounce ([`crate::io`]).
-preadv64, preadv, input, fd, (off: libc::off_t), |b, n| {
+preadv64, preadv, input, fd, (off: libc::off_t), pos: Some(off), |b, n| {
     raw(libc::SYS_pread64, [fd as usize, b, n, off as usize, 0, 0])
 });
 vectored!(
 /// Interposed `pwritev`: DSM buffers through a bounce ([`crate::io`]).
-pwritev, pwritev, output, fd, (off: libc::off_t), |b, n, done| {
+pwritev, pwritev, output, fd, (off: libc::off_t), pos: Some(off), |b, n, done| {
     raw(libc::SYS_pwrite64, [fd as usize, b, n, off as usize + done, 0, 0])
 });
 vectored!(
 /// Interposed `pwritev64`: DSM buffers through a bounce ([`crate::io`]).
-pwritev64, pwritev, output, fd, (off: libc::off_t), |b, n, done| {
+pwritev64, pwritev, output, fd, (off: libc::off_t), pos: Some(off), |b, n, done| {
     raw(libc::SYS_pwrite64, [fd as usize, b, n, off as usize + done, 0, 0])
 });
 vectored!(
 /// Interposed `preadv2`: DSM buffers through a bounce ([`crate::io`]).
-preadv2, preadv2, input, fd, (off: libc::off_t, flags: c_int), |b, n| {
+preadv2, preadv2, input, fd, (off: libc::off_t, flags: c_int), pos: (off != -1).then_some(off), |b, n| {
     let v = single(b, n);
     raw(libc::SYS_preadv2, [fd as usize, &v as *const _ as usize, 1, off as usize, 0, flags as usize])
 });
 vectored!(
 /// Interposed `preadv64v2`: DSM buffers through a bounce ([`crate::io`]).
-preadv64v2, preadv2, input, fd, (off: libc::off_t, flags: c_int), |b, n| {
+preadv64v2, preadv2, input, fd, (off: libc::off_t, flags: c_int), pos: (off != -1).then_some(off), |b, n| {
     let v = single(b, n);
     raw(libc::SYS_preadv2, [fd as usize, &v as *const _ as usize, 1, off as usize, 0, flags as usize])
 });
 vectored!(
 /// Interposed `pwritev2`: DSM buffers through a bounce ([`crate::io`]).
-pwritev2, pwritev2, output, fd, (off: libc::off_t, flags: c_int), |b, n, done| {
+pwritev2, pwritev2, output, fd, (off: libc::off_t, flags: c_int), pos: (off != -1).then_some(off), |b, n, done| {
     let v = single(b, n);
     // An offset of -1 means the file position, which the kernel advances itself.
     let at = if off == -1 { off as usize } else { off as usize + done };
@@ -538,7 +545,7 @@ pwritev2, pwritev2, output, fd, (off: libc::off_t, flags: c_int), |b, n, done| {
 });
 vectored!(
 /// Interposed `pwritev64v2`: DSM buffers through a bounce ([`crate::io`]).
-pwritev64v2, pwritev2, output, fd, (off: libc::off_t, flags: c_int), |b, n, done| {
+pwritev64v2, pwritev2, output, fd, (off: libc::off_t, flags: c_int), pos: (off != -1).then_some(off), |b, n, done| {
     let v = single(b, n);
     let at = if off == -1 { off as usize } else { off as usize + done };
     raw(libc::SYS_pwritev2, [fd as usize, &v as *const _ as usize, 1, at, 0, flags as usize])

@@ -216,16 +216,57 @@ pub fn positioned(
 /// `read`/`write` on a DSM segment's own descriptor (`None`: not one): [`positioned`] at the
 /// descriptor's file position (the end, for a write with `O_APPEND`), which then advances.
 pub fn sequential(fd: i32, buf: usize, n: usize, write: bool) -> Option<Result<usize, Errno>> {
+    let iov = [libc::iovec {
+        iov_base: buf as *mut libc::c_void,
+        iov_len: n,
+    }];
+    // SAFETY: one iovec of ours.
+    unsafe { vectored_segment(fd, iov.as_ptr(), 1, None, write) }
+}
+
+/// The vectored forms on a DSM segment's own descriptor (`None`: not one): at `pos`, or at the
+/// file position, which then advances.
+///
+/// # Safety
+/// `iov` points to `cnt` valid iovecs when `cnt` is positive.
+pub unsafe fn vectored_segment(
+    fd: i32,
+    iov: *const libc::iovec,
+    cnt: i32,
+    pos: Option<i64>,
+    write: bool,
+) -> Option<Result<usize, Errno>> {
     let segment = segments::lookup_marked(fd)?;
+    if iov.is_null() || !(0..=libc::UIO_MAXIOV).contains(&cnt) || pos.is_some_and(|p| p < 0) {
+        return Some(Err(libc::EINVAL));
+    }
+    // SAFETY: per the contract.
+    let iov = unsafe { core::slice::from_raw_parts(iov, cnt as usize) };
     Some((|| {
-        let at = if write && sys::status_flags(fd)? & libc::O_APPEND != 0 {
-            sys::fstat(fd)?.st_size as usize
-        } else {
-            sys::seek(fd, 0, libc::SEEK_CUR)?
+        let mut at = match pos {
+            Some(p) => p as usize,
+            None if write && sys::status_flags(fd)? & libc::O_APPEND != 0 => {
+                sys::fstat(fd)?.st_size as usize
+            }
+            None => sys::seek(fd, 0, libc::SEEK_CUR)?,
         };
-        let done = transfer(segment, fd, buf, n, at, write)?;
-        sys::seek(fd, (at + done) as i64, libc::SEEK_SET)?;
-        Ok(done)
+        let mut total = 0;
+        for v in iov.iter().filter(|v| v.iov_len > 0) {
+            let n = match transfer(segment, fd, v.iov_base as usize, v.iov_len, at, write) {
+                Ok(n) => n,
+                Err(_) if total > 0 => break,
+                Err(e) => return Err(e),
+            };
+            total += n;
+            at += n;
+            if n < v.iov_len {
+                break;
+            }
+        }
+        if pos.is_none() {
+            sys::seek(fd, at as i64, libc::SEEK_SET)?;
+        }
+        Ok(total)
     })())
 }
 
