@@ -43,6 +43,11 @@ int main(int argc, char **argv) {
     if (!strcmp(role, "producer")) {
         long *p = open_segment(name, 0, 8192);
         __atomic_store_n(&p[0], 0x1234, __ATOMIC_RELEASE);
+        /* Once the sender is about to pass the descriptor, change the page: node 2's copy is
+         * now stale, and the receiver's read() must not see it. */
+        for (int i = 0; i < 20000 && !__atomic_load_n(&p[5], __ATOMIC_ACQUIRE); i++) usleep(1000);
+        p[4] = 0x5678;
+        __atomic_store_n(&p[6], 1, __ATOMIC_RELEASE);
         for (int i = 0; i < 20000 && !(__atomic_load_n(&p[1], __ATOMIC_ACQUIRE) && __atomic_load_n(&p[2], __ATOMIC_ACQUIRE)); i++)
             usleep(1000);
         CHECK(p[1] == 1, "the receiver's write never arrived");
@@ -55,6 +60,7 @@ int main(int argc, char **argv) {
         while (__atomic_load_n(&p[0], __ATOMIC_ACQUIRE) != 0x1234) usleep(1000);
         int fd = shm_open(name, O_RDWR, 0);
         CHECK(fd >= 0, "shm_open: %s", strerror(errno));
+        __atomic_store_n(&p[5], 1, __ATOMIC_RELEASE);
         int sv[2];
         CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
         CHECK(fcntl(sv[1], F_SETFD, 0) == 0, "fcntl");
@@ -83,6 +89,16 @@ int main(int argc, char **argv) {
         CHECK(recvmsg(fd, &msg, 0) == 1, "recvmsg: %s", strerror(errno));
         int passed;
         memcpy(&passed, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof passed);
+        /* read() at the file position before any mmap: the segment's bytes, not this node's
+         * stale copy. */
+        long flag = 0, v = 0;
+        for (int i = 0; i < 20000 && flag != 1; i++) {
+            CHECK(pread(passed, &flag, 8, 6 * 8) == 8, "pread: %s", strerror(errno));
+            if (flag != 1) usleep(1000);
+        }
+        CHECK(flag == 1, "pread of the passed descriptor never saw node 1's write");
+        CHECK(lseek(passed, 4 * 8, SEEK_SET) == 32 && read(passed, &v, 8) == 8 && v == 0x5678,
+              "read of the passed descriptor: %lx", v);
         use(passed, 1);
     } else {
         use(fd, 2);

@@ -639,7 +639,7 @@ unsafe fn msg_dsm_iov<'a>(msg: *const libc::msghdr) -> Option<&'a [libc::iovec]>
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> isize {
     // SAFETY: the caller's message, as for libc's.
-    match unsafe { msg_dsm_iov(msg) } {
+    let r = match unsafe { msg_dsm_iov(msg) } {
         // SAFETY: as above.
         Some(iov) => ssize(unsafe { recvmsg_bounced(fd, msg, iov, flags) }),
         None => match real::recvmsg() {
@@ -647,6 +647,43 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int
             Some(f) => unsafe { f(fd, msg, flags) },
             None => fail(libc::ENOSYS, -1),
         },
+    };
+    if r >= 0 {
+        // SAFETY: the message the kernel just filled.
+        unsafe { mark_received(msg) };
+    }
+    r
+}
+
+/// Marks descriptors that arrived with a message (`SCM_RIGHTS`) and may be segments, so a
+/// `read` of one before any `mmap` is the segment's too.
+///
+/// # Safety
+/// `msg` is NULL or a message the kernel filled.
+unsafe fn mark_received(msg: *const libc::msghdr) {
+    // SAFETY: per the contract.
+    let Some(m) = (unsafe { msg.as_ref() }) else {
+        return;
+    };
+    if m.msg_control.is_null() || m.msg_controllen == 0 {
+        return;
+    }
+    // SAFETY: the CMSG macros walk only within the control buffer the kernel filled.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<c_int>();
+                let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..n {
+                    let fd = core::ptr::read_unaligned(data.add(i));
+                    if crate::segments::may_be_foreign_segment(fd) {
+                        crate::segments::mark(fd);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
     }
 }
 
@@ -1117,7 +1154,7 @@ pub unsafe extern "C" fn shmctl(id: c_int, cmd: c_int, buf: *mut libc::shmid_ds)
 /// As libc's `fdopen`.
 #[no_mangle]
 pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut libc::FILE {
-    if crate::segments::lookup_marked(fd).is_some() {
+    if let Some(Ok(_)) = ops::marked_segment(fd) {
         // SAFETY: the caller's mode string.
         return unsafe { crate::files::stream(fd, mode) };
     }
@@ -1191,7 +1228,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: usize) -> isize
 
 /// A copy of a segment's descriptor is one too (the bit test of [`read`] must know).
 fn copied(old: c_int, new: c_int) -> c_int {
-    if new >= 0 && crate::segments::lookup_marked(old).is_some() {
+    if new >= 0 && crate::segments::is_marked(old) {
         crate::segments::mark(new);
     }
     new

@@ -56,6 +56,7 @@ pub fn errno_name(e: sys::Errno) -> &'static str {
 extern "C" fn init() {
     config::get();
     real::resolve_all();
+    segments::mark_inherited();
     // SAFETY: registers plain extern "C" functions that live as long as the library.
     unsafe {
         libc::pthread_atfork(

@@ -171,6 +171,20 @@ fn segment_of(fd: i32) -> Option<Result<SegmentId, Errno>> {
     })
 }
 
+/// The segment of a descriptor marked as maybe one (the cheap test of `read`, `write`,
+/// `pread`…; see [`segments::mark`]); a mark that turns out wrong is cleared. `Err`: a dsm memfd
+/// no daemon serves.
+pub fn marked_segment(fd: i32) -> Option<Result<SegmentId, Errno>> {
+    if !segments::is_marked(fd) {
+        return None;
+    }
+    let found = segment_of(fd);
+    if found.is_none() {
+        segments::unmark(fd);
+    }
+    found
+}
+
 /// `ftruncate`: `None` if `fd` is not a DSM segment.
 pub fn ftruncate(fd: i32, len: i64) -> Option<Result<(), Errno>> {
     let segment = segment_of(fd)?;
@@ -205,7 +219,10 @@ pub fn positioned(
     off: i64,
     write: bool,
 ) -> Option<Result<usize, Errno>> {
-    let segment = segments::lookup_marked(fd)?;
+    let segment = match marked_segment(fd)? {
+        Ok(s) => s,
+        Err(e) => return Some(Err(e)),
+    };
     Some(if off < 0 {
         Err(libc::EINVAL)
     } else {
@@ -236,7 +253,10 @@ pub unsafe fn vectored_segment(
     pos: Option<i64>,
     write: bool,
 ) -> Option<Result<usize, Errno>> {
-    let segment = segments::lookup_marked(fd)?;
+    let segment = match marked_segment(fd)? {
+        Ok(s) => s,
+        Err(e) => return Some(Err(e)),
+    };
     if iov.is_null() || !(0..=libc::UIO_MAXIOV).contains(&cnt) || pos.is_some_and(|p| p < 0) {
         return Some(Err(libc::EINVAL));
     }
@@ -274,7 +294,9 @@ pub unsafe fn vectored_segment(
 /// cluster-wide resize; keeping the size changes nothing (every page is there already); the
 /// modes that punch or shift ranges are refused out loud.
 pub fn allocate(fd: i32, mode: i32, off: i64, len: i64) -> Option<Result<(), Errno>> {
-    segments::lookup_marked(fd)?;
+    if let Err(e) = marked_segment(fd)? {
+        return Some(Err(e));
+    }
     Some((|| {
         if off < 0 || len <= 0 {
             return Err(libc::EINVAL);

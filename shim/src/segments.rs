@@ -40,23 +40,38 @@ pub fn mark(fd: i32) {
     }
 }
 
-/// The segment `fd` refers to, checked only if it may be one ([`mark`]): the cheap test for
-/// calls every program makes all the time (`read`, `write`, `pread`).
-pub fn lookup_marked(fd: i32) -> Option<SegmentId> {
-    if fd < 0 {
-        return None;
+/// Whether `fd` may be a segment's ([`mark`]): one load.
+pub fn is_marked(fd: i32) -> bool {
+    fd >= 0
+        && MAYBE
+            .get(fd as usize / 64)
+            .is_none_or(|w| w.load(Ordering::Relaxed) & (1 << (fd as usize % 64)) != 0)
+}
+
+/// `fd` is not a segment's after all.
+pub fn unmark(fd: i32) {
+    if let Some(w) = MAYBE.get(fd as usize / 64) {
+        w.fetch_and(!(1 << (fd as usize % 64)), Ordering::Relaxed);
     }
-    let word = MAYBE.get(fd as usize / 64);
-    if word.is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (fd as usize % 64)) == 0) {
-        return None;
-    }
-    let found = lookup(fd);
-    if found.is_none() {
-        if let Some(w) = word {
-            w.fetch_and(!(1 << (fd as usize % 64)), Ordering::Relaxed);
+}
+
+/// Marks every descriptor the process has that may be a segment's: at start, for those
+/// inherited across `exec`.
+pub fn mark_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        if let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        {
+            if may_be_foreign_segment(fd) {
+                mark(fd);
+            }
         }
     }
-    found
 }
 
 /// Remembers that `fd` (just received from the daemon) is `segment`.
