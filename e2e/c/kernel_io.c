@@ -183,7 +183,7 @@ static void consumer(unsigned char *p, const char *name, const char *dir) {
     pid = fork();
     if (pid == 0) {
         wait_flag(p, 1, 1); /* node 1 wrote into the page */
-        usleep(200000);
+        sleep(2); /* the recv stays blocked 2 s after node 1 wrote into its page */
         CHECK(send(sv[0], "hello from the socket", 21, 0) == 21, "send");
         _exit(0);
     }
