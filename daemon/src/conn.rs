@@ -63,7 +63,16 @@ pub struct Conn {
     pub want_write: bool,
     out: VecDeque<Outgoing>,
     queued: usize,
+    /// When it was accepted (one that never says its hello is closed).
+    pub opened: std::time::Instant,
+    /// Reading stopped with [`MAX_BUFFERED`] bytes unserved; resumes once they are served.
+    pub throttled: bool,
 }
+
+/// Bytes a connection may have read but not yet served: past this the daemon stops reading it
+/// (the client's writes then block), so a client that pipelines requests while one waits (a
+/// lock) cannot make the daemon buffer without end.
+pub const MAX_BUFFERED: usize = 256 * 1024;
 
 #[derive(Debug)]
 struct Outgoing {
@@ -95,13 +104,19 @@ impl Conn {
             want_write: false,
             out: VecDeque::new(),
             queued: 0,
+            opened: std::time::Instant::now(),
+            throttled: false,
         }
     }
 
-    /// Reads everything available into the frame buffer.
+    /// Reads what is available into the frame buffer, up to [`MAX_BUFFERED`] unserved bytes.
     pub fn fill(&mut self) -> io::Result<ReadEnd> {
         let mut buf = [0u8; 16 * 1024];
         loop {
+            if self.frames.pending() >= MAX_BUFFERED {
+                self.throttled = true;
+                return Ok(ReadEnd::Drained);
+            }
             match self.stream.read(&mut buf) {
                 Ok(0) => return Ok(ReadEnd::Eof),
                 Ok(n) => self.frames.push(&buf[..n]),

@@ -1,5 +1,7 @@
 //! `dsmd`: the dsm daemon.
 
+#[macro_use]
+mod ratelimit;
 mod config;
 mod conn;
 mod directory;

@@ -27,7 +27,14 @@ pub const FIRST_PEER_TOKEN: usize = 1 << 40;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Bytes a link may hold for a peer that is down before it starts dropping messages.
-const MAX_OUTBOX: usize = 256 * 1024 * 1024;
+const MAX_OUTBOX: usize = 64 * 1024 * 1024;
+/// Frames a connected link may have waiting for the socket: a peer that stops reading is
+/// dropped (its link goes down, as if cut) rather than let its queue grow.
+const MAX_UNSENT_FRAMES: usize = 16 * 1024;
+/// Connections that have not said their hello yet, at most; more are closed at once.
+const MAX_STRANGERS: usize = 64;
+/// How long a connection may take to say its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A message from a peer.
 #[derive(Debug)]
@@ -48,7 +55,7 @@ type Outgoing = (Vec<u8>, Option<Page>);
 
 /// Where the page after a grant goes: the daemon's mapping of the node's copy (`None`: the
 /// segment is gone here, drop the bytes).
-pub type PageSink<'a> = dyn FnMut(PageKey) -> Option<Page> + 'a;
+pub type PageSink<'a> = dyn FnMut(&PeerMsg) -> Option<Page> + 'a;
 
 /// What the daemon must know about its own side of every hello.
 #[derive(Debug, Clone)]
@@ -90,6 +97,8 @@ struct Conn {
     greeted: bool,
     /// Close once `out` is flushed (after a refusal).
     closing: bool,
+    /// When it was opened (a stranger that stays silent is closed after [`HELLO_TIMEOUT`]).
+    opened: Instant,
 }
 
 impl Conn {
@@ -105,6 +114,7 @@ impl Conn {
             connected,
             greeted: false,
             closing: false,
+            opened: Instant::now(),
         }
     }
 }
@@ -132,6 +142,7 @@ pub struct Peers {
     links: BTreeMap<NodeId, Link>,
     /// Accepted connections whose hello has not arrived.
     strangers: HashMap<Token, Conn>,
+    limit: crate::ratelimit::RateLimit,
     tokens: HashMap<Token, NodeId>,
     next_token: usize,
     /// Messages of the open batch: (peer, frame, page to send after it).
@@ -182,6 +193,7 @@ impl Peers {
             me,
             links,
             strangers: HashMap::new(),
+            limit: Default::default(),
             tokens: HashMap::new(),
             next_token: FIRST_PEER_TOKEN,
             batch: Vec::new(),
@@ -360,11 +372,32 @@ impl Peers {
             self.drop_conn(registry, to, &format!("write failed: {e}"));
             return;
         }
+        if conn.out.len() > MAX_UNSENT_FRAMES {
+            self.drop_conn(registry, to, "it does not read what it is sent");
+            return;
+        }
         self.flush(registry, to);
     }
 
-    /// Dials the peers that are due for a (re)try.
+    /// Dials the peers that are due for a (re)try, and closes connections that never said
+    /// their hello.
     pub fn tick(&mut self, registry: &Registry, now: Instant) {
+        let silent: Vec<Token> = self
+            .strangers
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.opened) >= HELLO_TIMEOUT)
+            .map(|(&t, _)| t)
+            .collect();
+        for token in silent {
+            if let Some(mut conn) = self.strangers.remove(&token) {
+                let _ = registry.deregister(&mut conn.stream);
+                limited_warn!(
+                    self.limit,
+                    "silent peer connection",
+                    "closed a peer connection that sent no hello in {HELLO_TIMEOUT:?}"
+                );
+            }
+        }
         let due: Vec<NodeId> = self
             .links
             .iter()
@@ -417,6 +450,15 @@ impl Peers {
         loop {
             match listener.accept() {
                 Ok((mut stream, addr)) => {
+                    if self.strangers.len() >= MAX_STRANGERS {
+                        limited_warn!(
+                            self.limit,
+                            "too many strangers",
+                            "refusing a peer connection from {addr}: {MAX_STRANGERS} connections are \
+                             already waiting for their hello"
+                        );
+                        continue;
+                    }
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
@@ -524,7 +566,7 @@ impl Peers {
             };
             if let Some(msg) = conn.awaiting_page {
                 let stored = conn.frames.take_raw(PAGE_SIZE, |bytes| {
-                    if let Some(page) = sink(msg.key()) {
+                    if let Some(page) = sink(&msg) {
                         page.fill_from(bytes);
                     }
                 });
@@ -686,7 +728,11 @@ impl Peers {
                 }
             }
             Err(reason) => {
-                warn!("refusing peer connection from {peer}: {reason}");
+                limited_warn!(
+                    self.limit,
+                    "refused peer",
+                    "refusing peer connection from {peer}: {reason}"
+                );
                 let refusal = frame::encode(&PeerFrame::Refused { reason }).expect("encodes");
                 let _ = conn.stream.write(&refusal);
                 let _ = registry.deregister(&mut conn.stream);

@@ -2,7 +2,7 @@
 //! directory and the protocol core. Thin on purpose: decisions live in `dsm_core`, in
 //! [`crate::directory`] and in [`crate::store`]; this file carries bytes between them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -22,7 +22,7 @@ use mio::net::{TcpListener, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Config;
-use crate::conn::{Conn, Kind, ReadEnd};
+use crate::conn::{Conn, Kind, ReadEnd, MAX_BUFFERED};
 use crate::directory::Directory;
 use crate::page_store::Page;
 use crate::peers::{Identity, Incoming, Peers};
@@ -112,6 +112,13 @@ pub struct Server {
     peer_listener: Option<TcpListener>,
     signals: UnixStream,
     conns: HashMap<Token, Conn>,
+    /// Most local connections at once (from the descriptor limit).
+    max_conns: usize,
+    /// Rate limit for complaints about bad input.
+    limit: crate::ratelimit::RateLimit,
+    /// Channels whose frames are being served now: an answer given inside that loop does not
+    /// start another (a client pipelining requests must not make the daemon recurse per request).
+    serving: HashSet<Token>,
     next_token: usize,
     sessions: BTreeMap<SessionId, Session>,
     next_session: u64,
@@ -239,6 +246,9 @@ impl Server {
             peer_listener,
             signals,
             conns: HashMap::new(),
+            max_conns: connection_limit(),
+            limit: Default::default(),
+            serving: HashSet::new(),
             next_token: FIRST_CONN,
             sessions: BTreeMap::new(),
             next_session: 1,
@@ -314,12 +324,22 @@ impl Server {
                         }
                     }
                     token if Peers::owns(token) => {
-                        let store = &mut self.store;
-                        let mut sink = |key: PageKey| match store.incoming(key.segment, key.page) {
-                            Ok(page) => page,
-                            Err(e) => {
-                                warn!("cannot store page {} of {}: {e}", key.page, key.segment);
-                                None
+                        let (store, core) = (&mut self.store, &self.core);
+                        // A grant's page is stored only if the core will accept the grant (it
+                        // asked for it): a peer cannot write, or grow, a copy nobody asked for.
+                        let mut sink = |msg: &PeerMsg| {
+                            let PeerMsg::Grant { key, write, .. } = *msg else {
+                                return None;
+                            };
+                            if !core.expects_grant(key, write) {
+                                return None;
+                            }
+                            match store.incoming(key.segment, key.page) {
+                                Ok(page) => page,
+                                Err(e) => {
+                                    warn!("cannot store page {} of {}: {e}", key.page, key.segment);
+                                    None
+                                }
                             }
                         };
                         let arrived = self.peers.on_event(
@@ -356,6 +376,16 @@ impl Server {
     fn tick(&mut self) {
         // Links due for a (re)try dial now: the tick is their granularity, not every event.
         self.peers.tick(self.poll.registry(), Instant::now());
+        // Local connections that never said their hello.
+        let silent: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.kind, Kind::New) && c.opened.elapsed() >= HELLO_TIMEOUT)
+            .map(|(&t, _)| t)
+            .collect();
+        for token in silent {
+            self.close(token, "no hello in time");
+        }
         let grace = Duration::from_millis(self.config.fault_timeout_ms);
         for node in self.peers.take_gone(grace) {
             warn!("{node} unreachable for {grace:?}: taken for dead, what its processes held is released");
@@ -403,6 +433,16 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
+                    if self.conns.len() >= self.max_conns {
+                        limited_warn!(
+                            self.limit,
+                            "too many local connections",
+                            "refusing a local connection: {} are open (the limit follows this \
+                             daemon's descriptor limit; raise it with ulimit -n or LimitNOFILE)",
+                            self.conns.len()
+                        );
+                        continue;
+                    }
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     if let Err(e) =
@@ -458,6 +498,37 @@ impl Server {
     }
 
     fn serve_frames(&mut self, token: Token) {
+        if !self.serving.insert(token) {
+            return;
+        }
+        loop {
+            self.serve_frames_now(token);
+            // A throttled connection is read again once what it had sent is served.
+            let Some(conn) = self.conns.get_mut(&token) else {
+                break;
+            };
+            if !conn.throttled || conn.busy || conn.frames.pending() >= MAX_BUFFERED / 2 {
+                break;
+            }
+            conn.throttled = false;
+            match conn.fill() {
+                Ok(ReadEnd::Drained) => {}
+                Ok(ReadEnd::Eof) => {
+                    self.serving.remove(&token);
+                    self.drop_conn(token);
+                    return;
+                }
+                Err(e) => {
+                    self.serving.remove(&token);
+                    self.close(token, &format!("read failed: {e}"));
+                    return;
+                }
+            }
+        }
+        self.serving.remove(&token);
+    }
+
+    fn serve_frames_now(&mut self, token: Token) {
         loop {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
@@ -1377,7 +1448,9 @@ impl Server {
     /// Closes a connection whose peer misbehaved or failed: logged as a warning.
     fn close(&mut self, token: Token, reason: &str) {
         if let Some(conn) = self.conns.get(&token) {
-            warn!(
+            limited_warn!(
+                self.limit,
+                "closing local connection",
                 "closing local connection ({}): {reason}",
                 describe(conn.kind)
             );
@@ -1494,4 +1567,14 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
         .set_nonblocking(true)
         .map_err(io_context("cannot make the socket non-blocking"))?;
     Ok(UnixListener::from_std(std_listener))
+}
+
+/// How long a local connection may take to say its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many local connections to allow: the descriptor limit (raised to its hard limit) less
+/// room for peers, memfds and the rest.
+fn connection_limit() -> usize {
+    let fds = usize::try_from(crate::page_store::raise_fd_limit()).unwrap_or(usize::MAX);
+    (fds.saturating_sub(512) / 2).clamp(64, 65_536)
 }

@@ -136,6 +136,10 @@ impl Store {
             return Ok(None);
         };
         let end = (u64::from(page) + 1) * PAGE_SIZE as u64;
+        if end > local.meta.span {
+            // Past the segment's address span: no grant can be for it.
+            return Ok(None);
+        }
         if end > local.meta.size.next_multiple_of(PAGE_SIZE as u64) {
             local.memfd.set_len(end)?;
             local.meta.size = end;

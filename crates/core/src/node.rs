@@ -197,12 +197,19 @@ struct Run {
     window: u32,
 }
 
+/// Pages past the end of a segment's dense run beyond which a page is kept apart ([`Node`]'s
+/// `far`).
+const DENSE_GAP: usize = 1 << 16;
+
 /// One node's protocol state.
 #[derive(Clone, Debug)]
 pub struct Node {
     config: Config,
     me_index: usize,
     pages: BTreeMap<SegmentId, Vec<PageState>>,
+    /// Pages far past the end of their segment's dense run (more than [`DENSE_GAP`] pages on):
+    /// kept apart, so that a page index from a peer never allocates room for every page below it.
+    far: BTreeMap<PageKey, PageState>,
     busy: BTreeMap<PageKey, Busy>,
     managed: BTreeMap<PageKey, Managed>,
     runs: BTreeMap<SegmentId, Run>,
@@ -215,6 +222,7 @@ pub struct Node {
 impl PartialEq for Node {
     fn eq(&self, other: &Self) -> bool {
         self.pages == other.pages
+            && self.far == other.far
             && self.busy == other.busy
             && self.managed == other.managed
             && self.runs == other.runs
@@ -226,6 +234,7 @@ impl Eq for Node {}
 impl Hash for Node {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.pages.hash(state);
+        self.far.hash(state);
         self.busy.hash(state);
         self.managed.hash(state);
         self.runs.hash(state);
@@ -250,6 +259,7 @@ impl Node {
             config,
             me_index,
             pages: BTreeMap::new(),
+            far: BTreeMap::new(),
             busy: BTreeMap::new(),
             managed: BTreeMap::new(),
             runs: BTreeMap::new(),
@@ -278,6 +288,7 @@ impl Node {
         self.pages
             .get(&key.segment)
             .and_then(|v| v.get(key.page as usize))
+            .or_else(|| self.far.get(&key))
             .copied()
             .unwrap_or_else(|| PageState::untouched(self.config.me, key.segment.creator()))
     }
@@ -338,7 +349,30 @@ impl Node {
         let pages = self.pages.entry(key.segment).or_default();
         let index = key.page as usize;
         if pages.len() <= index {
+            if index - pages.len() > DENSE_GAP {
+                return self
+                    .far
+                    .entry(key)
+                    .or_insert_with(|| PageState::untouched(me, creator));
+            }
+            let from = pages.len() as u32;
             pages.resize(index + 1, PageState::untouched(me, creator));
+            // Far pages the dense run now reaches move into it.
+            let reached: Vec<PageKey> = self
+                .far
+                .range(
+                    PageKey {
+                        segment: key.segment,
+                        page: from,
+                    }..=key,
+                )
+                .map(|(k, _)| *k)
+                .collect();
+            for k in reached {
+                if let Some(state) = self.far.remove(&k) {
+                    pages[k.page as usize] = state;
+                }
+            }
         }
         &mut pages[index]
     }
@@ -747,12 +781,25 @@ impl Node {
         );
     }
 
+    /// Whether a grant of `key` (for a write if `write`) would be accepted now: the driver
+    /// stores a grant's page bytes only then, before handing the grant over.
+    pub fn expects_grant(&self, key: PageKey, write: bool) -> bool {
+        self.busy.get(&key).and_then(|b| b.pending) == Some(write)
+    }
+
     fn on_grant(&mut self, from: NodeId, key: PageKey, write: bool, copyset: NodeSet) {
-        let pending = self.busy.get(&key).and_then(|b| b.pending);
-        if pending != Some(write) {
+        if !self.expects_grant(key, write) {
             self.outputs.push_back(Output::Violation {
                 from,
                 what: "grant for a request this node did not make",
+            });
+            return;
+        }
+        let members = self.config.members.len();
+        if members < 64 && copyset.0 >> members != 0 {
+            self.outputs.push_back(Output::Violation {
+                from,
+                what: "grant whose copyset names nodes outside the cluster",
             });
             return;
         }
@@ -924,6 +971,7 @@ impl Node {
 
     fn on_removed(&mut self, segment: SegmentId) {
         self.pages.remove(&segment);
+        self.far.retain(|k, _| k.segment != segment);
         self.managed.retain(|k, _| k.segment != segment);
         let keys: Vec<PageKey> = self
             .busy
@@ -945,7 +993,12 @@ impl Node {
     /// Pages of a segment this node holds at each access level: (read, write).
     pub fn access_counts(&self, segment: SegmentId) -> (u64, u64) {
         let mut counts = (0, 0);
-        for page in self.pages_of(segment) {
+        let far = self
+            .far
+            .iter()
+            .filter(|(k, _)| k.segment == segment)
+            .map(|(_, p)| p);
+        for page in self.pages_of(segment).iter().chain(far) {
             match page.access {
                 Access::None => {}
                 Access::Read => counts.0 += 1,
@@ -979,6 +1032,76 @@ mod tests {
             segment: SegmentId::new(NodeId(creator), 1),
             page,
         }
+    }
+
+    /// A peer's write grant whose copyset names member 63 (of a 2-node cluster) is refused as a
+    /// violation; it once indexed the member list out of bounds.
+    #[test]
+    fn a_grant_with_a_copyset_outside_the_cluster_is_a_violation() {
+        let mut n = node(2, &[1, 2]);
+        n.handle(Input::Fault {
+            id: FaultId(1),
+            key: key(1, 0),
+            write: true,
+            pages: 8,
+            now_ms: 0,
+        });
+        drain(&mut n);
+        n.handle(Input::Peer {
+            from: NodeId(1),
+            msg: PeerMsg::Grant {
+                key: key(1, 0),
+                write: true,
+                copyset: NodeSet(1 << 63),
+            },
+        });
+        assert!(matches!(
+            drain(&mut n).as_slice(),
+            [Output::Violation {
+                from: NodeId(1),
+                ..
+            }]
+        ));
+        assert!(
+            n.expects_grant(key(1, 0), true),
+            "the real grant may still come"
+        );
+    }
+
+    /// A page index far past anything touched (u32::MAX, for a segment the node never heard of,
+    /// as a fixed manager may) allocates one entry, not room for every page below it.
+    #[test]
+    fn a_far_page_index_takes_one_entry() {
+        let mut n = Node::new(Config {
+            me: NodeId(1),
+            members: vec![NodeId(1), NodeId(2)],
+            manager: ManagerKind::Fixed,
+            fault_timeout_ms: 100,
+            readahead: 0,
+        });
+        let far = key(2, u32::MAX);
+        n.handle(Input::Peer {
+            from: NodeId(2),
+            msg: PeerMsg::Invalidate {
+                key: far,
+                new_owner: NodeId(2),
+            },
+        });
+        drain(&mut n);
+        assert!(n.pages_of(far.segment).len() <= 1);
+        // The dense run grows over far pages it reaches, keeping their state.
+        let near = key(2, 70_000);
+        n.handle(Input::Peer {
+            from: NodeId(2),
+            msg: PeerMsg::Invalidate {
+                key: near,
+                new_owner: NodeId(2),
+            },
+        });
+        let before = n.page(near);
+        n.state_mut(key(2, 70_001)).local = Access::None;
+        assert_eq!(n.page(near), before);
+        assert!(n.pages_of(far.segment).len() > 70_000 || n.far.contains_key(&near));
     }
 
     #[test]

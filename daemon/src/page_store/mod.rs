@@ -108,6 +108,28 @@ impl Page {
     }
 }
 
+/// Raises this process's descriptor limit (the page store's memfds and every connection count
+/// against it) to its hard limit; returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: all-zero is a valid rlimit; the pointers are valid for the calls.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    lim.rlim_cur
+}
+
 impl MemFd {
     /// The memfd's device and inode, as a process holding a descriptor of it sees them.
     pub fn identity(&self) -> io::Result<(u64, u64)> {

@@ -1,0 +1,259 @@
+//! Bad input never crashes, grows or wedges a daemon (issue 10): clients that flood, pipeline or
+//! never say hello; peers that send absurd pages; hundreds of silent connections.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dsm_e2e::{c_program, unique, wait_for_line, Daemon};
+use dsm_proto::client::{Reply, Request};
+use dsm_proto::frame;
+use dsm_proto::hello::{Hello, HelloReply, Role};
+use dsm_proto::peer::{PageKey, PeerFrame, PeerHello, PeerMsg};
+use dsm_proto::sync::{SyncKey, SyncOp};
+use dsm_proto::{NodeId, SegmentId, MAGIC, PROTOCOL_VERSION};
+
+fn raw(d: &Daemon) -> UnixStream {
+    let s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn read_frame(s: &mut impl Read) -> Vec<u8> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).unwrap();
+    let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
+    s.read_exact(&mut body).unwrap();
+    body
+}
+
+/// A session and one channel of it, speaking the protocol by hand.
+fn attach(d: &Daemon) -> (UnixStream, UnixStream) {
+    let mut session = raw(d);
+    session
+        .write_all(&frame::encode(&Hello::new(Role::Session { pid: 1 })).unwrap())
+        .unwrap();
+    let body = read_frame(&mut session);
+    let HelloReply::Welcome { session: id, .. } = frame::decode(&body).unwrap() else {
+        panic!("refused");
+    };
+    let mut chan = raw(d);
+    let hello = Hello::new(Role::Channel {
+        session: id,
+        tid: 2,
+    });
+    chan.write_all(&frame::encode(&hello).unwrap()).unwrap();
+    read_frame(&mut chan);
+    (session, chan)
+}
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// The daemon's open descriptors.
+fn fds(d: &Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count()
+}
+
+/// A program still gets its work done: a segment created, written and read back.
+fn still_serves(d: &Daemon) {
+    let name = format!("/{}", unique("alive"));
+    let mut holder = d.spawn(&c_program("hold"), &[&name, "4096"]);
+    wait_for_line(&mut holder, "ready");
+    assert!(d.status()["segments"].as_array().is_some());
+}
+
+#[test]
+fn a_channel_that_floods_while_it_waits_is_read_no_further() {
+    let mut d = Daemon::start(1);
+    let (_session, mut chan) = attach(&d);
+    // A barrier of two that nobody else reaches: the channel waits for good.
+    let wait = Request::Sync {
+        key: SyncKey::Barrier(42),
+        op: SyncOp::Barrier { count: 2 },
+    };
+    chan.write_all(&frame::encode(&wait).unwrap()).unwrap();
+    // Then it pipelines requests without end; its writes block once the daemon stops reading.
+    let junk = frame::encode(&Request::Info).unwrap().repeat(64 * 1024);
+    chan.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut sent = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match chan.write(&junk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        Instant::now() < deadline,
+        "the daemon read {sent} bytes from a waiting channel and kept reading"
+    );
+    let rss = rss_kib(&d);
+    assert!(
+        rss < 64 * 1024,
+        "dsmd grew to {rss} KiB buffering a waiting channel's requests"
+    );
+    assert!(d.alive());
+    still_serves(&d);
+}
+
+#[test]
+fn pipelined_requests_are_served_without_recursion() {
+    let mut d = Daemon::start(1);
+    let (_session, chan) = attach(&d);
+    // Each of these is answered through the directory (the registrar is this node): once, each
+    // answer served the next request from inside itself, one stack frame deeper per request.
+    let n = 200_000;
+    let all = frame::encode(&Request::Unlink {
+        name: "/nothing-here",
+    })
+    .unwrap()
+    .repeat(n);
+    let mut writer = chan.try_clone().unwrap();
+    let sending = thread::spawn(move || writer.write_all(&all).unwrap());
+    let mut reader = std::io::BufReader::new(chan);
+    for i in 0..n {
+        let body = read_frame(&mut reader);
+        let reply: Reply = frame::decode(&body).unwrap();
+        assert!(matches!(reply, Reply::Failed(_)), "reply {i}: {reply:?}");
+    }
+    sending.join().unwrap();
+    assert!(d.alive());
+}
+
+#[test]
+fn silent_connections_are_closed_and_limited_and_the_daemon_keeps_serving() {
+    // Enough descriptors for this test's own connections.
+    // SAFETY: plain rlimit calls with valid pointers.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut d = Daemon::start_with(
+        1,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--peer",
+            "2=127.0.0.1:9",
+        ],
+    );
+    let before = fds(&d);
+    let local: Vec<UnixStream> = (0..2000).map(|_| raw(&d)).collect();
+    let tcp: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    // Past the cap on connections waiting for their hello, peer connections are closed at once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fds(&d) > before + 2000 + 64 + 8 {
+        assert!(Instant::now() < deadline, "{} descriptors", fds(&d));
+        thread::sleep(Duration::from_millis(50));
+    }
+    still_serves(&d);
+    // And every silent one is closed within its hello timeout.
+    for mut s in local {
+        let mut buf = [0u8; 16];
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert_eq!(
+            s.read(&mut buf).unwrap_or(0),
+            0,
+            "a silent local connection stayed open"
+        );
+    }
+    for mut s in tcp {
+        let mut buf = [0u8; 16];
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert!(
+            matches!(s.read(&mut buf), Ok(0) | Err(_)),
+            "a silent peer connection stayed open"
+        );
+    }
+    let rss = rss_kib(&d);
+    assert!(
+        rss < 64 * 1024,
+        "dsmd at {rss} KiB after 2300 silent connections"
+    );
+    assert!(d.alive());
+}
+
+#[test]
+fn a_far_page_index_from_a_peer_under_a_fixed_manager_costs_nothing() {
+    let fake_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Node 2 waits for node 1 to dial; the test plays node 1.
+    let mut d = Daemon::start_with(
+        2,
+        &[
+            "--manager",
+            "fixed",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--peer",
+            &format!("1=127.0.0.1:{fake_port}"),
+        ],
+    );
+    let hello = PeerFrame::Hello(PeerHello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        cluster: "dsm".into(),
+        node: NodeId(1),
+        manager: "fixed".into(),
+        incarnation: 1,
+    });
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&frame::encode(&hello).unwrap()).unwrap();
+    let unknown = SegmentId::new(NodeId(1), 99);
+    for page in [u32::MAX, u32::MAX - 1, 1 << 31] {
+        let msg = PeerMsg::Invalidate {
+            key: PageKey {
+                segment: unknown,
+                page,
+            },
+            new_owner: NodeId(1),
+        };
+        s.write_all(&frame::encode(&PeerFrame::Coherence(msg)).unwrap())
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        assert!(d.alive(), "dsmd died:\n{}", d.log());
+        thread::sleep(Duration::from_millis(50));
+        if d.log().contains("InvalidateAck") || d.log().contains(&format!("{}", u32::MAX - 1)) {
+            break;
+        }
+    }
+    let rss = rss_kib(&d);
+    assert!(
+        rss < 64 * 1024,
+        "dsmd grew to {rss} KiB for three far page indices"
+    );
+    assert!(d.alive());
+}
