@@ -257,3 +257,29 @@ fn a_far_page_index_from_a_peer_under_a_fixed_manager_costs_nothing() {
     );
     assert!(d.alive());
 }
+
+#[test]
+fn dsmctl_escapes_control_characters_from_clients() {
+    let d = Daemon::start(1);
+    // The name, as Python source: ESC [2J (clear the screen) and a carriage return in it.
+    let name = format!("'evil\\x1b[2J\\r{}'", unique("esc"));
+    let script = format!(
+        "from multiprocessing import shared_memory as s, resource_tracker as r\n\
+         m = s.SharedMemory(name={name}, create=True, size=4096)\n\
+         r.unregister(m._name, 'shared_memory')\nm.close()"
+    );
+    let mut py = d.command(std::path::Path::new("python3"));
+    py.args(["-c", &script]);
+    dsm_e2e::run(py).assert_ok();
+    let mut ctl = std::process::Command::new(&dsm_e2e::artifacts().dsmctl);
+    ctl.arg("--socket").arg(&d.socket).arg("status");
+    let out = dsm_e2e::run(ctl);
+    out.assert_ok();
+    assert!(out.stdout.contains("evil"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains('\x1b') && !out.stdout.contains('\r'),
+        "raw control characters reached the terminal: {:?}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("\\u{1b}"), "{}", out.stdout);
+}

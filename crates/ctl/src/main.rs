@@ -177,7 +177,12 @@ fn print_peers(s: &Status) {
 }
 
 fn print_pages(p: &Pages) {
-    println!("{} ({:#x}): {} pages", p.segment, p.id, p.pages.len());
+    println!(
+        "{} ({:#x}): {} pages",
+        table::clean(&p.segment),
+        p.id,
+        p.pages.len()
+    );
     let rows = p
         .pages
         .iter()
@@ -304,7 +309,11 @@ fn print_status(s: &Status) {
         table::duration(s.uptime_ms)
     );
     let listen = if s.listen.is_empty() { "-" } else { &s.listen };
-    println!("socket {} · peers listen on {listen}", s.socket);
+    println!(
+        "socket {} · peers listen on {}",
+        table::clean(&s.socket),
+        table::clean(listen)
+    );
     println!();
     print_peers(s);
     println!();

@@ -1,7 +1,28 @@
 //! Plain-text tables and human units.
 
-/// Prints rows under headers, columns padded to their widest cell.
+/// `s` with every control character escaped (`\u{1b}`): names and reasons come from clients
+/// and peers, and must not drive the terminal.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Prints rows under headers, columns padded to their widest cell; cells are [`clean`]ed.
 pub fn print(headers: &[&str], rows: Vec<Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.iter().map(|c| clean(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -51,6 +72,13 @@ pub fn duration(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(clean("plain/name"), "plain/name");
+        assert_eq!(clean("a\u{1b}[2Jb\r"), "a\\u{1b}[2Jb\\r");
+        assert!(!clean("\u{7}\u{9b}x").chars().any(char::is_control));
+    }
 
     #[test]
     fn units() {
