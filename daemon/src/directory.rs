@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use dsm_proto::client::{OpenFlags, ShmError, MAX_NAME_LEN};
-use dsm_proto::peer::{DirMsg, DirOp, SegmentMeta};
+use dsm_proto::peer::{Caller, DirMsg, DirOp, SegmentMeta};
 use dsm_proto::{NodeId, SegmentId, PAGE_SIZE};
 use log::{info, warn};
 
@@ -62,9 +62,9 @@ impl Directory {
     pub fn apply(&mut self, from: NodeId, op: DirOp) -> Effect {
         let mut broadcast = None;
         let reply = match op {
-            DirOp::Open { name, flags } => self.open(from, &name, flags, &mut broadcast),
+            DirOp::Open { name, flags, who } => self.open(from, &name, flags, &who, &mut broadcast),
             DirOp::Resize { segment, size } => self.resize(segment, size, &mut broadcast),
-            DirOp::Unlink { name } => self.unlink(&name, &mut broadcast),
+            DirOp::Unlink { name, who } => self.unlink(&name, &who, &mut broadcast),
             DirOp::Attach { segment } => match self.segments.get_mut(&segment) {
                 Some(e) => {
                     e.attached.insert(from);
@@ -98,15 +98,21 @@ impl Directory {
                 }
                 None => Err(ShmError::Gone),
             },
-            DirOp::OpenId { segment } => self
-                .segments
-                .get(&segment)
-                .map(|e| e.meta.clone())
-                .ok_or(ShmError::Gone),
-            DirOp::UnlinkId { segment } => match self.segments.get(&segment) {
+            DirOp::OpenId {
+                segment,
+                who,
+                write,
+            } => match self.segments.get(&segment) {
+                Some(e) if who.permits(e.meta.uid, e.meta.gid, e.meta.mode, write) => {
+                    Ok(e.meta.clone())
+                }
+                Some(_) => Err(ShmError::PermissionDenied),
+                None => Err(ShmError::Gone),
+            },
+            DirOp::UnlinkId { segment, who } => match self.segments.get(&segment) {
                 Some(e) if !e.unlinked => {
                     let name = format!("/{}", e.meta.name);
-                    self.unlink(&name, &mut broadcast)
+                    self.unlink(&name, &who, &mut broadcast)
                 }
                 Some(e) => Ok(e.meta.clone()),
                 None => Err(ShmError::Gone),
@@ -126,12 +132,18 @@ impl Directory {
         from: NodeId,
         name: &str,
         flags: OpenFlags,
+        who: &Caller,
         broadcast: &mut Option<DirMsg>,
     ) -> Result<SegmentMeta, ShmError> {
         let key = normalize(name)?;
         if let Some(&id) = self.names.get(key) {
             if flags.create && flags.exclusive {
                 return Err(ShmError::AlreadyExists);
+            }
+            // As open(2) on tmpfs: the mode bits for the caller's user and groups.
+            let meta = &self.segments[&id].meta;
+            if !who.permits(meta.uid, meta.gid, meta.mode, flags.write || flags.truncate) {
+                return Err(ShmError::PermissionDenied);
             }
             if flags.truncate {
                 return self.resize(id, 0, broadcast);
@@ -151,7 +163,9 @@ impl Directory {
             size: 0,
             base,
             span: MIN_SPAN,
-            mode: flags.mode,
+            mode: flags.mode & 0o7777,
+            uid: who.uid,
+            gid: who.gid,
         };
         info!("created /{key} ({id}) for {from} at {base:#x}");
         self.segments.insert(
@@ -205,10 +219,16 @@ impl Directory {
     fn unlink(
         &mut self,
         name: &str,
+        who: &Caller,
         broadcast: &mut Option<DirMsg>,
     ) -> Result<SegmentMeta, ShmError> {
         let key = normalize(name)?;
-        let id = self.names.remove(key).ok_or(ShmError::NotFound)?;
+        let &id = self.names.get(key).ok_or(ShmError::NotFound)?;
+        // As in /dev/shm (sticky, world-writable): only the owner or root removes a name.
+        if who.uid != 0 && who.uid != self.segments[&id].meta.uid {
+            return Err(ShmError::PermissionDenied);
+        }
+        self.names.remove(key);
         let entry = self.segments.get_mut(&id).expect("named segments exist");
         entry.unlinked = true;
         let meta = entry.meta.clone();
@@ -298,7 +318,9 @@ mod tests {
                 exclusive: excl,
                 truncate: false,
                 mode: 0o600,
+                write: true,
             },
+            who: Caller::default(),
         }
     }
 
@@ -308,11 +330,24 @@ mod tests {
         let made = d.apply(A, open("/sysv:0x1", true, true)).reply.unwrap();
         d.apply(B, DirOp::Attach { segment: made.id });
         let by_id = d
-            .apply(B, DirOp::OpenId { segment: made.id })
+            .apply(
+                B,
+                DirOp::OpenId {
+                    segment: made.id,
+                    who: Caller::default(),
+                    write: true,
+                },
+            )
             .reply
             .unwrap();
         assert_eq!((by_id.id, by_id.base), (made.id, made.base));
-        let gone = d.apply(B, DirOp::UnlinkId { segment: made.id });
+        let gone = d.apply(
+            B,
+            DirOp::UnlinkId {
+                segment: made.id,
+                who: Caller::default(),
+            },
+        );
         assert!(
             gone.reply.is_ok() && gone.broadcast.is_none(),
             "still attached"
@@ -323,21 +358,119 @@ mod tests {
             "the name is gone"
         );
         assert!(
-            d.apply(A, DirOp::OpenId { segment: made.id }).reply.is_ok(),
+            d.apply(
+                A,
+                DirOp::OpenId {
+                    segment: made.id,
+                    who: Caller::default(),
+                    write: true,
+                }
+            )
+            .reply
+            .is_ok(),
             "the memory is not"
         );
         assert!(
-            d.apply(B, DirOp::UnlinkId { segment: made.id })
-                .reply
-                .is_ok(),
+            d.apply(
+                B,
+                DirOp::UnlinkId {
+                    segment: made.id,
+                    who: Caller::default(),
+                }
+            )
+            .reply
+            .is_ok(),
             "again: harmless"
         );
         let last = d.apply(B, DirOp::Detach { segment: made.id });
         assert!(matches!(last.broadcast, Some(DirMsg::Removed { .. })));
         assert_eq!(
-            d.apply(A, DirOp::OpenId { segment: made.id }).reply,
+            d.apply(
+                A,
+                DirOp::OpenId {
+                    segment: made.id,
+                    who: Caller::default(),
+                    write: true,
+                }
+            )
+            .reply,
             Err(ShmError::Gone)
         );
+    }
+
+    fn user(uid: u32, gid: u32, groups: &[u32]) -> Caller {
+        Caller {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
+    }
+
+    fn open_as(name: &str, who: &Caller, create: bool, write: bool, mode: u32) -> DirOp {
+        DirOp::Open {
+            name: name.into(),
+            flags: OpenFlags {
+                create,
+                exclusive: false,
+                truncate: false,
+                mode,
+                write,
+            },
+            who: who.clone(),
+        }
+    }
+
+    #[test]
+    fn owner_and_mode_are_checked_as_tmpfs_would() {
+        let mut d = Directory::default();
+        let (alice, bob, carol) = (
+            user(1000, 100, &[]),
+            user(1001, 101, &[]),
+            user(1002, 102, &[100]),
+        );
+        let root = user(0, 0, &[]);
+        let made = d
+            .apply(A, open_as("/p", &alice, true, true, 0o640))
+            .reply
+            .unwrap();
+        assert_eq!((made.uid, made.gid, made.mode), (1000, 100, 0o640));
+        let denied = Err(ShmError::PermissionDenied);
+        assert_eq!(
+            d.apply(A, open_as("/p", &bob, false, false, 0)).reply,
+            denied
+        );
+        assert!(
+            d.apply(A, open_as("/p", &carol, false, false, 0))
+                .reply
+                .is_ok(),
+            "group read"
+        );
+        assert_eq!(
+            d.apply(A, open_as("/p", &carol, false, true, 0)).reply,
+            denied,
+            "no group write"
+        );
+        assert!(d
+            .apply(A, open_as("/p", &root, false, true, 0))
+            .reply
+            .is_ok());
+        let by_id = |who: &Caller, write| DirOp::OpenId {
+            segment: made.id,
+            who: who.clone(),
+            write,
+        };
+        assert_eq!(d.apply(A, by_id(&bob, false)).reply, denied);
+        assert!(d.apply(A, by_id(&alice, true)).reply.is_ok());
+        let unlink = |who: &Caller| DirOp::Unlink {
+            name: "/p".into(),
+            who: who.clone(),
+        };
+        assert_eq!(
+            d.apply(A, unlink(&carol)).reply,
+            denied,
+            "only the owner removes the name"
+        );
+        assert!(d.apply(A, unlink(&alice)).reply.is_ok());
     }
 
     #[test]
@@ -377,7 +510,13 @@ mod tests {
         let id = d.apply(A, open("/s", true, false)).reply.unwrap().id;
         d.apply(A, DirOp::Attach { segment: id });
         d.apply(B, DirOp::Attach { segment: id });
-        let e = d.apply(B, DirOp::Unlink { name: "/s".into() });
+        let e = d.apply(
+            B,
+            DirOp::Unlink {
+                name: "/s".into(),
+                who: Caller::default(),
+            },
+        );
         assert!(e.reply.is_ok() && e.broadcast.is_none(), "still mapped");
         assert_eq!(
             d.apply(B, open("/s", false, false)).reply,

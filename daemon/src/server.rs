@@ -15,7 +15,7 @@ use dsm_proto::client::{Push, PushAck, Reply, Request, ShmError};
 use dsm_proto::ctl::{CtlReply, CtlRequest, PeerStatus, ProcessStatus, SegmentStatus, Status};
 use dsm_proto::frame::{self, MAX_CLIENT_FRAME};
 use dsm_proto::hello::{Hello, HelloReply, Role};
-use dsm_proto::peer::{DirMsg, DirOp, PageKey, PeerFrame, PeerMsg, SegmentMeta};
+use dsm_proto::peer::{Caller, DirMsg, DirOp, PageKey, PeerFrame, PeerMsg, SegmentMeta};
 use dsm_proto::{NodeId, SegmentId, SessionId, MAGIC, PAGE_SIZE, PROTOCOL_VERSION};
 use log::{debug, info, warn};
 use mio::net::{TcpListener, UnixListener, UnixStream};
@@ -76,10 +76,16 @@ fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerErr
 struct Session {
     pid: u32,
     token: Token,
+    /// Who the process is (from its socket), for every permission check.
+    who: Caller,
+    /// The process as the kernel saw it connect: its channels must be the same process.
+    cred_pid: i32,
     /// Segments the process maps (any part of, any number of times).
     maps: BTreeSet<SegmentId>,
     /// Segments the process opened (held until it ends: `close` is not seen).
     opened: BTreeSet<SegmentId>,
+    /// Of those, the ones it may write (opened `O_RDWR` with the mode allowing it).
+    writable: BTreeSet<SegmentId>,
     faults: u64,
     /// Whether it ever used the lock service (its end is then news for every home).
     used_sync: bool,
@@ -88,7 +94,8 @@ struct Session {
 /// A client request waiting for the registrar's answer.
 #[derive(Debug, Clone, Copy)]
 enum Parked {
-    Open(Token),
+    /// `shm_open`, or a SysV attach by id; whether for writing.
+    Open(Token, bool),
     Resize(Token),
     Unlink(Token),
     /// A process's `mmap`, the node's first of the segment, waits for the registrar to fix its
@@ -571,6 +578,13 @@ impl Server {
             warn!("refusing a local connection: {reason}");
             return self.refuse(token, &reason);
         }
+        let cred = self.conns.get(&token).map(|c| {
+            crate::page_store::fdpass::peer_credentials(std::os::fd::AsFd::as_fd(&c.stream))
+        });
+        let (cred_pid, uid, gid) = match cred {
+            Some(Ok(c)) => c,
+            _ => return Err("cannot learn who the process is (SO_PEERCRED)".into()),
+        };
         let (kind, session) = match hello.role {
             Role::Session { pid } => {
                 let id = SessionId(self.next_session);
@@ -580,8 +594,15 @@ impl Server {
                     Session {
                         pid,
                         token,
+                        who: Caller {
+                            uid,
+                            gid,
+                            groups: supplementary_groups(cred_pid),
+                        },
+                        cred_pid,
                         maps: BTreeSet::new(),
                         opened: BTreeSet::new(),
+                        writable: BTreeSet::new(),
                         faults: 0,
                         used_sync: false,
                     },
@@ -590,9 +611,20 @@ impl Server {
                 (Kind::Session(id), id)
             }
             Role::Channel { session, tid } => {
-                if !self.sessions.contains_key(&session) {
+                let Some(s) = self.sessions.get(&session) else {
                     let reason = format!("unknown session {}", session.0);
                     warn!("refusing a channel of thread {tid}: {reason}");
+                    return self.refuse(token, &reason);
+                };
+                // A channel speaks for its session's process only: another process (another
+                // user) cannot borrow a session by naming its id.
+                if s.cred_pid != cred_pid || s.who.uid != uid {
+                    let reason = format!("session {} belongs to another process", session.0);
+                    limited_warn!(
+                        self.limit,
+                        "foreign channel",
+                        "refusing a channel: {reason}"
+                    );
                     return self.refuse(token, &reason);
                 }
                 (Kind::Channel { session, tid }, session)
@@ -625,16 +657,41 @@ impl Server {
         frame: &[u8],
     ) -> Result<(), String> {
         let request: Request<'_> = frame::decode(frame).map_err(|e| e.to_string())?;
-        if !self.sessions.contains_key(&session) {
+        let Some(s) = self.sessions.get(&session) else {
             return Err(format!("session {} has ended", session.0));
+        };
+        let who = s.who.clone();
+        // A process touches a segment by id only if it opened it (or identified a descriptor
+        // of it) or its user may open it anyway, and writes only if it may write: ids are not
+        // capabilities. (A fork child is a new session of the same user.)
+        if let Some((segment, write)) = request.touches() {
+            let held = s.opened.contains(&segment) || s.maps.contains(&segment);
+            let allowed = match self.store.get(segment) {
+                None => Err(ShmError::Gone),
+                Some(l) if who.permits(l.meta.uid, l.meta.gid, l.meta.mode, write) => Ok(()),
+                Some(_) if held && (!write || s.writable.contains(&segment)) => Ok(()),
+                Some(_) => Err(ShmError::PermissionDenied),
+            };
+            if let Err(e) = allowed {
+                match request {
+                    Request::Sync { op, .. } if op.answered() => {
+                        let invalid = dsm_proto::sync::SyncResult::Invalid;
+                        self.send(token, &Reply::Synced(invalid), None);
+                    }
+                    Request::Sync { .. } => {}
+                    _ => self.send(token, &Reply::Failed(e), None),
+                }
+                return Ok(());
+            }
         }
         let reply = match request {
             Request::Open { name, flags } => {
                 let op = DirOp::Open {
                     name: name.to_owned(),
                     flags,
+                    who,
                 };
-                self.ask_registrar(op, Parked::Open(token));
+                self.ask_registrar(op, Parked::Open(token, flags.write));
                 return Ok(());
             }
             Request::Resize { segment, size } => {
@@ -648,6 +705,7 @@ impl Server {
             Request::Unlink { name } => {
                 let op = DirOp::Unlink {
                     name: name.to_owned(),
+                    who,
                 };
                 self.ask_registrar(op, Parked::Unlink(token));
                 return Ok(());
@@ -690,24 +748,37 @@ impl Server {
                 self.sync_request(token, session, tid, key, op)?;
                 return Ok(());
             }
-            Request::OpenId { segment } => {
-                self.ask_registrar(DirOp::OpenId { segment }, Parked::Open(token));
+            Request::OpenId { segment, write } => {
+                let op = DirOp::OpenId {
+                    segment,
+                    who,
+                    write,
+                };
+                self.ask_registrar(op, Parked::Open(token, write));
                 return Ok(());
             }
             Request::UnlinkId { segment } => {
-                self.ask_registrar(DirOp::UnlinkId { segment }, Parked::Unlink(token));
+                self.ask_registrar(DirOp::UnlinkId { segment, who }, Parked::Unlink(token));
                 return Ok(());
             }
             Request::Identify { dev, ino } => {
+                // A descriptor's identity can be guessed: the caller must also be allowed to
+                // open the segment, as if by its name.
                 let found = self
                     .store
                     .iter()
                     .find(|l| l.memfd.identity().ok() == Some((dev, ino)))
-                    .map(|l| (l.meta.id, l.meta.size, l.meta.base));
+                    .map(|l| (l.meta.id, l.meta.size, l.meta.base, l.meta.clone()));
                 match found {
-                    Some((segment, size, base)) => {
+                    Some((_, _, _, m)) if !who.permits(m.uid, m.gid, m.mode, false) => {
+                        Reply::Failed(ShmError::PermissionDenied)
+                    }
+                    Some((segment, size, base, m)) => {
                         if let Some(s) = self.sessions.get_mut(&session) {
                             s.opened.insert(segment);
+                            if who.permits(m.uid, m.gid, m.mode, true) {
+                                s.writable.insert(segment);
+                            }
                         }
                         self.hold(session, segment);
                         Reply::Opened {
@@ -864,7 +935,7 @@ impl Server {
     // ---- the directory ----
 
     fn ask_registrar(&mut self, op: DirOp, parked: Parked) {
-        if let Parked::Open(t)
+        if let Parked::Open(t, _)
         | Parked::Resize(t)
         | Parked::Unlink(t)
         | Parked::Map { token: t, .. } = parked
@@ -955,7 +1026,7 @@ impl Server {
                 };
                 (token, reply, None)
             }
-            (Parked::Open(t) | Parked::Resize(t) | Parked::Unlink(t), Err(e)) => {
+            (Parked::Open(t, _) | Parked::Resize(t) | Parked::Unlink(t), Err(e)) => {
                 debug!("directory request failed: {}", e.describe());
                 (t, Reply::Failed(e), None)
             }
@@ -965,12 +1036,15 @@ impl Server {
                 }
                 (t, Reply::Done, None)
             }
-            (Parked::Open(t), Ok(meta)) => match self.store.learn(meta.clone()) {
+            (Parked::Open(t, write), Ok(meta)) => match self.store.learn(meta.clone()) {
                 Ok(_) => {
                     if let Some(Kind::Channel { session, .. }) = self.conns.get(&t).map(|c| c.kind)
                     {
                         if let Some(s) = self.sessions.get_mut(&session) {
                             s.opened.insert(meta.id);
+                            if write {
+                                s.writable.insert(meta.id);
+                            }
                         }
                         self.hold(session, meta.id);
                     }
@@ -1577,4 +1651,22 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 fn connection_limit() -> usize {
     let fds = usize::try_from(crate::page_store::raise_fd_limit()).unwrap_or(usize::MAX);
     (fds.saturating_sub(512) / 2).clamp(64, 65_536)
+}
+
+/// The supplementary groups of process `pid` (from `/proc`), at most [`Caller::MAX_GROUPS`];
+/// none if they cannot be read (the primary group still counts).
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .take(Caller::MAX_GROUPS)
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
 }

@@ -83,11 +83,17 @@ impl Store {
                     // Moved (only possible while no process maps it): a table of the new span.
                     local.table = StateTable::create(&meta.name, span_pages(meta.span))?;
                 }
+                if (local.meta.uid, local.meta.gid, local.meta.mode)
+                    != (meta.uid, meta.gid, meta.mode)
+                {
+                    local.memfd.set_owner(meta.uid, meta.gid, meta.mode);
+                }
                 local.meta = meta;
             }
             None => {
                 let mut memfd = MemFd::create(&meta.name)?;
                 memfd.set_len(meta.size)?;
+                memfd.set_owner(meta.uid, meta.gid, meta.mode);
                 let table = StateTable::create(&meta.name, span_pages(meta.span))?;
                 self.segments.insert(
                     id,

@@ -22,6 +22,7 @@ pub fn errno_of(e: ShmError) -> Errno {
         ShmError::OutOfRange => libc::ENXIO,
         ShmError::TimedOut => libc::EHOSTUNREACH,
         ShmError::Internal => libc::EIO,
+        ShmError::PermissionDenied => libc::EACCES,
     }
 }
 
@@ -76,7 +77,8 @@ pub fn shm_open(name: &str, oflag: i32, mode: u32) -> Result<i32, Errno> {
                 create: oflag & libc::O_CREAT != 0,
                 exclusive: oflag & libc::O_EXCL != 0,
                 truncate: oflag & libc::O_TRUNC != 0,
-                mode,
+                mode: mode & !sys::umask(),
+                write: oflag & libc::O_ACCMODE != libc::O_RDONLY,
             },
         },
         Some(&mut fd),

@@ -93,6 +93,18 @@ pub fn seek(fd: i32, off: i64, whence: i32) -> SysResult {
     check(unsafe { libc::syscall(libc::SYS_lseek, fd, off, whence) })
 }
 
+/// The process's umask, read without changing it (`/proc/self/status`); 022 if unknown.
+pub fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
 /// `close(2)`, ignoring errors (the descriptor is gone either way).
 pub fn close(fd: i32) {
     // SAFETY: integer argument only.

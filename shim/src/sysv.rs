@@ -75,7 +75,8 @@ pub fn shmget(key: libc::key_t, size: usize, flags: i32) -> Option<Result<i32, E
             create: private || flags & libc::IPC_CREAT != 0,
             exclusive: private || flags & libc::IPC_EXCL != 0,
             truncate: false,
-            mode,
+            mode: mode & !sys::umask(),
+            write: false,
         };
         let mut fd = -1;
         let reply = request(
@@ -98,6 +99,30 @@ pub fn shmget(key: libc::key_t, size: usize, flags: i32) -> Option<Result<i32, E
         if current == 0 && open.create {
             if size == 0 {
                 return Err(libc::EINVAL);
+            }
+            // Sizing it takes write access: open it again for writing (its creator may).
+            let again = OpenFlags {
+                create: false,
+                exclusive: false,
+                write: true,
+                ..open
+            };
+            let mut fd2 = -1;
+            let reopened = request(
+                "shmget",
+                &Request::Open {
+                    name: &name,
+                    flags: again,
+                },
+                Some(&mut fd2),
+            );
+            if fd2 >= 0 {
+                sys::close(fd2);
+            }
+            match reopened? {
+                Reply::Opened { .. } => {}
+                Reply::Failed(e) => return Err(errno_of(e)),
+                _ => return Err(libc::EIO),
             }
             match request(
                 "shmget",
@@ -124,9 +149,9 @@ pub fn shmget(key: libc::key_t, size: usize, flags: i32) -> Option<Result<i32, E
 }
 
 /// Opens the segment by id: (descriptor, size, base).
-fn open_id(segment: SegmentId) -> Result<(i32, usize, usize), Errno> {
+fn open_id(segment: SegmentId, write: bool) -> Result<(i32, usize, usize), Errno> {
     let mut fd = -1;
-    match request("shmat", &Request::OpenId { segment }, Some(&mut fd))? {
+    match request("shmat", &Request::OpenId { segment, write }, Some(&mut fd))? {
         Reply::Opened { size, base, .. } if fd >= 0 => Ok((fd, size as usize, base as usize)),
         Reply::Failed(e) => {
             // A removed segment's id, like the kernel's for an id that is gone.
@@ -141,7 +166,7 @@ fn open_id(segment: SegmentId) -> Result<(i32, usize, usize), Errno> {
 pub fn shmat(shmid: i32, addr: usize, flags: i32) -> Option<Result<usize, Errno>> {
     let segment = segment_of(shmid)?;
     Some((|| {
-        let (fd, size, base) = open_id(segment)?;
+        let (fd, size, base) = open_id(segment, flags & libc::SHM_RDONLY == 0)?;
         segments::remember(fd, segment);
         let mut prot = libc::PROT_READ;
         if flags & libc::SHM_RDONLY == 0 {
@@ -197,7 +222,7 @@ pub unsafe fn shmctl(shmid: i32, cmd: i32, buf: *mut libc::shmid_ds) -> Option<R
             Err(e) => Err(e),
         },
         libc::IPC_STAT => (|| {
-            let (fd, size, _) = open_id(segment)?;
+            let (fd, size, _) = open_id(segment, false)?;
             sys::close(fd);
             // SAFETY: per the contract.
             let ds = unsafe { buf.as_mut() }.ok_or(libc::EFAULT)?;

@@ -18,8 +18,10 @@ pub struct OpenFlags {
     pub exclusive: bool,
     /// `O_TRUNC`.
     pub truncate: bool,
-    /// Permission bits for a new segment.
+    /// Permission bits for a new segment (the process's umask already applied).
     pub mode: u32,
+    /// Opened for writing (`O_RDWR`); else read-only.
+    pub write: bool,
 }
 
 /// A request from a client process.
@@ -101,12 +103,32 @@ pub enum Request<'a> {
     OpenId {
         /// The segment.
         segment: SegmentId,
+        /// For writing (not `SHM_RDONLY`).
+        write: bool,
     },
     /// Remove the segment's name by id (SysV `IPC_RMID`); the memory goes with the last holder.
     UnlinkId {
         /// The segment.
         segment: SegmentId,
     },
+}
+
+impl Request<'_> {
+    /// The segment the request touches by id, and whether it would write it: the daemon lets a
+    /// process do that only to segments it opened (for writing, if it writes).
+    pub fn touches(&self) -> Option<(SegmentId, bool)> {
+        use crate::sync::SyncKey;
+        match *self {
+            Request::Resize { segment, .. } => Some((segment, true)),
+            Request::Map { segment, .. } | Request::Table { segment } => Some((segment, false)),
+            Request::Fault { segment, write, .. } => Some((segment, write)),
+            Request::Sync {
+                key: SyncKey::Object { segment, .. } | SyncKey::Heap(segment),
+                ..
+            } => Some((segment, false)),
+            _ => None,
+        }
+    }
 }
 
 /// The daemon's reply to a [`Request`]. Holds no heap data.
@@ -199,6 +221,9 @@ pub enum ShmError {
     TimedOut,
     /// The daemon failed for a reason of its own; its log says which (`EIO`).
     Internal,
+    /// The caller's user and groups may not do this to the segment, as tmpfs would refuse
+    /// (`EACCES`).
+    PermissionDenied,
 }
 
 impl ShmError {
@@ -215,6 +240,7 @@ impl ShmError {
             ShmError::OutOfRange => "access beyond the end of the segment",
             ShmError::TimedOut => "the page did not arrive in time (a peer down or unreachable)",
             ShmError::Internal => "internal daemon error (see the dsmd log)",
+            ShmError::PermissionDenied => "permission denied by the segment's owner and mode",
         }
     }
 }

@@ -166,6 +166,44 @@ pub struct SegmentMeta {
     pub span: u64,
     /// Permission bits.
     pub mode: u32,
+    /// Owner (the creator's user id).
+    pub uid: u32,
+    /// Group (the creator's group id).
+    pub gid: u32,
+}
+
+/// Who asks, as the asking node's daemon learned it from the process's socket (`SO_PEERCRED`
+/// and the process's supplementary groups). Across hosts, user ids are taken to mean the same
+/// users, as NFS does without Kerberos.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups (at most [`Caller::MAX_GROUPS`]).
+    pub groups: Vec<u32>,
+}
+
+impl Caller {
+    /// Supplementary groups kept at most.
+    pub const MAX_GROUPS: usize = 64;
+
+    /// Whether the caller may read (and, if `write`, write) what `mode` allows to owner
+    /// `uid`/group `gid`, as the kernel decides for a file; root may do anything.
+    pub fn permits(&self, uid: u32, gid: u32, mode: u32, write: bool) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        let bits = if self.uid == uid {
+            mode >> 6
+        } else if self.gid == gid || self.groups.contains(&gid) {
+            mode >> 3
+        } else {
+            mode
+        } & 7;
+        bits & 4 != 0 && (!write || bits & 2 != 0)
+    }
 }
 
 /// What a node asks of the registrar (the node that keeps the segment directory).
@@ -177,6 +215,8 @@ pub enum DirOp {
         name: String,
         /// How, as the program asked.
         flags: crate::client::OpenFlags,
+        /// Who.
+        who: Caller,
     },
     /// `ftruncate` (the segment moves only if no node maps it).
     Resize {
@@ -189,6 +229,8 @@ pub enum DirOp {
     Unlink {
         /// The name.
         name: String,
+        /// Who (only the owner or root may remove a name, as in sticky `/dev/shm`).
+        who: Caller,
     },
     /// The sending node now maps the segment (its first local mapping).
     Attach {
@@ -205,11 +247,17 @@ pub enum DirOp {
     OpenId {
         /// The segment.
         segment: SegmentId,
+        /// Who, and whether for writing.
+        who: Caller,
+        /// For writing.
+        write: bool,
     },
     /// Remove the segment's name by its id (SysV `IPC_RMID`).
     UnlinkId {
         /// The segment.
         segment: SegmentId,
+        /// Who.
+        who: Caller,
     },
     /// A process of the sending node is about to map the segment, the node's first: from the
     /// answer on the base cannot move, and the answer carries it.

@@ -131,6 +131,20 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 impl MemFd {
+    /// Makes the memfd's owner and mode the segment's, so `fstat` in a process shows them (and
+    /// reopening it through `/proc/self/fd` is checked against them). Changing the owner needs
+    /// a daemon running as root; otherwise only the mode follows.
+    pub fn set_owner(&self, uid: u32, gid: u32, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::os::unix::fs::fchown(&self.file, Some(uid), Some(gid)) {
+            log::debug!("cannot give a segment's memory to {uid}:{gid}: {e}");
+        }
+        let perms = std::fs::Permissions::from_mode(mode & 0o7777);
+        if let Err(e) = self.file.set_permissions(perms) {
+            log::debug!("cannot set a segment's mode {mode:o}: {e}");
+        }
+    }
+
     /// The memfd's device and inode, as a process holding a descriptor of it sees them.
     pub fn identity(&self) -> io::Result<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
