@@ -32,13 +32,18 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, n, work):
+    def __init__(self, n, work, insecure=False):
         self.dir = tempfile.mkdtemp(prefix="dsm-bench-")
         ports = [free_port() for _ in range(n)]
+        key = os.path.join(self.dir, "cluster.key")
+        with open(key, "w", opener=lambda p, f: os.open(p, f, 0o600)) as k:
+            k.write(subprocess.run([os.path.join(REL, "dsmctl"), "keygen"], check=True,
+                                   capture_output=True, text=True).stdout)
         self.procs = []
         for i in range(n):
             args = [os.path.join(REL, "dsmd"), "--node-id", str(i + 1),
                     "--socket", self.sock(i + 1), "--listen", f"127.0.0.1:{ports[i]}"]
+            args += ["--insecure"] if insecure else ["--key-file", key]
             for j in range(n):
                 if j != i:
                     args += ["--peer", f"{j + 1}=127.0.0.1:{ports[j]}"]

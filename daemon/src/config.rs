@@ -70,10 +70,60 @@ pub struct Config {
     #[arg(long, value_name = "US", default_value_t = 0)]
     pub poll_us: u64,
 
+    /// The cluster key: a file of at least 32 secret bytes, mode 0600 (or 0400), the same on
+    /// every node (make one with `dsmctl keygen`). Peer links are then authenticated and
+    /// encrypted (Noise, pre-shared key); a peer without the key never links. Required once
+    /// there are peers, unless --insecure.
+    #[arg(long, value_name = "PATH", env = "DSM_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Plain, unauthenticated peer links: anyone who reaches the port can read and forge
+    /// memory. For benchmarks on a trusted loopback only.
+    #[arg(long)]
+    pub insecure: bool,
+
     /// Unix socket for local processes and dsmctl; its directory is created, the socket is mode
     /// 0660.
     #[arg(long, value_name = "PATH", env = "DSM_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+}
+
+impl Config {
+    /// The cluster key from `--key-file` (`None` with no peers or `--insecure`), or why not: a
+    /// message that says what to do.
+    pub fn cluster_key(&self) -> Result<Option<crate::noise::Psk>, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(path) = &self.key_file else {
+            if self.peers.is_empty() || self.insecure {
+                return Ok(None);
+            }
+            return Err(
+                "a cluster with peers needs a cluster key, so that nothing but your daemons can \
+                 read or write its memory: make one with `dsmctl keygen > /etc/dsm/cluster.key && \
+                 chmod 600 /etc/dsm/cluster.key`, copy it to every node, and start each dsmd with \
+                 --key-file /etc/dsm/cluster.key (or --insecure, for benchmarks on a trusted \
+                 loopback only)"
+                    .into(),
+            );
+        };
+        if self.insecure {
+            return Err("--insecure and --key-file contradict each other: give one".into());
+        }
+        let shown = path.display();
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read the key file {shown}: {e}"))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "the key file {shown} is readable by others (mode {:o}): chmod 600 {shown}",
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        let contents =
+            std::fs::read(path).map_err(|e| format!("cannot read the key file {shown}: {e}"))?;
+        crate::noise::psk_of(&contents)
+            .map(Some)
+            .map_err(|e| format!("{shown}: {e}"))
+    }
 }
 
 /// A `--peer` argument.

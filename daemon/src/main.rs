@@ -5,6 +5,7 @@ mod ratelimit;
 mod config;
 mod conn;
 mod directory;
+mod noise;
 mod page_store;
 mod peers;
 mod server;

@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dsm_proto::frame::{self, FrameBuffer, MAX_PEER_FRAME};
+
+use crate::noise::{Psk, Records};
 use dsm_proto::peer::{DirMsg, PageKey, PeerFrame, PeerHello, PeerMsg};
 use dsm_proto::sync::SyncMsg;
 use dsm_proto::{NodeId, MAGIC, PAGE_SIZE, PROTOCOL_VERSION};
@@ -68,6 +70,8 @@ pub struct Identity {
     pub manager: String,
     /// This daemon's incarnation (see [`PeerHello::incarnation`]).
     pub incarnation: u64,
+    /// The cluster key; `None` only with `--insecure` (plain links).
+    pub key: Option<Psk>,
 }
 
 /// Counters for one link.
@@ -99,6 +103,13 @@ struct Conn {
     closing: bool,
     /// When it was opened (a stranger that stays silent is closed after [`HELLO_TIMEOUT`]).
     opened: Instant,
+    /// The record layer of a keyed link (`None`: plain, `--insecure`). With it, `out` holds
+    /// plaintext messages, sealed one at a time as they go out.
+    crypto: Option<Records>,
+    /// Records to write as they are, before any message (the handshake's).
+    raw_out: VecDeque<Vec<u8>>,
+    /// The record being written (of `raw_out`'s front, or of `out`'s front if `true`).
+    current: Option<(Vec<u8>, bool)>,
 }
 
 impl Conn {
@@ -115,6 +126,9 @@ impl Conn {
             greeted: false,
             closing: false,
             opened: Instant::now(),
+            crypto: None,
+            raw_out: VecDeque::new(),
+            current: None,
         }
     }
 }
@@ -134,6 +148,8 @@ struct Link {
     incarnation: Option<u64>,
     failures: u32,
     stats: LinkStats,
+    /// Why the link is not up, if it is not (for `dsmctl peers`).
+    problem: Option<String>,
 }
 
 /// All links of this node.
@@ -161,6 +177,8 @@ pub struct PeerView {
     pub up_since: Option<Instant>,
     /// Counters.
     pub stats: LinkStats,
+    /// Why it is not linked, if it is not and the reason is known.
+    pub problem: Option<String>,
 }
 
 impl Peers {
@@ -185,6 +203,7 @@ impl Peers {
                         incarnation: None,
                         failures: 0,
                         stats: LinkStats::default(),
+                        problem: None,
                     },
                 )
             })
@@ -233,6 +252,7 @@ impl Peers {
                 addr: l.addr,
                 up_since: l.up_since,
                 stats: l.stats,
+                problem: l.problem.clone(),
             })
             .collect()
     }
@@ -342,7 +362,7 @@ impl Peers {
         };
         let mut rest = messages.into_iter().peekable();
         let mut failure = None;
-        if conn.out.is_empty() && conn.connected {
+        if conn.out.is_empty() && conn.connected && conn.crypto.is_none() {
             'writing: while rest.peek().is_some() {
                 let chunk: Vec<Outgoing> = rest.by_ref().take(fdpass::BATCH_MESSAGES).collect();
                 let mut written = match fdpass::send_batch(conn.stream.as_fd(), &chunk) {
@@ -428,13 +448,26 @@ impl Peers {
             return;
         }
         let mut conn = Conn::new(stream, token, false);
-        conn.out.push_back(hello);
+        match &self.me.key {
+            Some(psk) => match Records::initiator(psk, &hello) {
+                Ok((records, first)) => {
+                    conn.crypto = Some(records);
+                    conn.raw_out.push_back(first);
+                }
+                Err(e) => {
+                    warn!("cannot start a handshake with {node}: {e}");
+                    return;
+                }
+            },
+            None => conn.out.push_back(hello),
+        }
         conn.want_write = true;
         link.conn = Some(conn);
         self.tokens.insert(token, node);
     }
 
     fn failed(link: &mut Link, node: NodeId, why: &str) {
+        link.problem = Some(why.to_owned());
         if link.failures == 0 {
             warn!("{node}: {why}; retrying");
         } else {
@@ -467,7 +500,17 @@ impl Peers {
                     }
                     let _ = stream.set_nodelay(true);
                     debug!("peer connection from {addr}");
-                    self.strangers.insert(token, Conn::new(stream, token, true));
+                    let mut conn = Conn::new(stream, token, true);
+                    if let Some(psk) = &self.me.key {
+                        match Records::responder(psk) {
+                            Ok(r) => conn.crypto = Some(r),
+                            Err(e) => {
+                                warn!("cannot answer a handshake: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                    self.strangers.insert(token, conn);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -598,6 +641,7 @@ impl Peers {
                     link.failures = link.failures.max(1);
                     link.backoff = MAX_BACKOFF;
                     warn!("{node} refused this node: {reason}");
+                    link.problem = Some(format!("refused by {node}: {reason}"));
                     self.drop_conn(registry, node, "refused");
                     return Ok(());
                 }
@@ -661,6 +705,7 @@ impl Peers {
         }
         link.incarnation = Some(incarnation);
         link.lost_at = None;
+        link.problem = None;
         let conn = link.conn.as_mut().expect("connected");
         conn.greeted = true;
         conn.out.extend(link.outbox.drain(..));
@@ -680,9 +725,13 @@ impl Peers {
         sink: &mut PageSink<'_>,
     ) {
         let conn = self.strangers.get_mut(&token).expect("checked");
+        let mut broken = None;
         let eof = match fill(conn) {
             Ok((eof, _)) => eof,
-            Err(_) => true,
+            Err(e) => {
+                broken = Some(e.to_string());
+                true
+            }
         };
         let hello = match conn.frames.pop() {
             Ok(Some(payload)) => match frame::decode::<PeerFrame>(&payload) {
@@ -690,7 +739,7 @@ impl Peers {
                 Ok(_) => Err("a message before the hello".to_string()),
                 Err(e) => Err(format!("bad hello: {e}")),
             },
-            Ok(None) if eof => Err("closed before its hello".into()),
+            Ok(None) if eof => Err(broken.unwrap_or_else(|| "closed before its hello".into())),
             Ok(None) => return,
             Err(e) => Err(e.to_string()),
         };
@@ -715,10 +764,22 @@ impl Peers {
         });
         match verdict {
             Ok((node, incarnation)) => {
+                let hello = self.hello();
+                if let Some(records) = &mut conn.crypto {
+                    match records.reply(&hello) {
+                        Ok(answer) => conn.raw_out.push_back(answer),
+                        Err(e) => {
+                            limited_warn!(self.limit, "refused peer", "refusing peer {peer}: {e}");
+                            let _ = registry.deregister(&mut conn.stream);
+                            return;
+                        }
+                    }
+                } else {
+                    conn.out.push_back(hello);
+                }
                 if self.links[&node].conn.is_some() {
                     self.drop_conn(registry, node, "replaced by a new connection");
                 }
-                conn.out.push_back(self.hello());
                 self.tokens.insert(token, node);
                 self.links.get_mut(&node).expect("known").conn = Some(conn);
                 self.greeted(registry, node, incarnation, arrived);
@@ -734,7 +795,15 @@ impl Peers {
                     "refusing peer connection from {peer}: {reason}"
                 );
                 let refusal = frame::encode(&PeerFrame::Refused { reason }).expect("encodes");
-                let _ = conn.stream.write(&refusal);
+                // A keyed dialer that proved the key learns why: the refusal is the answer.
+                let bytes = match &mut conn.crypto {
+                    None => Some(refusal),
+                    Some(r) if !r.is_transport() => r.reply(&refusal).ok(),
+                    Some(_) => None,
+                };
+                if let Some(bytes) = bytes {
+                    let _ = conn.stream.write(&bytes);
+                }
                 let _ = registry.deregister(&mut conn.stream);
             }
         }
@@ -742,12 +811,16 @@ impl Peers {
 
     fn refuse(&mut self, registry: &Registry, node: NodeId, reason: &str) {
         warn!("closing link to {node}: {reason}");
+        if let Some(link) = self.links.get_mut(&node) {
+            link.problem = Some(reason.to_owned());
+        }
         if let Some(conn) = self.links.get_mut(&node).and_then(|l| l.conn.as_mut()) {
             let refusal = frame::encode(&PeerFrame::Refused {
                 reason: reason.to_owned(),
             })
             .expect("encodes");
             conn.out.clear();
+            conn.current = None;
             conn.sent = 0;
             conn.out.push_back(refusal);
             conn.closing = true;
@@ -764,7 +837,13 @@ impl Peers {
         if !conn.connected {
             return;
         }
-        while let Some(front) = conn.out.front() {
+        if conn.crypto.is_some() {
+            if let Err(e) = flush_sealed(conn) {
+                self.drop_conn(registry, node, &format!("write failed: {e}"));
+                return;
+            }
+        }
+        while let Some(front) = conn.out.front().filter(|_| conn.crypto.is_none()) {
             match conn.stream.write(&front[conn.sent..]) {
                 Ok(n) => {
                     conn.sent += n;
@@ -781,7 +860,7 @@ impl Peers {
                 }
             }
         }
-        let more = !conn.out.is_empty();
+        let more = !conn.out.is_empty() || !conn.raw_out.is_empty() || conn.current.is_some();
         if more != conn.want_write {
             conn.want_write = more;
             let interest = crate::conn::interest(more);
@@ -805,7 +884,8 @@ impl Peers {
             warn!("link to {node} lost after {:.1?}: {why}", since.elapsed());
             link.lost_at = Some(Instant::now());
             // A message half-written to the dead connection cannot be resumed on a new one.
-            if conn.sent > 0 {
+            let half_sealed = matches!(conn.current, Some((_, true)));
+            if conn.sent > 0 && (conn.crypto.is_none() || half_sealed) {
                 conn.out.pop_front();
             }
             // What was not yet written goes first when the link is back.
@@ -815,7 +895,12 @@ impl Peers {
             link.outbox = requeue;
             link.retry_at = Instant::now();
         } else if link.dials {
-            Self::failed(link, node, why);
+            let why = if conn.connected && conn.crypto.as_ref().is_some_and(|r| !r.is_transport()) {
+                format!("{why} during the handshake: a different cluster key, or not a dsm daemon")
+            } else {
+                why.to_owned()
+            };
+            Self::failed(link, node, &why);
         }
     }
 }
@@ -829,9 +914,58 @@ fn fill(conn: &mut Conn) -> io::Result<(bool, usize)> {
             Ok(0) => return Ok((true, total)),
             Ok(n) => {
                 total += n;
-                conn.frames.push(&buf[..n]);
+                match &mut conn.crypto {
+                    None => conn.frames.push(&buf[..n]),
+                    Some(records) => {
+                        let mut plain = Vec::with_capacity(n);
+                        records
+                            .open(&buf[..n], &mut plain)
+                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+                        conn.frames.push(&plain);
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, total)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes what a keyed connection has: handshake records first, then its messages, each sealed
+/// when it starts to go out and taken off `out` once its record is written whole.
+fn flush_sealed(conn: &mut Conn) -> io::Result<()> {
+    loop {
+        if conn.current.is_none() {
+            if let Some(r) = conn.raw_out.pop_front() {
+                conn.current = Some((r, false));
+            } else if let Some(front) = conn.out.front() {
+                let records = conn.crypto.as_mut().expect("keyed");
+                if !records.is_transport() {
+                    return Ok(());
+                }
+                let sealed = records
+                    .seal(front)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
+                conn.current = Some((sealed, true));
+            } else {
+                return Ok(());
+            }
+            conn.sent = 0;
+        }
+        let (record, message) = conn.current.as_ref().expect("set above");
+        match conn.stream.write(&record[conn.sent..]) {
+            Ok(n) => {
+                conn.sent += n;
+                if conn.sent == record.len() {
+                    if *message {
+                        conn.out.pop_front();
+                    }
+                    conn.current = None;
+                    conn.sent = 0;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

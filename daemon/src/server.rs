@@ -42,6 +42,8 @@ const TICK: Duration = Duration::from_millis(50);
 pub enum ServerError {
     /// Another daemon answers on the socket path.
     SocketInUse(PathBuf),
+    /// The configuration cannot work; the message says what to do.
+    Config(String),
     /// A system call failed; `context` says what we were doing.
     Io {
         /// What we were doing.
@@ -60,6 +62,7 @@ impl fmt::Display for ServerError {
                 p.display()
             ),
             ServerError::Io { context, source } => write!(f, "{context}: {source}"),
+            ServerError::Config(why) => f.write_str(why),
         }
     }
 }
@@ -189,6 +192,10 @@ impl Latencies {
 impl Server {
     /// Binds the sockets and installs the signal handlers.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
+        let key = config.cluster_key().map_err(ServerError::Config)?;
+        if key.is_none() && !config.peers.is_empty() {
+            warn!("--insecure: peer links are neither authenticated nor encrypted");
+        }
         let poll = Poll::new().map_err(io_context("cannot create the event loop"))?;
         // The peer port first: if it is taken, fail before a socket file exists for clients to
         // find with nobody behind it.
@@ -231,6 +238,7 @@ impl Server {
                 cluster: config.cluster.clone(),
                 manager: config.manager.as_str().into(),
                 incarnation,
+                key: key.clone(),
             },
             &config
                 .peers
@@ -1454,6 +1462,7 @@ impl Server {
                     messages_in: p.stats.messages_in,
                     bytes_out: p.stats.bytes_out,
                     bytes_in: p.stats.bytes_in,
+                    problem: p.problem.clone().unwrap_or_default(),
                 })
                 .collect(),
             segments,

@@ -406,6 +406,44 @@ impl Running {
 pub struct Cluster {
     /// The nodes, node id `i + 1` at index `i`.
     pub nodes: Vec<Daemon>,
+    /// The cluster key file every node was given (`--key-file`), unless `--insecure`.
+    pub key: Key,
+}
+
+/// A fresh cluster key in a file of its own (mode 0600), removed when dropped.
+#[derive(Debug)]
+pub struct Key {
+    /// The key file.
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+impl Key {
+    /// A new random key, as `dsmctl keygen` makes one.
+    pub fn new() -> Key {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("key");
+        let path = dir.0.join("cluster.key");
+        let out = Command::new(&artifacts().dsmctl)
+            .arg("keygen")
+            .output()
+            .expect("dsmctl keygen");
+        assert!(out.status.success(), "dsmctl keygen failed");
+        std::fs::write(&path, &out.stdout).expect("write the key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        Key { path, _dir: dir }
+    }
+
+    /// `--key-file PATH`, for a daemon that joins.
+    pub fn args(&self) -> [String; 2] {
+        ["--key-file".into(), self.path.display().to_string()]
+    }
+}
+
+impl Default for Key {
+    fn default() -> Key {
+        Key::new()
+    }
 }
 
 fn free_port() -> u16 {
@@ -432,6 +470,8 @@ impl Cluster {
     }
 
     fn try_start(n: usize, extra: &[&str]) -> Result<Cluster, String> {
+        let key = Key::new();
+        let keyed = !extra.contains(&"--insecure");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let nodes: Vec<Daemon> = (0..n)
             .map(|i| {
@@ -444,11 +484,14 @@ impl Cluster {
                     }
                 }
                 args.extend(extra.iter().map(|s| s.to_string()));
+                if keyed {
+                    args.extend(key.args());
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Daemon::try_start_with(i as u32 + 1, &args)
             })
             .collect::<Result<_, _>>()?;
-        let cluster = Cluster { nodes };
+        let cluster = Cluster { nodes, key };
         cluster.wait_linked();
         Ok(cluster)
     }

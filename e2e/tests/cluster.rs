@@ -192,6 +192,7 @@ fn peers_of_another_cluster_are_refused() {
     };
     // A daemon of another cluster that takes the existing node for its peer (and, having the
     // lower id, dials it).
+    let [kf, key] = a.key.args();
     let stranger = dsm_e2e::Daemon::start_with(
         1,
         &[
@@ -201,6 +202,8 @@ fn peers_of_another_cluster_are_refused() {
             &format!("2={listen}"),
             "--cluster",
             "other",
+            &kf,
+            &key,
         ],
     );
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -239,8 +242,17 @@ fn a_restarted_peer_links_up_again() {
         "{}",
         c.node(1).log()
     );
-    let back =
-        dsm_e2e::Daemon::start_with(2, &["--listen", &listen, "--peer", &format!("1={node1}")]);
+    let back = dsm_e2e::Daemon::start_with(
+        2,
+        &[
+            "--listen",
+            &listen,
+            "--peer",
+            &format!("1={node1}"),
+            "--key-file",
+            &c.key.path.display().to_string(),
+        ],
+    );
     c.nodes.push(back);
     c.wait_linked();
     // And it works: a segment made on the restarted node is read on the other.
@@ -277,6 +289,9 @@ fn bad_peer_input_closes_one_link_and_nothing_else() {
             &format!("127.0.0.1:{port}"),
             "--peer",
             &format!("1=127.0.0.1:{fake_port}"),
+            // The test speaks the plain protocol: what is checked here is the core's validation
+            // of a peer's messages, below the link's authentication.
+            "--insecure",
         ],
     );
     let hello = PeerFrame::Hello(PeerHello {

@@ -149,6 +149,7 @@ fn silent_connections_are_closed_and_limited_and_the_daemon_keeps_serving() {
         .local_addr()
         .unwrap()
         .port();
+    let key = dsm_e2e::Key::new();
     let mut d = Daemon::start_with(
         1,
         &[
@@ -156,6 +157,8 @@ fn silent_connections_are_closed_and_limited_and_the_daemon_keeps_serving() {
             &format!("127.0.0.1:{port}"),
             "--peer",
             "2=127.0.0.1:9",
+            "--key-file",
+            &key.path.display().to_string(),
         ],
     );
     let before = fds(&d);
@@ -218,6 +221,8 @@ fn a_far_page_index_from_a_peer_under_a_fixed_manager_costs_nothing() {
             &format!("127.0.0.1:{port}"),
             "--peer",
             &format!("1=127.0.0.1:{fake_port}"),
+            // Plain links: the test plays a peer to reach the core's validation.
+            "--insecure",
         ],
     );
     let hello = PeerFrame::Hello(PeerHello {

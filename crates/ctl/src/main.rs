@@ -60,11 +60,39 @@ enum Command {
     /// objects in segments it created): who holds each and how many wait. Ask every node to see
     /// them all.
     Locks,
+    /// Print a new cluster key (32 random bytes, in hex) for dsmd --key-file. Needs no daemon:
+    ///
+    ///   dsmctl keygen > /etc/dsm/cluster.key && chmod 600 /etc/dsm/cluster.key
+    ///
+    /// then copy the file to every node.
+    #[command(verbatim_doc_comment)]
+    Keygen,
+}
+
+/// 32 bytes from the kernel's random source, as 64 hex digits.
+fn keygen() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Keygen = cli.command {
+        return match keygen() {
+            Ok(key) => {
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dsmctl: cannot read random bytes: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let request = match &cli.command {
+        Command::Keygen => unreachable!("answered above"),
         Command::Status | Command::Peers => CtlRequest::Status,
         Command::Pages { segment } => CtlRequest::Pages {
             segment: segment.clone(),
@@ -153,7 +181,8 @@ fn print_peers(s: &Status) {
                 p.addr.clone(),
                 match p.up_for_ms {
                     Some(ms) => format!("up {}", table::duration(ms)),
-                    None => "down".into(),
+                    None if p.problem.is_empty() => "down".into(),
+                    None => format!("down: {}", p.problem),
                 },
                 p.messages_out.to_string(),
                 p.messages_in.to_string(),

@@ -90,6 +90,9 @@ pub struct PeerStatus {
     pub bytes_out: u64,
     /// Bytes received from it.
     pub bytes_in: u64,
+    /// Why it is not linked, when it is not and the reason is known (a different cluster key,
+    /// another cluster, refused, unreachable); empty otherwise.
+    pub problem: String,
 }
 
 /// The pages of one segment on this node.
