@@ -279,6 +279,35 @@ def main():
     finally:
         c.stop()
 
+    # Figure 10: what authenticated, encrypted links cost, against --insecure, on fresh 2-node
+    # clusters (keyed, plain, keyed, plain; the best of each kind).
+    print("== figure 10: keyed links against --insecure", flush=True)
+
+    def links(insecure):
+        k = Cluster(2, work, insecure=insecure)
+        try:
+            k.run(1, "first", "/b-k-rr", n)
+            rr = k.run(2, "read", "/b-k-rr", n, "remote-read")[0]
+            k.run(1, "fill", "/b-k-scan", str(64 << 20))
+            scan = k.run(2, "scan", "/b-k-scan")[0]
+            return rr["p50_ns"], scan["mb_per_s"]
+        finally:
+            k.stop()
+
+    runs = {False: [], True: []}
+    for _ in range(2):
+        for insecure in (False, True):
+            runs[insecure].append(links(insecure))
+    keyed_rr, plain_rr = (min(r[0] for r in runs[k]) for k in (False, True))
+    keyed_scan, plain_scan = (max(r[1] for r in runs[k]) for k in (False, True))
+    rows.append({"figure": "10a remote read fault, keyed links", "p50_us": keyed_rr / 1e3, "p99_us": keyed_rr / 1e3,
+                 "floor_us": plain_rr / 1e3, "floor": "the same with --insecure",
+                 "ratio": keyed_rr / plain_rr, "target": None,
+                 "extra_us": (keyed_rr - plain_rr) / 1e3})
+    rows.append({"figure": "10b sequential scan, keyed links", "mb_per_s": keyed_scan,
+                 "floor_mb_per_s": plain_scan, "floor": "the same with --insecure",
+                 "ratio": keyed_scan / plain_scan, "target": 0.9})
+
     redis = redis_figure(int(keys))
     if redis:
         best = max(redis.values())

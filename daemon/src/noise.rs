@@ -191,21 +191,28 @@ impl Records {
         Ok(record(&msg[..n]))
     }
 
-    /// Encrypts `plain` into records (transport mode only).
-    pub fn seal(&mut self, plain: &[u8]) -> Result<Vec<u8>, Error> {
+    /// Encrypts `plain` into records appended to `out` (transport mode only).
+    pub fn seal_into(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         let State::Transport(t) = &mut self.state else {
             return Err(Error("sending before the handshake is done".into()));
         };
-        let chunk = MAX_RECORD - TAG;
-        let mut out = Vec::with_capacity(plain.len() + (plain.len() / chunk + 1) * (2 + TAG));
-        let mut msg = vec![0u8; MAX_RECORD];
-        for part in plain.chunks(chunk) {
+        for part in plain.chunks(MAX_RECORD - TAG) {
+            let at = out.len();
+            out.resize(at + 2 + part.len() + TAG, 0);
             let n = t
-                .write_message(part, &mut msg)
+                .write_message(part, &mut out[at + 2..])
                 .map_err(|e| Error(format!("Noise: {e}")))?;
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-            out.extend_from_slice(&msg[..n]);
+            out[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
+            out.truncate(at + 2 + n);
         }
+        Ok(())
+    }
+
+    /// Encrypts `plain` into records (transport mode only).
+    #[cfg(test)]
+    pub fn seal(&mut self, plain: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(plain.len() + 2 + TAG);
+        self.seal_into(plain, &mut out)?;
         Ok(out)
     }
 }

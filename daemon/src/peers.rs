@@ -106,10 +106,14 @@ struct Conn {
     /// The record layer of a keyed link (`None`: plain, `--insecure`). With it, `out` holds
     /// plaintext messages, sealed one at a time as they go out.
     crypto: Option<Records>,
-    /// Records to write as they are, before any message (the handshake's).
+    /// Records to write as they are, before any message (the handshake's), and how much of the
+    /// first is written.
     raw_out: VecDeque<Vec<u8>>,
-    /// The record being written (of `raw_out`'s front, or of `out`'s front if `true`).
-    current: Option<(Vec<u8>, bool)>,
+    raw_sent: usize,
+    /// Records of `out`'s first messages, sealed together to go out in one write (`sent` of
+    /// it written), and where each message's records end.
+    sealed: Vec<u8>,
+    sealed_ends: VecDeque<usize>,
 }
 
 impl Conn {
@@ -128,7 +132,9 @@ impl Conn {
             opened: Instant::now(),
             crypto: None,
             raw_out: VecDeque::new(),
-            current: None,
+            raw_sent: 0,
+            sealed: Vec::new(),
+            sealed_ends: VecDeque::new(),
         }
     }
 }
@@ -820,7 +826,8 @@ impl Peers {
             })
             .expect("encodes");
             conn.out.clear();
-            conn.current = None;
+            conn.sealed.clear();
+            conn.sealed_ends.clear();
             conn.sent = 0;
             conn.out.push_back(refusal);
             conn.closing = true;
@@ -860,7 +867,7 @@ impl Peers {
                 }
             }
         }
-        let more = !conn.out.is_empty() || !conn.raw_out.is_empty() || conn.current.is_some();
+        let more = !conn.out.is_empty() || !conn.raw_out.is_empty();
         if more != conn.want_write {
             conn.want_write = more;
             let interest = crate::conn::interest(more);
@@ -883,9 +890,10 @@ impl Peers {
         if let Some(since) = link.up_since.take() {
             warn!("link to {node} lost after {:.1?}: {why}", since.elapsed());
             link.lost_at = Some(Instant::now());
-            // A message half-written to the dead connection cannot be resumed on a new one.
-            let half_sealed = matches!(conn.current, Some((_, true)));
-            if conn.sent > 0 && (conn.crypto.is_none() || half_sealed) {
+            // A message half-written to the dead connection cannot be resumed on a new one
+            // (sealed ones wholly written are off `out` already; the rest go again, resealed).
+            let half_sealed = conn.sealed_ends.front().is_some_and(|_| conn.sent > 0);
+            if (conn.crypto.is_none() && conn.sent > 0) || half_sealed {
                 conn.out.pop_front();
             }
             // What was not yet written goes first when the link is back.
@@ -932,36 +940,56 @@ fn fill(conn: &mut Conn) -> io::Result<(bool, usize)> {
     }
 }
 
-/// Writes what a keyed connection has: handshake records first, then its messages, each sealed
-/// when it starts to go out and taken off `out` once its record is written whole.
+/// Most bytes sealed for one write.
+const SEAL_BATCH: usize = 256 * 1024;
+
+/// Writes what a keyed connection has: handshake records first, then its messages, sealed a
+/// batch at a time into one buffer for one write; a message leaves `out` once its records are
+/// written whole.
 fn flush_sealed(conn: &mut Conn) -> io::Result<()> {
-    loop {
-        if conn.current.is_none() {
-            if let Some(r) = conn.raw_out.pop_front() {
-                conn.current = Some((r, false));
-            } else if let Some(front) = conn.out.front() {
-                let records = conn.crypto.as_mut().expect("keyed");
-                if !records.is_transport() {
-                    return Ok(());
+    while let Some(front) = conn.raw_out.front() {
+        match conn.stream.write(&front[conn.raw_sent..]) {
+            Ok(n) => {
+                conn.raw_sent += n;
+                if conn.raw_sent == front.len() {
+                    conn.raw_out.pop_front();
+                    conn.raw_sent = 0;
                 }
-                let sealed = records
-                    .seal(front)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    loop {
+        if conn.sealed.is_empty() {
+            let records = conn.crypto.as_mut().expect("keyed");
+            if !records.is_transport() {
+                return Ok(());
+            }
+            for m in conn.out.iter() {
+                if conn.sealed.len() >= SEAL_BATCH {
+                    break;
+                }
+                records
+                    .seal_into(m, &mut conn.sealed)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
-                conn.current = Some((sealed, true));
-            } else {
+                conn.sealed_ends.push_back(conn.sealed.len());
+            }
+            if conn.sealed.is_empty() {
                 return Ok(());
             }
             conn.sent = 0;
         }
-        let (record, message) = conn.current.as_ref().expect("set above");
-        match conn.stream.write(&record[conn.sent..]) {
+        match conn.stream.write(&conn.sealed[conn.sent..]) {
             Ok(n) => {
                 conn.sent += n;
-                if conn.sent == record.len() {
-                    if *message {
-                        conn.out.pop_front();
-                    }
-                    conn.current = None;
+                while conn.sealed_ends.front().is_some_and(|&end| end <= conn.sent) {
+                    conn.sealed_ends.pop_front();
+                    conn.out.pop_front();
+                }
+                if conn.sent == conn.sealed.len() {
+                    conn.sealed.clear();
                     conn.sent = 0;
                 }
             }
