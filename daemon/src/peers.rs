@@ -984,7 +984,11 @@ fn flush_sealed(conn: &mut Conn) -> io::Result<()> {
         match conn.stream.write(&conn.sealed[conn.sent..]) {
             Ok(n) => {
                 conn.sent += n;
-                while conn.sealed_ends.front().is_some_and(|&end| end <= conn.sent) {
+                while conn
+                    .sealed_ends
+                    .front()
+                    .is_some_and(|&end| end <= conn.sent)
+                {
                     conn.sealed_ends.pop_front();
                     conn.out.pop_front();
                 }
