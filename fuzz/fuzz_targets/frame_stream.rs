@@ -10,7 +10,10 @@ const MAX: usize = 4096;
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     let mut buf = FrameBuffer::new(MAX);
-    while let Ok(chunk) = <&[u8]>::arbitrary(&mut u) {
+    while !u.is_empty() {
+        let Ok(chunk) = <&[u8]>::arbitrary(&mut u) else {
+            return;
+        };
         buf.push(chunk);
         loop {
             match buf.pop() {

@@ -649,10 +649,10 @@ impl Node {
     // ---- messages ----
 
     fn on_peer(&mut self, from: NodeId, msg: PeerMsg) {
-        if self.index_of(from).is_none() {
+        if self.index_of(from).is_none() || from == self.config.me {
             self.outputs.push_back(Output::Violation {
                 from,
-                what: "message from a node outside the cluster",
+                what: "message from a node outside the cluster, or from this node itself",
             });
             return;
         }
