@@ -490,13 +490,21 @@ impl Peers {
             match listener.accept() {
                 Ok((mut stream, addr)) => {
                     if self.strangers.len() >= MAX_STRANGERS {
+                        // The oldest stranger gives way: a real peer's handshake comes at once.
+                        let oldest = self
+                            .strangers
+                            .iter()
+                            .min_by_key(|(_, c)| c.opened)
+                            .map(|(&t, _)| t);
+                        if let Some(mut old) = oldest.and_then(|t| self.strangers.remove(&t)) {
+                            let _ = registry.deregister(&mut old.stream);
+                        }
                         limited_warn!(
                             self.limit,
                             "too many strangers",
-                            "refusing a peer connection from {addr}: {MAX_STRANGERS} connections are \
-                             already waiting for their hello"
+                            "{MAX_STRANGERS} peer connections were waiting for their hello: closed \
+                             the oldest for one from {addr}"
                         );
-                        continue;
                     }
                     let token = Token(self.next_token);
                     self.next_token += 1;

@@ -126,6 +126,10 @@ pub struct Server {
     max_conns: usize,
     /// Rate limit for complaints about bad input.
     limit: crate::ratelimit::RateLimit,
+    /// Local connections that have not said their hello, and their tokens in accept order
+    /// (some may have said it or gone since: skipped when met).
+    silent: usize,
+    hello_due: std::collections::VecDeque<Token>,
     /// Channels whose frames are being served now: an answer given inside that loop does not
     /// start another (a client pipelining requests must not make the daemon recurse per request).
     serving: HashSet<Token>,
@@ -263,6 +267,8 @@ impl Server {
             conns: HashMap::new(),
             max_conns: connection_limit(),
             limit: Default::default(),
+            silent: 0,
+            hello_due: Default::default(),
             serving: HashSet::new(),
             next_token: FIRST_CONN,
             sessions: BTreeMap::new(),
@@ -448,6 +454,22 @@ impl Server {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
+                    // Connections still owing their hello are few at once: past the limit the
+                    // oldest gives way, so a flood of silent ones cannot lock real programs out
+                    // (theirs arrives within microseconds).
+                    if self.silent >= MAX_SILENT {
+                        // In accept order; those that said hello or went are skipped.
+                        while let Some(oldest) = self.hello_due.pop_front() {
+                            if self
+                                .conns
+                                .get(&oldest)
+                                .is_some_and(|c| matches!(c.kind, Kind::New))
+                            {
+                                self.close(oldest, "too many connections without a hello");
+                                break;
+                            }
+                        }
+                    }
                     if self.conns.len() >= self.max_conns {
                         limited_warn!(
                             self.limit,
@@ -470,6 +492,13 @@ impl Server {
                     }
                     self.conns
                         .insert(token, Conn::new(stream, MAX_CLIENT_FRAME));
+                    self.silent += 1;
+                    self.hello_due.push_back(token);
+                    if self.hello_due.len() > 4 * MAX_SILENT {
+                        let conns = &self.conns;
+                        self.hello_due
+                            .retain(|t| conns.get(t).is_some_and(|c| matches!(c.kind, Kind::New)));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -640,6 +669,9 @@ impl Server {
             Role::Ctl => (Kind::Ctl, SessionId(0)),
         };
         if let Some(conn) = self.conns.get_mut(&token) {
+            if matches!(conn.kind, Kind::New) {
+                self.silent -= 1;
+            }
             conn.kind = kind;
         }
         self.send(token, &HelloReply::Welcome { node, session }, None);
@@ -1548,6 +1580,9 @@ impl Server {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         debug!("connection closed ({})", describe(conn.kind));
+        if matches!(conn.kind, Kind::New) {
+            self.silent -= 1;
+        }
         match conn.kind {
             Kind::Session(id) => {
                 // What the process sent on its channels before it ended (an unlock, a signal)
@@ -1651,6 +1686,9 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
         .map_err(io_context("cannot make the socket non-blocking"))?;
     Ok(UnixListener::from_std(std_listener))
 }
+
+/// Local connections that have not said their hello, at most at once.
+const MAX_SILENT: usize = 1024;
 
 /// How long a local connection may take to say its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

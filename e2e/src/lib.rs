@@ -587,3 +587,50 @@ pub fn wait_for_line(child: &mut Child, want: &str) {
         }
     }
 }
+
+/// A raw connection to `d`'s socket, reads timing out after 10 s (for tests that speak the
+/// protocol by hand).
+pub fn raw_client(d: &Daemon) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect to dsmd");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    s
+}
+
+/// One frame's payload from `s`.
+pub fn read_frame(s: &mut impl Read) -> Vec<u8> {
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).expect("a frame header");
+    let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
+    s.read_exact(&mut body).expect("a frame body");
+    body
+}
+
+/// A session and one channel of it, speaking the protocol by hand.
+pub fn attach(
+    d: &Daemon,
+) -> (
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixStream,
+) {
+    use dsm_proto::frame;
+    use dsm_proto::hello::{Hello, HelloReply, Role};
+    use std::io::Write;
+    let mut session = raw_client(d);
+    session
+        .write_all(&frame::encode(&Hello::new(Role::Session { pid: 1 })).unwrap())
+        .unwrap();
+    let body = read_frame(&mut session);
+    let welcome: HelloReply<'_> = frame::decode(&body).unwrap();
+    let HelloReply::Welcome { session: id, .. } = welcome else {
+        panic!("refused: {welcome:?}");
+    };
+    let mut chan = raw_client(d);
+    let hello = Hello::new(Role::Channel {
+        session: id,
+        tid: 2,
+    });
+    chan.write_all(&frame::encode(&hello).unwrap()).unwrap();
+    read_frame(&mut chan);
+    (session, chan)
+}

@@ -5,10 +5,10 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use dsm_e2e::{c_program, unique, wait_for_line, wait_limited, Daemon};
+use dsm_e2e::{attach, c_program, unique, wait_for_line, wait_limited, Daemon};
 use dsm_proto::client::Request;
 use dsm_proto::frame;
-use dsm_proto::hello::{Hello, HelloReply, Role};
+use dsm_proto::hello::{Hello, Role};
 use dsm_proto::SegmentId;
 
 fn shm_name(label: &str) -> String {
@@ -229,41 +229,7 @@ fn python_shared_memory_works_unmodified() {
 
 /// Connects and, optionally, introduces itself as a fresh session's channel.
 fn raw(d: &Daemon) -> UnixStream {
-    let s = UnixStream::connect(&d.socket).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn read_frame(s: &mut UnixStream) -> Vec<u8> {
-    let mut header = [0u8; 4];
-    s.read_exact(&mut header).unwrap();
-    let mut body = vec![0u8; u32::from_le_bytes(header) as usize];
-    s.read_exact(&mut body).unwrap();
-    body
-}
-
-/// A session and one channel of it, speaking the protocol by hand.
-fn attach(d: &Daemon) -> (UnixStream, UnixStream) {
-    let mut session = raw(d);
-    session
-        .write_all(&frame::encode(&Hello::new(Role::Session { pid: 1 })).unwrap())
-        .unwrap();
-    let body = read_frame(&mut session);
-    let welcome: HelloReply<'_> = frame::decode(&body).unwrap();
-    let HelloReply::Welcome { session: id, .. } = welcome else {
-        panic!("refused: {welcome:?}");
-    };
-    let mut chan = raw(d);
-    chan.write_all(
-        &frame::encode(&Hello::new(Role::Channel {
-            session: id,
-            tid: 2,
-        }))
-        .unwrap(),
-    )
-    .unwrap();
-    read_frame(&mut chan);
-    (session, chan)
+    dsm_e2e::raw_client(d)
 }
 
 fn expect_closed(mut s: UnixStream) {
