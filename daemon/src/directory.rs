@@ -84,6 +84,31 @@ impl Directory {
                 broadcast = self.reap(segment);
                 reply
             }
+            DirOp::Chmod {
+                segment,
+                who,
+                mode,
+                uid,
+                gid,
+            } => match self.segments.get_mut(&segment) {
+                None => Err(ShmError::Gone),
+                Some(e) => {
+                    let owner = who.uid == 0 || who.uid == e.meta.uid;
+                    let allowed = owner
+                        && (who.uid == 0 || uid.is_none_or(|u| u == e.meta.uid))
+                        && (who.uid == 0
+                            || gid.is_none_or(|g| g == who.gid || who.groups.contains(&g)));
+                    if !allowed {
+                        Err(ShmError::PermissionDenied)
+                    } else {
+                        e.meta.mode = mode.map_or(e.meta.mode, |m| m & 0o7777);
+                        e.meta.uid = uid.unwrap_or(e.meta.uid);
+                        e.meta.gid = gid.unwrap_or(e.meta.gid);
+                        broadcast = Some(DirMsg::Moved(e.meta.clone()));
+                        Ok(e.meta.clone())
+                    }
+                }
+            },
             DirOp::Map { segment } => match self.segments.get_mut(&segment) {
                 Some(e) => {
                     e.mapping.insert(from);
@@ -465,12 +490,43 @@ mod tests {
             name: "/p".into(),
             who: who.clone(),
         };
+        let chmod = |who: &Caller, mode, uid| DirOp::Chmod {
+            segment: made.id,
+            who: who.clone(),
+            mode,
+            uid,
+            gid: None,
+        };
+        assert_eq!(d.apply(A, chmod(&bob, Some(0o666), None)).reply, denied);
+        assert_eq!(
+            d.apply(A, chmod(&alice, None, Some(1001))).reply,
+            denied,
+            "chown is root's"
+        );
+        let changed = d.apply(A, chmod(&alice, Some(0o644), None));
+        assert_eq!(changed.reply.clone().unwrap().mode, 0o644);
+        assert!(
+            matches!(changed.broadcast, Some(DirMsg::Moved(_))),
+            "every node hears it"
+        );
+        assert!(
+            d.apply(A, open_as("/p", &bob, false, false, 0))
+                .reply
+                .is_ok(),
+            "now others read"
+        );
+        assert!(d.apply(A, chmod(&root, None, Some(1001))).reply.is_ok());
         assert_eq!(
             d.apply(A, unlink(&carol)).reply,
             denied,
             "only the owner removes the name"
         );
-        assert!(d.apply(A, unlink(&alice)).reply.is_ok());
+        assert_eq!(
+            d.apply(A, unlink(&alice)).reply,
+            denied,
+            "alice gave it to bob"
+        );
+        assert!(d.apply(A, unlink(&bob)).reply.is_ok());
     }
 
     #[test]

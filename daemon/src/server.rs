@@ -101,6 +101,8 @@ enum Parked {
     Open(Token, bool),
     Resize(Token),
     Unlink(Token),
+    /// A request answered `Done` once the registrar agrees (`fchmod`/`fchown`).
+    Done(Token),
     /// A process's `mmap`, the node's first of the segment, waits for the registrar to fix its
     /// base (`DirOp::Map`).
     Map {
@@ -797,6 +799,22 @@ impl Server {
                 self.ask_registrar(op, Parked::Open(token, write));
                 return Ok(());
             }
+            Request::Chmod {
+                segment,
+                mode,
+                uid,
+                gid,
+            } => {
+                let op = DirOp::Chmod {
+                    segment,
+                    who,
+                    mode,
+                    uid,
+                    gid,
+                };
+                self.ask_registrar(op, Parked::Done(token));
+                return Ok(());
+            }
             Request::UnlinkId { segment } => {
                 self.ask_registrar(DirOp::UnlinkId { segment, who }, Parked::Unlink(token));
                 return Ok(());
@@ -978,6 +996,7 @@ impl Server {
         if let Parked::Open(t, _)
         | Parked::Resize(t)
         | Parked::Unlink(t)
+        | Parked::Done(t)
         | Parked::Map { token: t, .. } = parked
         {
             if let Some(conn) = self.conns.get_mut(&t) {
@@ -1066,7 +1085,10 @@ impl Server {
                 };
                 (token, reply, None)
             }
-            (Parked::Open(t, _) | Parked::Resize(t) | Parked::Unlink(t), Err(e)) => {
+            (
+                Parked::Open(t, _) | Parked::Resize(t) | Parked::Unlink(t) | Parked::Done(t),
+                Err(e),
+            ) => {
                 debug!("directory request failed: {}", e.describe());
                 (t, Reply::Failed(e), None)
             }
@@ -1076,6 +1098,8 @@ impl Server {
                 }
                 (t, Reply::Done, None)
             }
+            // A chmod/chown: every node hears the new metadata from the registrar.
+            (Parked::Done(t), Ok(_)) => (t, Reply::Done, None),
             (Parked::Open(t, write), Ok(meta)) => match self.store.learn(meta.clone()) {
                 Ok(_) => {
                     if let Some(Kind::Channel { session, .. }) = self.conns.get(&t).map(|c| c.kind)

@@ -5,7 +5,8 @@
  *   perm NAME read          open read-only, map, print the first byte
  *   perm NAME truncate      open read-write and ftruncate
  *   perm NAME unlink        shm_unlink
- *   perm NAME stat          open read-only, fstat: "uid MODE" */
+ *   perm NAME stat          open read-only, fstat: "uid MODE"
+ *   perm NAME chmod MODE    open read-only, fchmod */
 #include <errno.h>
 #include <string.h>
 #include "common.h"
@@ -15,7 +16,7 @@ static int answer(int ok) {
         printf("ok\n");
         return 0;
     }
-    printf("%s\n", errno == EACCES ? "EACCES" : strerror(errno));
+    printf("%s\n", errno == EACCES ? "EACCES" : errno == EPERM ? "EPERM" : strerror(errno));
     return 0;
 }
 
@@ -45,6 +46,10 @@ int main(int argc, char **argv) {
         return answer(fd >= 0 && ftruncate(fd, 8192) == 0);
     }
     if (!strcmp(what, "unlink")) return answer(shm_unlink(name) == 0);
+    if (!strcmp(what, "chmod")) {
+        int fd = shm_open(name, O_RDONLY, 0);
+        return answer(fd >= 0 && fchmod(fd, (mode_t)strtol(argv[3], NULL, 8)) == 0);
+    }
     if (!strcmp(what, "stat")) {
         int fd = shm_open(name, O_RDONLY, 0);
         struct stat st;

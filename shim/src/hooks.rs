@@ -1332,3 +1332,31 @@ pub extern "C" fn posix_fallocate(fd: c_int, off: libc::off_t, len: libc::off_t)
 pub extern "C" fn posix_fallocate64(fd: c_int, off: libc::off_t, len: libc::off_t) -> c_int {
     posix_fallocate(fd, off, len)
 }
+
+/// Interposed `fchmod`: on a segment's descriptor, the mode changes cluster-wide.
+#[no_mangle]
+pub extern "C" fn fchmod(fd: c_int, mode: libc::mode_t) -> c_int {
+    match ops::chmod(fd, Some(mode), None, None) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => fail(e, -1),
+        // SAFETY: integer arguments only.
+        None => ssize(raw(
+            libc::SYS_fchmod,
+            [fd as usize, mode as usize, 0, 0, 0, 0],
+        )) as c_int,
+    }
+}
+
+/// Interposed `fchown`: on a segment's descriptor, the owner changes cluster-wide.
+#[no_mangle]
+pub extern "C" fn fchown(fd: c_int, uid: libc::uid_t, gid: libc::gid_t) -> c_int {
+    let keep = |v: u32| (v != u32::MAX).then_some(v);
+    match ops::chmod(fd, None, keep(uid), keep(gid)) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => fail(e, -1),
+        None => ssize(raw(
+            libc::SYS_fchown,
+            [fd as usize, uid as usize, gid as usize, 0, 0, 0],
+        )) as c_int,
+    }
+}

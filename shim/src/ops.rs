@@ -187,6 +187,38 @@ pub fn marked_segment(fd: i32) -> Option<Result<SegmentId, Errno>> {
     found
 }
 
+/// `fchmod`/`fchown` of a segment's descriptor (`None`: not one): the directory's owner and
+/// mode change cluster-wide (every node's memfd follows), as the kernel would allow it.
+pub fn chmod(
+    fd: i32,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Option<Result<(), Errno>> {
+    let segment = match marked_segment(fd)? {
+        Ok(s) => s,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(
+        match request(
+            "fchmod",
+            &Request::Chmod {
+                segment,
+                mode,
+                uid,
+                gid,
+            },
+            None,
+        ) {
+            Ok(Reply::Done) => Ok(()),
+            Ok(Reply::Failed(ShmError::PermissionDenied)) => Err(libc::EPERM),
+            Ok(Reply::Failed(e)) => Err(errno_of(e)),
+            Ok(other) => Err(unexpected("fchmod", other)),
+            Err(e) => Err(e),
+        },
+    )
+}
+
 /// `ftruncate`: `None` if `fd` is not a DSM segment.
 pub fn ftruncate(fd: i32, len: i64) -> Option<Result<(), Errno>> {
     let segment = segment_of(fd)?;

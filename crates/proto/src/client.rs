@@ -111,6 +111,17 @@ pub enum Request<'a> {
         /// The segment.
         segment: SegmentId,
     },
+    /// `fchmod`/`fchown` on a segment's descriptor (`None`: unchanged); answered `Done`.
+    Chmod {
+        /// The segment.
+        segment: SegmentId,
+        /// New permission bits.
+        mode: Option<u32>,
+        /// New owner.
+        uid: Option<u32>,
+        /// New group.
+        gid: Option<u32>,
+    },
 }
 
 impl Request<'_> {

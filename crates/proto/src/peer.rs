@@ -270,6 +270,21 @@ pub enum DirOp {
         /// The segment.
         segment: SegmentId,
     },
+    /// `fchmod`/`fchown` of the segment: new mode and/or owner (`None`: unchanged), as the
+    /// kernel allows them (the owner changes the mode and, to one of its groups, the group;
+    /// root anything).
+    Chmod {
+        /// The segment.
+        segment: SegmentId,
+        /// Who.
+        who: Caller,
+        /// New permission bits.
+        mode: Option<u32>,
+        /// New owner.
+        uid: Option<u32>,
+        /// New group.
+        gid: Option<u32>,
+    },
 }
 
 /// Directory traffic between nodes.
@@ -301,7 +316,7 @@ pub enum DirMsg {
         /// The segment.
         segment: SegmentId,
     },
-    /// The registrar tells every node a segment grew past its address span and moved (only
-    /// while no node maps it): its new size, base and span.
+    /// The registrar tells every node a segment's metadata changed: it grew past its address
+    /// span and moved (only while no node maps it), or its owner or mode changed.
     Moved(SegmentMeta),
 }
