@@ -516,6 +516,17 @@ impl Cluster {
         }
     }
 
+    /// A program run against node `id`: node 1's as it is, every other node's as if on another
+    /// host (own IPC and mount namespaces, an empty `/dev/shm`; [`Daemon::isolated_command`]), so
+    /// that nothing can be shared except through the daemons.
+    pub fn command(&self, id: usize, program: &Path) -> Command {
+        if id == 1 {
+            self.node(1).command(program)
+        } else {
+            self.node(id).isolated_command(program)
+        }
+    }
+
     /// Node `id` (1-based, as its node id).
     pub fn node(&self, id: usize) -> &Daemon {
         &self.nodes[id - 1]
@@ -533,7 +544,7 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(role, &node)| {
-                let mut cmd = self.node(node).command(program);
+                let mut cmd = self.command(node, program);
                 cmd.args(args(role));
                 Running::start(cmd)
             })

@@ -120,7 +120,7 @@ fn impostors_at_the_peer_port_leave_the_link_and_the_work_intact() {
         .iter()
         .enumerate()
         .map(|(role, &node)| {
-            let mut cmd = c.node(node).command(&prog);
+            let mut cmd = c.command(node, &prog);
             cmd.args([&name, &role.to_string(), "2", "400"]);
             Running::start(cmd)
         })

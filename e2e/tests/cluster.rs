@@ -128,11 +128,19 @@ fn segments_are_cluster_wide() {
         .run(&c_program("examples/writer"), &[&name, "100000"])
         .assert_ok();
     // O_CREAT|O_EXCL is exclusive across the cluster.
-    let out = c.node(2).run(&c_program("fork"), &[&name]);
+    let out = dsm_e2e::run({
+        let mut cmd = c.command(2, &c_program("fork"));
+        cmd.arg(&name);
+        cmd
+    });
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("File exists"), "{}", out.stderr);
     // Any node sees the same segment, same size, same data.
-    let out = c.node(3).run(&c_program("check"), &[&name, "keep", "8"]);
+    let out = dsm_e2e::run({
+        let mut cmd = c.command(3, &c_program("check"));
+        cmd.args([&name, "keep", "8"]);
+        cmd
+    });
     out.assert_ok();
     // shm_unlink on one node removes the name everywhere.
     c.node(2)
@@ -151,7 +159,7 @@ fn a_fault_on_a_dead_peer_raises_sigbus_in_bounded_time() {
     let name = shm_name("dead");
     let mut holder = c.node(1).spawn(&c_program("hold"), &[&name, "40960"]);
     wait_for_line(&mut holder, "ready");
-    let mut toucher = c.node(2).command(&c_program("touch_later"));
+    let mut toucher = c.command(2, &c_program("touch_later"));
     toucher
         .args([name.as_str(), "3"])
         .stdin(Stdio::piped())
@@ -363,7 +371,11 @@ fn boost_interprocess_map_built_on_one_node_read_on_another() {
     let name = unique("boost");
     let prog = c_program("boost_map");
     c.node(1).run(&prog, &[&name, "create", "2000"]).assert_ok();
-    let out = c.node(2).run(&prog, &[&name, "check", "2000"]);
+    let out = dsm_e2e::run({
+        let mut cmd = c.command(2, &prog);
+        cmd.args([&name, "check", "2000"]);
+        cmd
+    });
     out.assert_ok();
     assert!(
         out.stdout.contains("checked 2000 entries, 0 bad"),
@@ -405,7 +417,7 @@ fn python_shared_memory_across_nodes() {
     let mut cmd = c.node(1).command(python);
     cmd.args([script, "create", &name]);
     dsm_e2e::run(cmd).assert_ok();
-    let mut cmd = c.node(2).command(python);
+    let mut cmd = c.command(2, python);
     cmd.args([script, "attach", &name]);
     let out = dsm_e2e::run(cmd);
     out.assert_ok();

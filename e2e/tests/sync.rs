@@ -93,7 +93,7 @@ fn robust_mutex_passes_on_when_its_holder_is_killed() {
             .spawn()
             .unwrap(),
     );
-    let mut next = c.node(2).command(&program);
+    let mut next = c.command(2, &program);
     next.args([&name, "1", "2", "robust"]);
     let next = Running::start(next);
     let mut line = String::new();
@@ -136,7 +136,7 @@ fn explicit_api_linked_or_preloaded() {
             .iter()
             .enumerate()
             .map(|(role, &node)| {
-                let mut cmd = c.node(node).command(&program);
+                let mut cmd = c.command(node, &program);
                 if !preload {
                     cmd.env_remove("LD_PRELOAD");
                 }
@@ -276,7 +276,7 @@ fn a_waiter_killed_mid_wait_does_not_keep_the_lock() {
     let program = c_program("locks");
     let name = shm_name("abandon");
     let start = |node: usize, role: &str| {
-        let mut cmd = c.node(node).command(&program);
+        let mut cmd = c.command(node, &program);
         cmd.args([&name, role, "3", "abandon"]);
         cmd
     };
