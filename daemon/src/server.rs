@@ -680,6 +680,19 @@ impl Server {
         Ok(())
     }
 
+    /// Who session `session`'s process is (cloned for a directory request; faults do not).
+    fn who(&self, session: SessionId) -> Caller {
+        // A session that is gone is nobody (never root, which Caller::default() would be).
+        self.sessions.get(&session).map_or_else(
+            || Caller {
+                uid: u32::MAX,
+                gid: u32::MAX,
+                groups: Vec::new(),
+            },
+            |s| s.who.clone(),
+        )
+    }
+
     fn refuse(&mut self, token: Token, reason: &str) -> Result<(), String> {
         self.send(token, &HelloReply::Refused { reason }, None);
         if let Some(conn) = self.conns.get_mut(&token) {
@@ -702,7 +715,6 @@ impl Server {
         let Some(s) = self.sessions.get(&session) else {
             return Err(format!("session {} has ended", session.0));
         };
-        let who = s.who.clone();
         // A process touches a segment by id only if it opened it (or identified a descriptor
         // of it) or its user may open it anyway, and writes only if it may write: ids are not
         // capabilities. (A fork child is a new session of the same user.)
@@ -710,7 +722,7 @@ impl Server {
             let held = s.opened.contains(&segment) || s.maps.contains(&segment);
             let allowed = match self.store.get(segment) {
                 None => Err(ShmError::Gone),
-                Some(l) if who.permits(l.meta.uid, l.meta.gid, l.meta.mode, write) => Ok(()),
+                Some(l) if s.who.permits(l.meta.uid, l.meta.gid, l.meta.mode, write) => Ok(()),
                 Some(_) if held && (!write || s.writable.contains(&segment)) => Ok(()),
                 Some(_) => Err(ShmError::PermissionDenied),
             };
@@ -731,7 +743,7 @@ impl Server {
                 let op = DirOp::Open {
                     name: name.to_owned(),
                     flags,
-                    who,
+                    who: self.who(session),
                 };
                 self.ask_registrar(op, Parked::Open(token, flags.write));
                 return Ok(());
@@ -747,7 +759,7 @@ impl Server {
             Request::Unlink { name } => {
                 let op = DirOp::Unlink {
                     name: name.to_owned(),
-                    who,
+                    who: self.who(session),
                 };
                 self.ask_registrar(op, Parked::Unlink(token));
                 return Ok(());
@@ -793,7 +805,7 @@ impl Server {
             Request::OpenId { segment, write } => {
                 let op = DirOp::OpenId {
                     segment,
-                    who,
+                    who: self.who(session),
                     write,
                 };
                 self.ask_registrar(op, Parked::Open(token, write));
@@ -807,7 +819,7 @@ impl Server {
             } => {
                 let op = DirOp::Chmod {
                     segment,
-                    who,
+                    who: self.who(session),
                     mode,
                     uid,
                     gid,
@@ -816,10 +828,17 @@ impl Server {
                 return Ok(());
             }
             Request::UnlinkId { segment } => {
-                self.ask_registrar(DirOp::UnlinkId { segment, who }, Parked::Unlink(token));
+                self.ask_registrar(
+                    DirOp::UnlinkId {
+                        segment,
+                        who: self.who(session),
+                    },
+                    Parked::Unlink(token),
+                );
                 return Ok(());
             }
             Request::Identify { dev, ino } => {
+                let who = self.who(session);
                 // A descriptor's identity can be guessed: the caller must also be allowed to
                 // open the segment, as if by its name.
                 let found = self
