@@ -73,15 +73,9 @@ static USED: AtomicUsize = AtomicUsize::new(0);
 static LOWEST: AtomicUsize = AtomicUsize::new(usize::MAX);
 static HIGHEST: AtomicUsize = AtomicUsize::new(0);
 
-/// What only writers need: how many `mmap`s cover each slot's range (a program may map the
-/// same part of a segment more than once; it is one kernel mapping, unmapped with the last).
-struct WriterState {
-    refs: [u32; CAPACITY],
-}
-
-static WRITER: SpinLock<WriterState> = SpinLock::new(WriterState {
-    refs: [0; CAPACITY],
-});
+/// Writers serialize on this (every `mmap` is a mapping of its own: a segment mapped again gets
+/// an alias, so no piece stands for more than one).
+static WRITER: SpinLock<()> = SpinLock::new(());
 
 fn read_slot(slot: &Slot) -> Option<Mapping> {
     let start = slot.start.load(Ordering::Relaxed);
@@ -183,16 +177,16 @@ pub fn pieces_holding(segment: SegmentId, page: u32) -> impl Iterator<Item = (Ma
 
 /// Exclusive access to the table for changes.
 pub struct Writer {
-    state: SpinGuard<'static, WriterState>,
+    _held: SpinGuard<'static, ()>,
 }
 
 /// Takes the writer lock and opens a write section.
 pub fn write() -> Writer {
-    let state = WRITER.lock();
+    let held = WRITER.lock();
     WRITER_TID.store(sys::gettid(), Ordering::Relaxed);
     GENERATION.fetch_add(1, Ordering::Relaxed);
     fence(Ordering::Release);
-    Writer { state }
+    Writer { _held: held }
 }
 
 impl Drop for Writer {
@@ -220,16 +214,6 @@ impl Writer {
             .any(|m| m.segment == segment)
     }
 
-    /// How many `mmap`s slot `i` stands for.
-    pub fn refs(&self, i: usize) -> u32 {
-        self.state.refs[i]
-    }
-
-    /// Changes how many `mmap`s slot `i` stands for.
-    pub fn set_refs(&mut self, i: usize, refs: u32) {
-        self.state.refs[i] = refs;
-    }
-
     /// Changes the program's protection of slot `i`.
     pub fn set_prot(&mut self, i: usize, prot: i32) {
         SLOTS[i].prot.store(prot, Ordering::Relaxed);
@@ -237,15 +221,10 @@ impl Writer {
 
     /// Adds a new mapping; `Err` if the table is full.
     pub fn insert(&mut self, m: Mapping) -> Result<(), TableFull> {
-        self.put(m, 1)
-    }
-
-    fn put(&mut self, m: Mapping, refs: u32) -> Result<(), TableFull> {
         let i = SLOTS
             .iter()
             .position(|s| s.start.load(Ordering::Relaxed) == 0)
             .ok_or(TableFull)?;
-        self.state.refs[i] = refs;
         let s = &SLOTS[i];
         s.end.store(m.end, Ordering::Relaxed);
         s.segment.store(m.segment.0, Ordering::Relaxed);
@@ -285,7 +264,6 @@ impl Writer {
             return Err(TableFull);
         }
         for (i, m) in straddling {
-            let refs = self.state.refs[i];
             let inner = Mapping {
                 start: m.start.max(lo),
                 end: m.end.min(hi),
@@ -294,10 +272,10 @@ impl Writer {
             SLOTS[i].start.store(inner.start, Ordering::Relaxed);
             SLOTS[i].end.store(inner.end, Ordering::Relaxed);
             if m.start < lo {
-                self.put(Mapping { end: lo, ..m }, refs)?;
+                self.insert(Mapping { end: lo, ..m })?;
             }
             if hi < m.end {
-                self.put(Mapping { start: hi, ..m }, refs)?;
+                self.insert(Mapping { start: hi, ..m })?;
             }
         }
         Ok(())

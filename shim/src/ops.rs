@@ -690,31 +690,16 @@ pub fn munmap(addr: usize, len: usize) -> Option<Result<(), Errno>> {
         Ok(found) => found,
         Err(e) => return Some(Err(e)),
     };
-    // Pieces another mmap still covers only lose a reference; the rest of the range (other
-    // pieces, and any memory that is not DSM) is unmapped.
-    let mut kept: Vec<Mapping> = Vec::new();
-    let mut gone = Vec::new();
-    for (i, m) in table.inside(addr, hi) {
-        if table.refs(i) > 1 {
-            table.set_refs(i, table.refs(i) - 1);
-            kept.push(m);
-        } else {
+    let gone: Vec<SegmentId> = table
+        .inside(addr, hi)
+        .into_iter()
+        .map(|(i, m)| {
             table.remove(i);
-            gone.push(m.segment);
-        }
-    }
-    kept.sort_by_key(|m| m.start);
-    let mut from = addr;
-    let mut result = Ok(());
-    for hole in kept.iter().map(|m| (m.start, m.end)).chain([(hi, hi)]) {
-        if from < hole.0 {
-            // SAFETY: the program unmaps its own range; pieces still referenced are skipped.
-            if let Err(e) = unsafe { sys::munmap(from, hole.0 - from) } {
-                result = Err(e);
-            }
-        }
-        from = hole.1;
-    }
+            m.segment
+        })
+        .collect();
+    // SAFETY: the program unmaps its own range (DSM pieces and any other memory in it).
+    let result = unsafe { sys::munmap(addr, hi - addr) }.map(|_| ());
     release(table, &gone);
     Some(result)
 }
