@@ -446,7 +446,9 @@ impl Default for Key {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port free a moment ago (another test's connection may take it meanwhile:
+/// [`Cluster::start`] retries).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -644,4 +646,44 @@ pub fn attach(
     chan.write_all(&frame::encode(&hello).unwrap()).unwrap();
     read_frame(&mut chan);
     (session, chan)
+}
+
+/// Node 2 of a plain (`--insecure`) two-node cluster whose node 1 is the test itself, with
+/// `manager`: the daemon, and a function that connects to it as node 1 and says node 1's hello.
+/// For tests of the core's validation of peer messages, below the link's authentication.
+pub fn played_peer(manager: &str) -> (Daemon, impl Fn() -> std::net::TcpStream) {
+    use dsm_proto::peer::{PeerFrame, PeerHello};
+    use dsm_proto::{frame, NodeId, MAGIC, PROTOCOL_VERSION};
+    use std::io::Write;
+    let (fake, port) = (free_port(), free_port());
+    // Node 2 waits for node 1 to dial it.
+    let d = Daemon::start_with(
+        2,
+        &[
+            "--manager",
+            manager,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--peer",
+            &format!("1=127.0.0.1:{fake}"),
+            "--insecure",
+        ],
+    );
+    let hello = frame::encode(&PeerFrame::Hello(PeerHello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        cluster: "dsm".into(),
+        node: NodeId(1),
+        manager: manager.into(),
+        incarnation: 1,
+    }))
+    .expect("hello encodes");
+    let connect = move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        s.write_all(&hello).expect("hello");
+        s
+    };
+    (d, connect)
 }

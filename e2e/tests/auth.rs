@@ -9,18 +9,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dsm_e2e::{artifacts, c_program, run, unique, Cluster, Daemon, Key, Running};
+use dsm_e2e::{artifacts, c_program, free_port, run, unique, Cluster, Daemon, Key, Running};
 use dsm_proto::frame;
 use dsm_proto::peer::{PeerFrame, PeerHello};
 use dsm_proto::{NodeId, MAGIC, PROTOCOL_VERSION};
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// dsmd's exit and what it said, started with `args`.
 fn refused_start(args: &[&str]) -> (bool, String) {
@@ -39,8 +31,8 @@ fn refused_start(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn a_daemon_with_peers_needs_a_key_it_keeps_secret() {
-    let peer = format!("2=127.0.0.1:{}", port());
-    let listen = format!("127.0.0.1:{}", port());
+    let peer = format!("2=127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
     let (ok, said) = refused_start(&["--listen", &listen, "--peer", &peer]);
     assert!(!ok && said.contains("dsmctl keygen"), "{said}");
 
@@ -58,7 +50,7 @@ fn a_daemon_with_peers_needs_a_key_it_keeps_secret() {
 
 #[test]
 fn daemons_with_different_keys_never_link_and_say_why() {
-    let (p1, p2) = (port(), port());
+    let (p1, p2) = (free_port(), free_port());
     let (k1, k2) = (Key::new(), Key::new());
     let start = |node: u32, me: u16, other: u16, key: &Key| {
         let [kf, kp] = key.args();

@@ -276,46 +276,12 @@ fn a_restarted_peer_links_up_again() {
 #[test]
 fn bad_peer_input_closes_one_link_and_nothing_else() {
     use dsm_proto::frame;
-    use dsm_proto::peer::{NodeSet, PageKey, PeerFrame, PeerHello, PeerMsg};
-    use dsm_proto::{NodeId, SegmentId, MAGIC, PROTOCOL_VERSION};
+    use dsm_proto::peer::{NodeSet, PageKey, PeerFrame, PeerMsg};
+    use dsm_proto::{NodeId, SegmentId};
     use std::io::Read;
-    use std::net::TcpStream;
 
     // Node 2 expects node 1 to dial it; the test plays node 1.
-    let fake_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut d = dsm_e2e::Daemon::start_with(
-        2,
-        &[
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--peer",
-            &format!("1=127.0.0.1:{fake_port}"),
-            // The test speaks the plain protocol: what is checked here is the core's validation
-            // of a peer's messages, below the link's authentication.
-            "--insecure",
-        ],
-    );
-    let hello = PeerFrame::Hello(PeerHello {
-        magic: MAGIC,
-        version: PROTOCOL_VERSION,
-        cluster: "dsm".into(),
-        node: NodeId(1),
-        manager: "dynamic".into(),
-        incarnation: 1,
-    });
-    let connect = || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&frame::encode(&hello).unwrap()).unwrap();
-        s
-    };
+    let (mut d, connect) = dsm_e2e::played_peer("dynamic");
     let seg = SegmentId::new(NodeId(2), 1);
     let key = |page| PageKey { segment: seg, page };
     // A request for a page no segment can have, and a grant nobody asked for.
