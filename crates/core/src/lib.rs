@@ -12,6 +12,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod directory;
+pub mod members;
 pub mod node;
 pub mod page;
 pub mod sync;

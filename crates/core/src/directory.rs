@@ -1,9 +1,10 @@
-//! The cluster-wide segment directory, kept by one node (the registrar: the lowest node id).
+//! The cluster-wide segment directory: the state machine the Raft log replicates
+//! ([`crate::members`] applies every committed operation to it on every node, in log order).
 //!
 //! Names, sizes, base addresses, `O_EXCL`, unlink, and which nodes map each segment, so that a
 //! name means one segment of one size at one address everywhere, and a segment lives until it
 //! is unlinked *and* no node maps it (as a POSIX shared memory object does on one host).
-//! Pure logic: the server carries requests to it and its broadcasts to every node.
+//! Deterministic: the same operations in the same order give the same directory on every node.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -11,6 +12,7 @@ use dsm_proto::client::{OpenFlags, ShmError, MAX_NAME_LEN};
 use dsm_proto::peer::{Caller, DirMsg, DirOp, SegmentMeta};
 use dsm_proto::{NodeId, SegmentId, PAGE_SIZE};
 use log::{info, warn};
+use serde::{Deserialize, Serialize};
 
 pub use dsm_proto::{ALIAS_START, WINDOW_START};
 /// Address span a segment reserves at least, so it can grow without moving.
@@ -18,7 +20,7 @@ pub const MIN_SPAN: u64 = 1 << 30;
 /// Largest segment (the page index is a `u32`).
 pub const MAX_SIZE: u64 = (u32::MAX as u64) * PAGE_SIZE as u64;
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Entry {
     meta: SegmentMeta,
     /// Nodes that hold the segment (a process opened or maps it).
@@ -38,7 +40,7 @@ pub struct Effect {
 }
 
 /// The directory.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Directory {
     segments: BTreeMap<SegmentId, Entry>,
     names: HashMap<String, SegmentId>,
@@ -58,6 +60,13 @@ impl Default for Directory {
 }
 
 impl Directory {
+    /// Carries out `op` for node `from`, as the log entry at `index` (a segment it creates takes
+    /// the index as its serial: never the same twice while the log lives).
+    pub fn apply_at(&mut self, index: u64, from: NodeId, op: DirOp) -> Effect {
+        self.next_serial = self.next_serial.max(index);
+        self.apply(from, op)
+    }
+
     /// Carries out `op` for node `from`.
     pub fn apply(&mut self, from: NodeId, op: DirOp) -> Effect {
         let mut broadcast = None;
@@ -146,8 +155,32 @@ impl Directory {
         Effect { reply, broadcast }
     }
 
+    /// A node died: it holds and maps nothing any more. Returns what every node must hear (the
+    /// segments that went with it: unlinked, and now attached nowhere).
+    pub fn node_died(&mut self, node: NodeId) -> Vec<DirMsg> {
+        let held: Vec<SegmentId> = self
+            .segments
+            .iter()
+            .filter(|(_, e)| e.attached.contains(&node) || e.mapping.contains(&node))
+            .map(|(&id, _)| id)
+            .collect();
+        let mut news = Vec::new();
+        for id in held {
+            if let Some(e) = self.segments.get_mut(&id) {
+                e.attached.remove(&node);
+                e.mapping.remove(&node);
+            }
+            news.extend(self.reap(id));
+        }
+        news
+    }
+
+    /// Every segment, in id order.
+    pub fn segments(&self) -> impl Iterator<Item = &SegmentMeta> {
+        self.segments.values().map(|e| &e.meta)
+    }
+
     /// The segment, if it exists.
-    #[cfg(test)]
     pub fn get(&self, id: SegmentId) -> Option<&SegmentMeta> {
         self.segments.get(&id).map(|e| &e.meta)
     }
@@ -288,7 +321,7 @@ fn normalize(name: &str) -> Result<&str, ShmError> {
 }
 
 /// First-fit allocator of address spans inside the window.
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct AddressSpace {
     /// Free spans, start → length, never adjacent (merged on free).
     free: BTreeMap<u64, u64>,
