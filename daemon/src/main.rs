@@ -4,7 +4,6 @@
 mod ratelimit;
 mod config;
 mod conn;
-mod directory;
 mod noise;
 mod page_store;
 mod peers;

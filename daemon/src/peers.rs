@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use dsm_proto::frame::{self, FrameBuffer, MAX_PEER_FRAME};
 
 use crate::noise::{Psk, Records};
-use dsm_proto::peer::{DirMsg, PageKey, PeerFrame, PeerHello, PeerMsg};
+use dsm_proto::peer::{PageKey, PeerFrame, PeerHello, PeerMsg};
 use dsm_proto::sync::SyncMsg;
 use dsm_proto::{NodeId, MAGIC, PAGE_SIZE, PROTOCOL_VERSION};
 use log::{debug, info, warn};
@@ -37,19 +37,37 @@ const MAX_UNSENT_FRAMES: usize = 16 * 1024;
 const MAX_STRANGERS: usize = 64;
 /// How long a connection may take to say its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A link with nothing to send for this long sends a ping.
+const PING_EVERY: Duration = Duration::from_millis(500);
+/// A link that hears nothing (not even a ping) for this long is taken down: the daemon behind
+/// it is stopped or its host unreachable, even if TCP has not noticed.
+const SILENCE: Duration = Duration::from_secs(3);
+/// A newcomer claiming the node id of a link that was heard from this recently is a second
+/// daemon with that id, not a restart.
+const ALIVE_WITHIN: Duration = Duration::from_millis(1500);
 
 /// A message from a peer.
 #[derive(Debug)]
 pub enum Incoming {
     /// Coherence (a grant's page is already stored, through the page sink).
     Coherence(PeerMsg),
-    /// Directory traffic.
-    Directory(DirMsg),
+    /// Membership and directory traffic (a Raft message).
+    Raft(Vec<u8>),
     /// Lock-service traffic.
     Sync(SyncMsg),
-    /// The peer's daemon is a new one (it restarted): whatever its old processes held is gone.
-    /// Comes before any message of the new daemon.
-    Restarted,
+    /// The link is up, to this daemon (a different incarnation than before means the old one
+    /// died: nothing queued for it was delivered to this one). Comes before its messages.
+    Up {
+        /// The peer daemon's incarnation.
+        incarnation: u64,
+        /// Whether it is in a running cluster.
+        formed: bool,
+    },
+    /// The link went down.
+    Down,
+    /// This node and that one cannot be in one cluster (name, manager, version, key, or a node
+    /// id another live daemon has): why, naming both sides.
+    Mismatch(String),
 }
 
 /// A message ready to write: its frame, and the page that follows a grant.
@@ -72,6 +90,8 @@ pub struct Identity {
     pub incarnation: u64,
     /// The cluster key; `None` only with `--insecure` (plain links).
     pub key: Option<Psk>,
+    /// Whether this node is in a running cluster (said in the hello).
+    pub formed: bool,
 }
 
 /// Counters for one link.
@@ -148,14 +168,15 @@ struct Link {
     backoff: Duration,
     retry_at: Instant,
     up_since: Option<Instant>,
-    /// When the link last went down, until it is reported gone or comes back.
-    lost_at: Option<Instant>,
     /// The peer daemon's incarnation, once greeted.
     incarnation: Option<u64>,
     failures: u32,
     stats: LinkStats,
     /// Why the link is not up, if it is not (for `dsmctl peers`).
     problem: Option<String>,
+    /// When something last arrived on, and was last written to, the connection.
+    last_rx: Instant,
+    last_tx: Instant,
 }
 
 /// All links of this node.
@@ -170,6 +191,8 @@ pub struct Peers {
     /// Messages of the open batch: (peer, frame, page to send after it).
     batch: Vec<(NodeId, Vec<u8>, Option<PageKey>)>,
     batch_depth: u32,
+    /// Links that came up or went down outside [`Peers::on_event`], for the daemon.
+    events: Vec<(NodeId, Incoming)>,
 }
 
 /// A peer's state for `dsmctl peers`.
@@ -205,11 +228,12 @@ impl Peers {
                         backoff: FIRST_BACKOFF,
                         retry_at: now,
                         up_since: None,
-                        lost_at: None,
                         incarnation: None,
                         failures: 0,
                         stats: LinkStats::default(),
                         problem: None,
+                        last_rx: now,
+                        last_tx: now,
                     },
                 )
             })
@@ -223,25 +247,35 @@ impl Peers {
             next_token: FIRST_PEER_TOKEN,
             batch: Vec::new(),
             batch_depth: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// What happened to links since last asked (ups, downs, mismatches), in order.
+    pub fn take_events(&mut self) -> Vec<(NodeId, Incoming)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Says in later hellos whether this node is in a running cluster.
+    pub fn set_formed(&mut self, formed: bool) {
+        self.me.formed = formed;
+    }
+
+    /// Sends a Raft message to `to` if its link is up to daemon `incarnation`; otherwise drops
+    /// it (Raft sends again; a message for an old incarnation must never reach a new one).
+    pub fn send_raft(&mut self, registry: &Registry, to: NodeId, incarnation: u64, bytes: Vec<u8>) {
+        let up = self
+            .links
+            .get(&to)
+            .is_some_and(|l| l.up_since.is_some() && l.incarnation == Some(incarnation));
+        if up {
+            self.push(registry, to, &PeerFrame::Raft(bytes), None);
         }
     }
 
     /// Whether `token` is one of ours.
     pub fn owns(token: Token) -> bool {
         token.0 >= FIRST_PEER_TOKEN
-    }
-
-    /// Peers whose link has been down longer than `grace` since it was last up: their daemon
-    /// is taken for dead. Each lost link is reported once.
-    pub fn take_gone(&mut self, grace: Duration) -> Vec<NodeId> {
-        let mut gone = Vec::new();
-        for (&node, link) in &mut self.links {
-            if link.lost_at.is_some_and(|t| t.elapsed() >= grace) {
-                link.lost_at = None;
-                gone.push(node);
-            }
-        }
-        gone
     }
 
     /// Whether the link to `node` is up.
@@ -271,6 +305,7 @@ impl Peers {
             node: self.me.node,
             manager: self.me.manager.clone(),
             incarnation: self.me.incarnation,
+            formed: self.me.formed,
         }))
         .expect("hello encodes")
     }
@@ -354,6 +389,7 @@ impl Peers {
             all.drain(..skip);
             all
         };
+        link.last_tx = Instant::now();
         let Some(conn) = link.conn.as_mut().filter(|c| c.greeted) else {
             for m in messages {
                 let bytes = flat(m, 0);
@@ -423,6 +459,31 @@ impl Peers {
                     "closed a peer connection that sent no hello in {HELLO_TIMEOUT:?}"
                 );
             }
+        }
+        let silent: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.up_since.is_some() && now.duration_since(l.last_rx) >= SILENCE)
+            .map(|(&n, _)| n)
+            .collect();
+        for node in silent {
+            self.drop_conn(
+                registry,
+                node,
+                &format!(
+                    "nothing heard for {SILENCE:?} (its daemon is stopped or its host unreachable)"
+                ),
+            );
+        }
+        let quiet: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.up_since.is_some() && now.duration_since(l.last_tx) >= PING_EVERY)
+            .map(|(&n, _)| n)
+            .collect();
+        for node in quiet {
+            let ping = frame::encode(&PeerFrame::Ping).expect("encodes");
+            self.write_now(registry, node, vec![(ping, None)]);
         }
         let due: Vec<NodeId> = self
             .links
@@ -599,8 +660,11 @@ impl Peers {
             }
         };
         link.stats.bytes_in += read as u64;
+        if read > 0 {
+            link.last_rx = Instant::now();
+        }
         if let Err(why) = self.parse(registry, node, arrived, sink) {
-            self.refuse(registry, node, &why);
+            self.refuse(registry, node, &why, false);
             return;
         }
         if eof {
@@ -648,14 +712,23 @@ impl Peers {
                             node.0, hello.node.0
                         ));
                     }
-                    self.check_hello(&hello)?;
-                    self.greeted(registry, node, hello.incarnation, arrived);
+                    if let Err(why) = self.check_hello(&hello) {
+                        self.events
+                            .push((node, Incoming::Mismatch(format!("{node} runs {why}"))));
+                        self.refuse(registry, node, &why, true);
+                        return Ok(());
+                    }
+                    self.greeted(registry, node, hello.incarnation, hello.formed, arrived);
                 }
-                PeerFrame::Refused { reason } => {
+                PeerFrame::Refused { reason, fatal } => {
                     link.failures = link.failures.max(1);
                     link.backoff = MAX_BACKOFF;
                     warn!("{node} refused this node: {reason}");
                     link.problem = Some(format!("refused by {node}: {reason}"));
+                    if fatal {
+                        let why = format!("{node} refused this node: {reason}");
+                        self.events.push((node, Incoming::Mismatch(why)));
+                    }
                     self.drop_conn(registry, node, "refused");
                     return Ok(());
                 }
@@ -668,10 +741,11 @@ impl Peers {
                     link.stats.messages_in += 1;
                     arrived.push((node, Incoming::Coherence(msg)));
                 }
-                PeerFrame::Directory(msg) => {
+                PeerFrame::Raft(bytes) => {
                     link.stats.messages_in += 1;
-                    arrived.push((node, Incoming::Directory(msg)));
+                    arrived.push((node, Incoming::Raft(bytes)));
                 }
+                PeerFrame::Ping => {}
                 PeerFrame::Sync(msg) => {
                     link.stats.messages_in += 1;
                     arrived.push((node, Incoming::Sync(msg)));
@@ -710,15 +784,31 @@ impl Peers {
         registry: &Registry,
         node: NodeId,
         incarnation: u64,
+        formed: bool,
         arrived: &mut Vec<(NodeId, Incoming)>,
     ) {
         let link = self.links.get_mut(&node).expect("known");
         if link.incarnation.is_some_and(|i| i != incarnation) {
-            info!("{node} restarted: what its processes held is released");
-            arrived.push((node, Incoming::Restarted));
+            // Nothing meant for the old daemon reaches the new one.
+            if !link.outbox.is_empty() {
+                info!(
+                    "{node} restarted: {} messages queued for its old daemon dropped",
+                    link.outbox.len()
+                );
+            }
+            link.outbox.clear();
+            link.outbox_bytes = 0;
         }
+        arrived.push((
+            node,
+            Incoming::Up {
+                incarnation,
+                formed,
+            },
+        ));
         link.incarnation = Some(incarnation);
-        link.lost_at = None;
+        link.last_rx = Instant::now();
+        link.last_tx = Instant::now();
         link.problem = None;
         let conn = link.conn.as_mut().expect("connected");
         conn.greeted = true;
@@ -762,8 +852,13 @@ impl Peers {
             .stream
             .peer_addr()
             .map_or("?".into(), |a| a.to_string());
+        // Whether a refusal is one the newcomer cannot cure by waiting.
+        let mut fatal = false;
         let verdict = hello.and_then(|h| {
-            self.check_hello(&h)?;
+            if let Err(why) = self.check_hello(&h) {
+                fatal = true;
+                return Err(why);
+            }
             match self.links.get(&h.node) {
                 None => Err(format!(
                     "node {} is not a member here (no --peer for it)",
@@ -773,11 +868,28 @@ impl Peers {
                     "node {} should wait for this node ({}) to dial it",
                     h.node.0, self.me.node.0
                 )),
-                Some(_) => Ok((h.node, h.incarnation)),
+                Some(l)
+                    if l.up_since.is_some()
+                        && l.incarnation != Some(h.incarnation)
+                        && l.last_rx.elapsed() < ALIVE_WITHIN =>
+                {
+                    fatal = true;
+                    Err(format!(
+                        "node {} is alive in this cluster (another daemon, incarnation {:#x}, \
+                         linked to node {} since {:.0?} ago): two daemons cannot share \
+                         --node-id {}",
+                        h.node.0,
+                        l.incarnation.unwrap_or(0),
+                        self.me.node.0,
+                        l.up_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                        h.node.0
+                    ))
+                }
+                Some(_) => Ok((h.node, h.incarnation, h.formed)),
             }
         });
         match verdict {
-            Ok((node, incarnation)) => {
+            Ok((node, incarnation, formed)) => {
                 let hello = self.hello();
                 if let Some(records) = &mut conn.crypto {
                     match records.reply(&hello) {
@@ -796,10 +908,10 @@ impl Peers {
                 }
                 self.tokens.insert(token, node);
                 self.links.get_mut(&node).expect("known").conn = Some(conn);
-                self.greeted(registry, node, incarnation, arrived);
+                self.greeted(registry, node, incarnation, formed, arrived);
                 // Frames that came with the hello.
                 if let Err(why) = self.parse(registry, node, arrived, sink) {
-                    self.refuse(registry, node, &why);
+                    self.refuse(registry, node, &why, false);
                 }
             }
             Err(reason) => {
@@ -808,7 +920,8 @@ impl Peers {
                     "refused peer",
                     "refusing peer connection from {peer}: {reason}"
                 );
-                let refusal = frame::encode(&PeerFrame::Refused { reason }).expect("encodes");
+                let refusal =
+                    frame::encode(&PeerFrame::Refused { reason, fatal }).expect("encodes");
                 // A keyed dialer that proved the key learns why: the refusal is the answer.
                 let bytes = match &mut conn.crypto {
                     None => Some(refusal),
@@ -823,7 +936,7 @@ impl Peers {
         }
     }
 
-    fn refuse(&mut self, registry: &Registry, node: NodeId, reason: &str) {
+    fn refuse(&mut self, registry: &Registry, node: NodeId, reason: &str, fatal: bool) {
         warn!("closing link to {node}: {reason}");
         if let Some(link) = self.links.get_mut(&node) {
             link.problem = Some(reason.to_owned());
@@ -831,6 +944,7 @@ impl Peers {
         if let Some(conn) = self.links.get_mut(&node).and_then(|l| l.conn.as_mut()) {
             let refusal = frame::encode(&PeerFrame::Refused {
                 reason: reason.to_owned(),
+                fatal,
             })
             .expect("encodes");
             conn.out.clear();
@@ -897,7 +1011,7 @@ impl Peers {
         self.tokens.remove(&conn.token);
         if let Some(since) = link.up_since.take() {
             warn!("link to {node} lost after {:.1?}: {why}", since.elapsed());
-            link.lost_at = Some(Instant::now());
+            self.events.push((node, Incoming::Down));
             // A message half-written to the dead connection cannot be resumed on a new one
             // (sealed ones wholly written are off `out` already; the rest go again, resealed).
             let half_sealed = conn.sealed_ends.front().is_some_and(|_| conn.sent > 0);
@@ -912,7 +1026,14 @@ impl Peers {
             link.retry_at = Instant::now();
         } else if link.dials {
             let why = if conn.connected && conn.crypto.as_ref().is_some_and(|r| !r.is_transport()) {
-                format!("{why} during the handshake: a different cluster key, or not a dsm daemon")
+                let why = format!(
+                    "{why} during the handshake: a different cluster key, or not a dsm daemon"
+                );
+                self.events.push((
+                    node,
+                    Incoming::Mismatch(format!("{node} at {}: {why}", link.addr)),
+                ));
+                why
             } else {
                 why.to_owned()
             };

@@ -1,6 +1,7 @@
-//! The event loop: local connections (processes and `dsmctl`), peer links, the segment
-//! directory and the protocol core. Thin on purpose: decisions live in `dsm_core`, in
-//! [`crate::directory`] and in [`crate::store`]; this file carries bytes between them.
+//! The event loop: local connections (processes and `dsmctl`), peer links, membership and the
+//! segment directory (on Raft), and the protocol core. Thin on purpose: decisions live in
+//! `dsm_core` ([`Node`], [`Members`], [`Service`]) and in [`crate::store`]; this file carries
+//! bytes between them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -10,9 +11,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use dsm_core::members::{MemberInput, MemberOutput, Members, Timing};
 use dsm_core::{FaultError, FaultId, Input, Node, Output, Service};
 use dsm_proto::client::{Push, PushAck, Reply, Request, ShmError};
-use dsm_proto::ctl::{CtlReply, CtlRequest, PeerStatus, ProcessStatus, SegmentStatus, Status};
+use dsm_proto::ctl::{
+    CtlReply, CtlRequest, MemberStatus, PeerStatus, ProcessStatus, SegmentStatus, Status,
+};
 use dsm_proto::frame::{self, MAX_CLIENT_FRAME};
 use dsm_proto::hello::{Hello, HelloReply, Role};
 use dsm_proto::peer::{Caller, DirMsg, DirOp, PageKey, PeerFrame, PeerMsg, SegmentMeta};
@@ -23,7 +27,6 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Config;
 use crate::conn::{Conn, Kind, ReadEnd, MAX_BUFFERED};
-use crate::directory::Directory;
 use crate::page_store::Page;
 use crate::peers::{Identity, Incoming, Peers};
 use crate::store::Store;
@@ -94,16 +97,16 @@ struct Session {
     used_sync: bool,
 }
 
-/// A client request waiting for the registrar's answer.
+/// A client request waiting for its directory operation to commit.
 #[derive(Debug, Clone, Copy)]
 enum Parked {
     /// `shm_open`, or a SysV attach by id; whether for writing.
     Open(Token, bool),
     Resize(Token),
     Unlink(Token),
-    /// A request answered `Done` once the registrar agrees (`fchmod`/`fchown`).
+    /// A request answered `Done` once it commits (`fchmod`/`fchown`).
     Done(Token),
-    /// A process's `mmap`, the node's first of the segment, waits for the registrar to fix its
+    /// A process's `mmap`, the node's first of the segment, waits for the directory to fix its
     /// base (`DirOp::Map`).
     Map {
         token: Token,
@@ -138,8 +141,12 @@ pub struct Server {
     next_token: usize,
     sessions: BTreeMap<SessionId, Session>,
     next_session: u64,
-    registrar: NodeId,
-    directory: Directory,
+    /// Membership and the directory (Raft).
+    members: Members,
+    /// This daemon's incarnation.
+    incarnation: u64,
+    /// Why the daemon must stop, once it must (checked by the event loop).
+    fatal: Option<String>,
     store: Store,
     core: Node,
     peers: Peers,
@@ -245,6 +252,7 @@ impl Server {
                 manager: config.manager.as_str().into(),
                 incarnation,
                 key: key.clone(),
+                formed: config.peers.is_empty(),
             },
             &config
                 .peers
@@ -260,7 +268,19 @@ impl Server {
                 fault_timeout_ms: config.fault_timeout_ms,
                 readahead: config.readahead,
             }),
-            registrar: members[0],
+            members: Members::new(
+                me,
+                incarnation,
+                &config.peers.iter().map(|p| p.node).collect::<Vec<_>>(),
+                Timing {
+                    tick_ms: 100,
+                    death_ms: config.fault_timeout_ms,
+                    retry_ms: 500,
+                    timeout_ms: config.fault_timeout_ms,
+                },
+            ),
+            incarnation,
+            fatal: None,
             config,
             poll,
             listener,
@@ -275,7 +295,6 @@ impl Server {
             next_token: FIRST_CONN,
             sessions: BTreeMap::new(),
             next_session: 1,
-            directory: Directory::default(),
             store: Store::default(),
             peers,
             parked: HashMap::new(),
@@ -299,13 +318,13 @@ impl Server {
     /// Serves until SIGTERM or SIGINT, then removes the socket file.
     pub fn run(mut self) -> Result<(), ServerError> {
         info!(
-            "dsmd {} node {} of cluster `{}` ({} nodes, {} manager, registrar {}) serving {}{}",
+            "dsmd {} node {} (incarnation {:#x}) of cluster `{}` ({} nodes, {} manager) serving {}{}",
             env!("CARGO_PKG_VERSION"),
             self.config.node_id.0,
+            self.incarnation,
             self.config.cluster,
             self.config.members().len(),
             self.config.manager.as_str(),
-            self.registrar,
             self.config.socket.display(),
             match self.config.listen {
                 Some(a) => format!(", peers on {a}"),
@@ -384,6 +403,11 @@ impl Server {
                 last_tick = Instant::now();
                 self.tick();
             }
+            self.link_events();
+            if let Some(why) = self.fatal.take() {
+                let _ = std::fs::remove_file(&self.config.socket);
+                return Err(ServerError::Config(why));
+            }
         }
         info!(
             "shutting down: {} segments, {} attached processes",
@@ -409,34 +433,12 @@ impl Server {
         for token in silent {
             self.close(token, "no hello in time");
         }
-        let grace = Duration::from_millis(self.config.fault_timeout_ms);
-        for node in self.peers.take_gone(grace) {
-            warn!("{node} unreachable for {grace:?}: taken for dead, what its processes held is released");
-            self.node_gone(node);
-        }
         let now_ms = self.now_ms();
+        self.link_events();
+        self.members.handle(MemberInput::Tick { now_ms });
+        self.drain_members();
         self.core.handle(Input::Tick { now_ms });
         self.drain_core();
-        let limit = Duration::from_millis(self.config.fault_timeout_ms);
-        let expired: Vec<u64> = self
-            .parked
-            .iter()
-            .filter(|(_, (_, since))| since.elapsed() >= limit)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in expired {
-            let (parked, _) = self.parked.remove(&id).expect("listed");
-            warn!(
-                "the registrar ({}) did not answer in {limit:?}{}",
-                self.registrar,
-                if self.peers.is_up(self.registrar) {
-                    ""
-                } else {
-                    " (its link is down)"
-                }
-            );
-            self.complete(parked, Err(ShmError::TimedOut));
-        }
     }
 
     fn signalled(&mut self) -> bool {
@@ -1022,38 +1024,103 @@ impl Server {
                 conn.busy = true;
             }
         }
-        let me = self.config.node_id;
-        if self.registrar == me {
-            let effect = self.directory.apply(me, op);
-            if let Some(b) = effect.broadcast {
-                self.broadcast(b);
-            }
-            self.complete(parked, effect.reply);
-            return;
-        }
         let id = self.next_request;
         self.next_request += 1;
         if !matches!(parked, Parked::Notice) {
             self.parked.insert(id, (parked, Instant::now()));
         }
-        let frame = PeerFrame::Directory(DirMsg::Request { id, op });
-        self.peers
-            .send(self.poll.registry(), self.registrar, &frame);
+        let now_ms = self.now_ms();
+        self.members.handle(MemberInput::Propose {
+            req: id,
+            op,
+            now_ms,
+        });
+        self.drain_members();
     }
 
-    fn broadcast(&mut self, msg: DirMsg) {
-        let peers: Vec<NodeId> = self.config.peers.iter().map(|p| p.node).collect();
-        for peer in peers {
-            self.peers.send(
-                self.poll.registry(),
-                peer,
-                &PeerFrame::Directory(msg.clone()),
-            );
+    /// Carries out what membership asks: Raft messages out, answers to local requests,
+    /// committed directory changes and deaths.
+    fn drain_members(&mut self) {
+        while let Some(output) = self.members.poll_output() {
+            match output {
+                MemberOutput::Send {
+                    to,
+                    incarnation,
+                    bytes,
+                } => self
+                    .peers
+                    .send_raft(self.poll.registry(), to, incarnation, bytes),
+                MemberOutput::Reply { req, result } => {
+                    if let Some((parked, since)) = self.parked.remove(&req) {
+                        if result == Err(ShmError::TimedOut) {
+                            self.log_no_quorum(since.elapsed());
+                        }
+                        self.complete(parked, result);
+                    }
+                }
+                MemberOutput::News(msg) => self.directory_news(msg),
+                MemberOutput::Joined { node, incarnation } => {
+                    debug!("{node} (incarnation {incarnation:#x}) is a member");
+                }
+                MemberOutput::Died { node, incarnation } => {
+                    warn!(
+                        "{node} (incarnation {incarnation:#x}) is dead, as the cluster agreed: \
+                         what its processes held is released"
+                    );
+                    self.node_gone(node);
+                }
+                MemberOutput::Expelled => {
+                    self.fatal = Some(format!(
+                        "the cluster declared this node ({}) dead while it was cut off: its \
+                         pages may have been taken over, so it stops; start it again to rejoin \
+                         as a new node",
+                        self.config.node_id
+                    ));
+                }
+                MemberOutput::Violation { from, what } => {
+                    limited_warn!(self.limit, "raft violation", "{from}: {what}");
+                }
+            }
         }
-        self.directory_news(msg);
+        self.peers.set_formed(self.members.formed());
     }
 
-    /// A size change or removal the registrar announced.
+    /// Says why a directory request failed: who could not be reached.
+    fn log_no_quorum(&mut self, after: Duration) {
+        let down: Vec<String> = self
+            .config
+            .peers
+            .iter()
+            .filter(|p| !self.peers.is_up(p.node))
+            .map(|p| format!("{} ({})", p.node, p.addr))
+            .collect();
+        let leader = self.members.leader();
+        limited_warn!(
+            self.limit,
+            "no quorum",
+            "a directory request did not commit in {after:.1?}: {}; unreachable: {}",
+            match leader {
+                Some(l) => format!("the leader is {l}"),
+                None => "no leader (a majority of the members must be up and linked)".into(),
+            },
+            if down.is_empty() {
+                "none".to_string()
+            } else {
+                down.join(", ")
+            }
+        );
+    }
+
+    /// What the links said since last asked: ups and downs go to membership; a mismatch
+    /// stops a daemon that is in no cluster yet (it is the newcomer that does not fit).
+    fn link_events(&mut self) {
+        let events = self.peers.take_events();
+        for (from, event) in events {
+            self.on_peer_message(from, event);
+        }
+    }
+
+    /// A committed size change, move or removal.
     fn directory_news(&mut self, msg: DirMsg) {
         match msg {
             DirMsg::Sized { segment, size } => {
@@ -1077,7 +1144,6 @@ impl Server {
                     }
                 }
             }
-            DirMsg::Request { .. } | DirMsg::Reply { .. } => {}
         }
     }
 
@@ -1189,32 +1255,41 @@ impl Server {
                 self.publish(key);
                 self.drain_core();
             }
-            Incoming::Directory(DirMsg::Request { id, op }) => {
-                if self.registrar != self.config.node_id {
-                    warn!(
-                        "{from} sent a directory request, but the registrar is {}",
-                        self.registrar
-                    );
-                    return;
-                }
-                let effect = self.directory.apply(from, op);
-                let reply = PeerFrame::Directory(DirMsg::Reply {
-                    id,
-                    result: effect.reply,
-                });
-                self.peers.send(self.poll.registry(), from, &reply);
-                if let Some(b) = effect.broadcast {
-                    self.broadcast(b);
-                }
+            Incoming::Raft(bytes) => {
+                self.members.handle(MemberInput::Raft { from, bytes });
+                self.drain_members();
             }
-            Incoming::Directory(DirMsg::Reply { id, result }) => {
-                if let Some((parked, _)) = self.parked.remove(&id) {
-                    self.complete(parked, result);
-                }
-            }
-            Incoming::Directory(news) => self.directory_news(news),
             Incoming::Sync(msg) => self.sync_from_peer(from, msg),
-            Incoming::Restarted => self.node_gone(from),
+            Incoming::Up {
+                incarnation,
+                formed,
+            } => {
+                let now_ms = self.now_ms();
+                self.members.handle(MemberInput::LinkUp {
+                    node: from,
+                    incarnation,
+                    formed,
+                    now_ms,
+                });
+                self.drain_members();
+            }
+            Incoming::Down => {
+                let now_ms = self.now_ms();
+                self.members.handle(MemberInput::LinkDown { node: from, now_ms });
+                self.drain_members();
+            }
+            Incoming::Mismatch(why) => {
+                if self.members.formed() {
+                    limited_warn!(self.limit, "mismatch", "{why}");
+                } else {
+                    self.fatal = Some(format!(
+                        "this node ({}, cluster `{}`, manager {}) cannot join: {why}",
+                        self.config.node_id,
+                        self.config.cluster,
+                        self.config.manager.as_str()
+                    ));
+                }
+            }
         }
     }
 
@@ -1542,6 +1617,33 @@ impl Server {
                 .collect(),
             segments,
             processes,
+            incarnation: self.incarnation,
+            members: self
+                .members
+                .members()
+                .into_iter()
+                .map(|(node, m)| {
+                    let me = node == self.config.node_id;
+                    MemberStatus {
+                        node,
+                        addr: if me {
+                            self.config.listen.map_or_else(String::new, |a| a.to_string())
+                        } else {
+                            self.config
+                                .peers
+                                .iter()
+                                .find(|p| p.node == node)
+                                .map_or_else(String::new, |p| p.addr.to_string())
+                        },
+                        incarnation: m.incarnation,
+                        state: if m.alive { "alive" } else { "dead" }.into(),
+                        linked: me || self.peers.is_up(node),
+                    }
+                })
+                .collect(),
+            leader: self.members.leader(),
+            term: self.members.term(),
+            applied: self.members.applied(),
         }
     }
 

@@ -221,6 +221,12 @@ impl Daemon {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// Waits (at most `limit`) for it to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        wait_limited(child, limit, "dsmd to exit")
+    }
+
     /// Sends SIGTERM and waits for it to exit.
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -498,14 +504,20 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Waits until every node reports every peer connected.
+    /// Waits until every node reports every peer connected, and every node a member (alive,
+    /// as committed) with a leader known.
     pub fn wait_linked(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for node in &self.nodes {
             loop {
                 let status = node.status();
                 let peers = status["peers"].as_array().expect("peers");
-                if peers.iter().all(|p| p["connected"] == true) {
+                let members = status["members"].as_array().expect("members");
+                let alive = members.iter().filter(|m| m["state"] == "alive").count();
+                if peers.iter().all(|p| p["connected"] == true)
+                    && alive == self.nodes.len()
+                    && !status["leader"].is_null()
+                {
                     break;
                 }
                 assert!(
@@ -676,6 +688,7 @@ pub fn played_peer(manager: &str) -> (Daemon, impl Fn() -> std::net::TcpStream) 
         node: NodeId(1),
         manager: manager.into(),
         incarnation: 1,
+        formed: false,
     }))
     .expect("hello encodes");
     let connect = move || {

@@ -66,36 +66,43 @@ fn daemons_with_different_keys_never_link_and_say_why() {
             ],
         )
     };
-    let one = start(1, p1, p2, &k1);
     let two = start(2, p2, p1, &k2);
-    // Node 1 dials node 2; it shows why the link is down.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let peers = one.json(&["peers"]);
-        let problem = peers[0]["problem"].as_str().unwrap_or("").to_owned();
-        if problem.contains("cluster key") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no reason shown: {peers}\n{}",
+    // Node 1 dials node 2 and cannot complete the handshake: in no cluster yet, it is the one
+    // that does not fit, and it stops, saying why and naming node 2.
+    let [kf, kp] = k1.args();
+    let log = match Daemon::try_start_with(
+        1,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{p1}"),
+            "--peer",
+            &format!("2=127.0.0.1:{p2}"),
+            &kf,
+            &kp,
+        ],
+    ) {
+        Err(log) => log,
+        Ok(mut one) => {
+            let exit = one.wait_exit(Duration::from_secs(10));
+            assert_eq!(exit.code(), Some(1), "{}", one.log());
             one.log()
-        );
-        thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(
+        log.contains("cannot join") && log.contains("a different cluster key"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("node 2 at 127.0.0.1:{p2}")), "{log}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !two.log().contains("refusing peer connection") {
+        assert!(Instant::now() < deadline, "{}", two.log());
+        thread::sleep(Duration::from_millis(20));
     }
+    // Node 2 goes on, and shows the link down.
     let mut ctl = Command::new(&artifacts().dsmctl);
-    ctl.arg("--socket").arg(&one.socket).arg("peers");
+    ctl.arg("--socket").arg(&two.socket).arg("peers");
     let out = run(ctl);
-    assert!(
-        out.stdout.contains("a different cluster key"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        two.log().contains("refusing peer connection"),
-        "{}",
-        two.log()
-    );
+    assert!(out.stdout.contains("down"), "{}", out.stdout);
     assert_eq!(two.json(&["peers"])[0]["connected"], false);
 }
 
@@ -125,6 +132,7 @@ fn impostors_at_the_peer_port_leave_the_link_and_the_work_intact() {
         node: NodeId(1),
         manager: "dynamic".into(),
         incarnation: 7,
+        formed: true,
     });
     let hello = frame::encode(&impostor).unwrap();
     for i in 0..60 {

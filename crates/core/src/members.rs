@@ -673,7 +673,6 @@ impl Members {
     }
 
     fn bootstrap(&mut self) {
-        let id = self.raft_id();
         {
             let mut state = self.state.borrow_mut();
             state.members.insert(
@@ -685,9 +684,24 @@ impl Members {
             );
             state.applied = 1;
         }
+        self.start_group(1);
+        log::info!(
+            "{} starts a new cluster (every configured node said it is in none)",
+            self.me
+        );
+        self.outputs.push_back(MemberOutput::Joined {
+            node: self.me,
+            incarnation: self.incarnation,
+        });
+    }
+
+    /// A Raft group of this node alone, from the replicated state as it is now (at log index
+    /// `state.applied`, term `term`), and a campaign to lead it.
+    fn start_group(&mut self, term: u64) {
+        let id = self.raft_id();
         let mut snap = Snapshot::default();
-        snap.mut_metadata().index = 1;
-        snap.mut_metadata().term = 1;
+        snap.mut_metadata().index = self.applied();
+        snap.mut_metadata().term = term;
         snap.mut_metadata().mut_conf_state().voters = vec![id];
         snap.data = postcard::to_allocvec(&*self.state.borrow())
             .expect("encodes")
@@ -702,14 +716,51 @@ impl Members {
         let mut raw = RawNode::new(&raft_config(id), store, &self.logger).expect("valid config");
         let _ = raw.campaign();
         self.raw = Some(raw);
-        log::info!(
-            "{} starts a new cluster (every configured node said it is in none)",
+    }
+
+    /// Two voters, and the other one came back as a new incarnation: its old self is dead, and
+    /// with two voters every committed entry is on this node, but no majority is left to
+    /// commit the change. This node goes on alone from its state (the old voter's death
+    /// applied), and adds the new incarnation as any other. With three or more voters a
+    /// majority remains and the leader replaces the voter through the log instead.
+    fn maybe_go_on_alone(&mut self) {
+        let Some(raw) = &self.raw else { return };
+        let me = self.raft_id();
+        let voters = &self.conf.voters;
+        if voters.len() != 2 || !voters.contains(&me) {
+            return;
+        }
+        let Some(&other) = voters.iter().find(|&&v| v != me) else {
+            return;
+        };
+        let node = node_of(other);
+        let restarted = self
+            .links
+            .get(&node)
+            .is_some_and(|l| l.up && l.incarnation.is_some_and(|i| raft_id(node, i) != other));
+        let old = self.incarnation_of(node).filter(|m| m.alive);
+        let (true, Some(old)) = (restarted, old) else {
+            return;
+        };
+        if raft_id(node, old.incarnation) != other {
+            return;
+        }
+        let term = raw.raft.term + 1;
+        log::warn!(
+            "{node} restarted and was one of two voters: {} goes on alone and adds it back",
             self.me
         );
-        self.outputs.push_back(MemberOutput::Joined {
-            node: self.me,
-            incarnation: self.incarnation,
-        });
+        let index = self.applied() + 1;
+        let applied = self.state.borrow_mut().apply(
+            index,
+            Command::Died {
+                node,
+                incarnation: old.incarnation,
+            },
+        );
+        self.state.borrow_mut().applied = index;
+        self.applied_effect(applied);
+        self.start_group(term);
     }
 
     fn on_raft(&mut self, from: NodeId, bytes: &[u8]) {
@@ -963,6 +1014,7 @@ impl Members {
     /// voters following the members. One step proposed at a time; again after a while if it
     /// did not commit.
     fn reconcile(&mut self) {
+        self.maybe_go_on_alone();
         let Some(raw) = &self.raw else { return };
         if raw.raft.state != StateRole::Leader || raw.raft.has_pending_conf() {
             return;

@@ -222,3 +222,29 @@ fn a_cut_off_member_is_declared_dead_and_the_minority_cannot_create() {
     );
     assert!(net.died.iter().any(|&(at, d)| at == NodeId(1) && d == NodeId(3)));
 }
+
+#[test]
+fn two_nodes_survive_a_restart_of_either() {
+    for restarted in [NodeId(1), NodeId(2)] {
+        let mut net = Net::new(2);
+        net.run(3000);
+        net.open(NodeId(2), 1, "/a", true);
+        net.run(500);
+        let a = net.replies[&(NodeId(2), 1)].clone().expect("created");
+        net.kill(restarted);
+        net.run(500);
+        net.start(restarted, 2);
+        net.relink();
+        net.run(4000);
+        let (m, inc) = &net.nodes[&restarted];
+        assert!(m.is_alive(restarted, *inc), "rejoined: {:?}", m.members());
+        net.open(restarted, 2, "/b", true);
+        net.run(1000);
+        let b = net.replies[&(restarted, 2)].clone().expect("created");
+        assert_ne!((a.id, a.base), (b.id, b.base));
+        let other = if restarted == NodeId(1) { NodeId(2) } else { NodeId(1) };
+        net.open(other, 3, "/a", false);
+        net.run(1000);
+        assert_eq!(net.replies[&(other, 3)].as_ref().map(|m| m.id), Ok(a.id));
+    }
+}

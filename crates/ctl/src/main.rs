@@ -18,6 +18,7 @@ use dsm_proto::ctl::{CtlReply, CtlRequest, LockStatus, Pages, Percentiles, Stats
 ///
 ///   dsmctl status
 ///   dsmctl peers
+///   dsmctl members
 ///   dsmctl pages /mydata
 ///   dsmctl --socket /tmp/dsm/1.sock --json stats
 #[derive(Debug, Parser)]
@@ -48,6 +49,9 @@ enum Command {
     Status,
     /// Each peer: connected or not, since when, messages and bytes each way.
     Peers,
+    /// The cluster's members as agreed (Raft): node, address, incarnation, alive or dead, and
+    /// the leader.
+    Members,
     /// Each page of a segment on this node: access, owner (or probable owner), copyset.
     Pages {
         /// The segment: /name, name, or its id in hex.
@@ -93,7 +97,7 @@ fn main() -> ExitCode {
     }
     let request = match &cli.command {
         Command::Keygen => unreachable!("answered above"),
-        Command::Status | Command::Peers => CtlRequest::Status,
+        Command::Status | Command::Peers | Command::Members => CtlRequest::Status,
         Command::Pages { segment } => CtlRequest::Pages {
             segment: segment.clone(),
         },
@@ -114,6 +118,18 @@ fn main() -> ExitCode {
                 json(&status.peers);
             } else {
                 print_peers(&status);
+            }
+        }
+        (CtlReply::Status(status), Command::Members) => {
+            if cli.json {
+                json(&serde_json::json!({
+                    "leader": status.leader.map(|l| l.0),
+                    "term": status.term,
+                    "applied": status.applied,
+                    "members": status.members,
+                }));
+            } else {
+                print_members(&status);
             }
         }
         (CtlReply::Status(status), _) => {
@@ -165,6 +181,40 @@ mod erased {
             serde_json::to_string_pretty(self).expect("serializable")
         }
     }
+}
+
+fn print_members(s: &Status) {
+    match s.leader {
+        Some(l) => println!("leader: node {} (term {}, log index {})", l.0, s.term, s.applied),
+        None => println!(
+            "leader: none known (term {}): a majority of the members must be up and linked",
+            s.term
+        ),
+    }
+    if s.members.is_empty() {
+        println!("members: none yet (this node has not joined a cluster)");
+        return;
+    }
+    let rows = s
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.node.0.to_string(),
+                m.addr.clone(),
+                format!("{:#x}", m.incarnation),
+                m.state.clone(),
+                if m.node == s.node {
+                    "this node".into()
+                } else if m.linked {
+                    "linked".into()
+                } else {
+                    "not linked".into()
+                },
+            ]
+        })
+        .collect();
+    table::print(&["NODE", "ADDRESS", "INCARNATION", "STATE", "LINK"], rows);
 }
 
 fn print_peers(s: &Status) {

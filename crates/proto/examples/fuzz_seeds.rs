@@ -7,7 +7,7 @@ use dsm_proto::client::{OpenFlags, Push, Reply, Request, ShmError};
 use dsm_proto::ctl::CtlRequest;
 use dsm_proto::frame;
 use dsm_proto::hello::{Hello, HelloReply, Role};
-use dsm_proto::peer::{DirMsg, DirOp, NodeSet, PageKey, PeerFrame, PeerHello, PeerMsg};
+use dsm_proto::peer::{NodeSet, PageKey, PeerFrame, PeerHello, PeerMsg};
 use dsm_proto::sync::{SyncKey, SyncOp, Wait};
 use dsm_proto::{Access, NodeId, SegmentId, SessionId, MAGIC, PROTOCOL_VERSION};
 
@@ -101,6 +101,7 @@ fn main() {
         node: NodeId(2),
         manager: "dynamic".into(),
         incarnation: 1,
+        formed: false,
     };
     let peer = vec![
         payload(&PeerFrame::Hello(hello)),
@@ -114,14 +115,8 @@ fn main() {
             write: false,
             copyset: NodeSet(6),
         })),
-        payload(&PeerFrame::Directory(DirMsg::Sized {
-            segment: seg,
-            size: 8192,
-        })),
-        payload(&PeerFrame::Directory(DirMsg::Request {
-            id: 1,
-            op: DirOp::Map { segment: seg },
-        })),
+        payload(&PeerFrame::Raft(vec![8, 3, 16, 1])),
+        payload(&PeerFrame::Ping),
     ];
     write("peer_frame", peer.clone());
     write("core_node", peer);

@@ -69,6 +69,31 @@ pub struct Status {
     pub segments: Vec<SegmentStatus>,
     /// Attached client processes.
     pub processes: Vec<ProcessStatus>,
+    /// This daemon's incarnation (a new one each start).
+    pub incarnation: u64,
+    /// The cluster's members as this node's copy of the Raft log has them.
+    pub members: Vec<MemberStatus>,
+    /// The Raft leader as far as this node knows.
+    pub leader: Option<NodeId>,
+    /// The Raft term.
+    pub term: u64,
+    /// The last log index applied here.
+    pub applied: u64,
+}
+
+/// One member of the cluster, as committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Its node id.
+    pub node: NodeId,
+    /// Its address (as configured here; empty for this node if it does not listen).
+    pub addr: String,
+    /// The incarnation that joined last.
+    pub incarnation: u64,
+    /// `alive` or `dead` (as agreed), and whether this node's link to it is up.
+    pub state: String,
+    /// Whether this node's link to it is up (always true for this node).
+    pub linked: bool,
 }
 
 /// One configured peer.

@@ -13,8 +13,9 @@ pub const HEADER_LEN: usize = 4;
 /// Largest frame a client or `dsmctl` may send to a daemon.
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
-/// Largest frame between daemons (a directory reply with a long name is the largest).
-pub const MAX_PEER_FRAME: usize = 64 * 1024;
+/// Largest frame between daemons (a Raft snapshot carrying the segment directory is the
+/// largest; Raft appends are cut at 64 KiB).
+pub const MAX_PEER_FRAME: usize = 16 * 1024 * 1024;
 
 /// Largest frame a daemon sends to `dsmctl` (a status of many segments and pages).
 pub const MAX_CTL_REPLY_FRAME: usize = 64 * 1024 * 1024;

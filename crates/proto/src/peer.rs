@@ -131,6 +131,9 @@ pub struct PeerHello {
     /// Differs each time the sender's daemon starts: a new one means the old one died, and with
     /// it every process it served.
     pub incarnation: u64,
+    /// The sender is a member of a running cluster (a node that is not joins one; a new
+    /// cluster starts only when no configured node is in one).
+    pub formed: bool,
 }
 
 /// A frame between daemons.
@@ -142,11 +145,17 @@ pub enum PeerFrame {
     Refused {
         /// Why, for the log.
         reason: String,
+        /// The refused daemon cannot be right by waiting (another cluster's name or manager,
+        /// another version, or its node id taken by a live daemon): it must stop.
+        fatal: bool,
     },
     /// A coherence message. A `Grant` is followed by exactly [`crate::PAGE_SIZE`] raw bytes.
     Coherence(PeerMsg),
-    /// The cluster-wide segment directory.
-    Directory(DirMsg),
+    /// Membership and the segment directory: a Raft message (raft-rs's protobuf encoding).
+    Raft(Vec<u8>),
+    /// Nothing else to say for a while: the link and the daemon behind it are alive (a link
+    /// silent for longer than a few pings is taken down).
+    Ping,
     /// The lock and barrier service.
     Sync(crate::sync::SyncMsg),
 }
@@ -206,7 +215,7 @@ impl Caller {
     }
 }
 
-/// What a node asks of the registrar (the node that keeps the segment directory).
+/// A segment directory operation: an entry of the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DirOp {
     /// `shm_open`.
@@ -287,36 +296,22 @@ pub enum DirOp {
     },
 }
 
-/// Directory traffic between nodes.
+/// What applying a directory operation tells every node (each applies the log itself).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DirMsg {
-    /// A node asks the registrar.
-    Request {
-        /// Echoed in the reply.
-        id: u64,
-        /// What.
-        op: DirOp,
-    },
-    /// The registrar answers.
-    Reply {
-        /// The request's id.
-        id: u64,
-        /// The segment as it now is, or why not.
-        result: Result<SegmentMeta, crate::client::ShmError>,
-    },
-    /// The registrar tells every node a segment's size changed.
+    /// A segment's size changed.
     Sized {
         /// The segment.
         segment: SegmentId,
         /// Its size.
         size: u64,
     },
-    /// The registrar tells every node a segment is gone (unlinked and mapped nowhere).
+    /// A segment is gone (unlinked and mapped nowhere).
     Removed {
         /// The segment.
         segment: SegmentId,
     },
-    /// The registrar tells every node a segment's metadata changed: it grew past its address
+    /// A segment's metadata changed: it grew past its address
     /// span and moved (only while no node maps it), or its owner or mode changed.
     Moved(SegmentMeta),
 }
