@@ -73,9 +73,9 @@ pub enum Incoming {
 /// A message ready to write: its frame, and the page that follows a grant.
 type Outgoing = (Vec<u8>, Option<Page>);
 
-/// Where the page after a grant goes: the daemon's mapping of the node's copy (`None`: the
-/// segment is gone here, drop the bytes).
-pub type PageSink<'a> = dyn FnMut(&PeerMsg) -> Option<Page> + 'a;
+/// Where the page after a grant from a node goes: the daemon's mapping of the node's copy
+/// (`None`: not taken, drop the bytes).
+pub type PageSink<'a> = dyn FnMut(NodeId, &PeerMsg) -> Option<Page> + 'a;
 
 /// What the daemon must know about its own side of every hello.
 #[derive(Debug, Clone)]
@@ -687,7 +687,7 @@ impl Peers {
             };
             if let Some(msg) = conn.awaiting_page {
                 let stored = conn.frames.take_raw(PAGE_SIZE, |bytes| {
-                    if let Some(page) = sink(&msg) {
+                    if let Some(page) = sink(node, &msg) {
                         page.fill_from(bytes);
                     }
                 });

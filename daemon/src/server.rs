@@ -39,6 +39,8 @@ const PEER_LISTENER: Token = Token(2);
 const FIRST_CONN: usize = 16;
 /// How often the core hears the time and links retry (timeouts have this granularity).
 const TICK: Duration = Duration::from_millis(50);
+/// Messages held at most from a peer daemon whose join has not committed.
+const MAX_HELD: usize = 65_536;
 
 /// Why the daemon could not start or keep running.
 #[derive(Debug)]
@@ -147,6 +149,13 @@ pub struct Server {
     incarnation: u64,
     /// Why the daemon must stop, once it must (checked by the event loop).
     fatal: Option<String>,
+    /// The incarnation each peer link reaches now (from its hello).
+    link_inc: BTreeMap<NodeId, u64>,
+    /// Messages from a peer daemon that is not yet a member (a new incarnation whose join has
+    /// not committed): handled once it is, dropped if it never is.
+    held: BTreeMap<NodeId, std::collections::VecDeque<Incoming>>,
+    /// Peers whose link is down, since when, and whether waits homed there were failed.
+    unreachable: BTreeMap<NodeId, (Instant, bool)>,
     store: Store,
     core: Node,
     peers: Peers,
@@ -267,6 +276,7 @@ impl Server {
                 manager: config.manager,
                 fault_timeout_ms: config.fault_timeout_ms,
                 readahead: config.readahead,
+                incarnation,
             }),
             members: Members::new(
                 me,
@@ -281,6 +291,9 @@ impl Server {
             ),
             incarnation,
             fatal: None,
+            link_inc: BTreeMap::new(),
+            held: BTreeMap::new(),
+            unreachable: BTreeMap::new(),
             config,
             poll,
             listener,
@@ -367,13 +380,21 @@ impl Server {
                     }
                     token if Peers::owns(token) => {
                         let (store, core) = (&mut self.store, &self.core);
+                        let (members, link_inc) = (&self.members, &self.link_inc);
                         // A grant's page is stored only if the core will accept the grant (it
-                        // asked for it): a peer cannot write, or grow, a copy nobody asked for.
-                        let mut sink = |msg: &PeerMsg| {
-                            let PeerMsg::Grant { key, write, .. } = *msg else {
+                        // asked for it) and it comes from a live member's daemon: a peer cannot
+                        // write, or grow, a copy nobody asked for.
+                        let mut sink = |from: NodeId, msg: &PeerMsg| {
+                            let PeerMsg::Grant {
+                                key, write, epoch, ..
+                            } = *msg
+                            else {
                                 return None;
                             };
-                            if !core.expects_grant(key, write) {
+                            let live = link_inc
+                                .get(&from)
+                                .is_some_and(|&i| members.is_alive(from, i));
+                            if !live || !core.expects_grant(key, write, epoch) {
                                 return None;
                             }
                             match store.incoming(key.segment, key.page) {
@@ -435,6 +456,23 @@ impl Server {
         }
         let now_ms = self.now_ms();
         self.link_events();
+        let grace = Duration::from_millis(self.config.fault_timeout_ms);
+        let unreachable: Vec<NodeId> = self
+            .unreachable
+            .iter_mut()
+            .filter(|(_, (since, told))| !*told && since.elapsed() >= grace)
+            .map(|(&n, (_, told))| {
+                *told = true;
+                n
+            })
+            .collect();
+        for node in unreachable {
+            warn!(
+                "{node} unreachable for {grace:?}: waits on locks homed there fail (its pages \
+                 and locks are taken over only once the cluster agrees it is dead)"
+            );
+            self.home_unreachable(node);
+        }
         self.members.handle(MemberInput::Tick { now_ms });
         self.drain_members();
         self.core.handle(Input::Tick { now_ms });
@@ -1061,12 +1099,39 @@ impl Server {
                 MemberOutput::News(msg) => self.directory_news(msg),
                 MemberOutput::Joined { node, incarnation } => {
                     debug!("{node} (incarnation {incarnation:#x}) is a member");
+                    if node == self.config.node_id {
+                        let (deaths, died_at, joined_at, down) = self.members.history();
+                        self.core.handle(Input::History {
+                            deaths,
+                            died_at,
+                            joined_at,
+                            down,
+                        });
+                    } else {
+                        self.core.handle(Input::PeerUp { node, incarnation });
+                        self.drain_core();
+                        self.release_held(node);
+                    }
                 }
                 MemberOutput::Died { node, incarnation } => {
                     warn!(
                         "{node} (incarnation {incarnation:#x}) is dead, as the cluster agreed: \
-                         what its processes held is released"
+                         what its processes held is released, its pages with no other copy \
+                         are lost"
                     );
+                    let orphans: Vec<SegmentId> = self
+                        .store
+                        .iter()
+                        .filter(|l| {
+                            l.meta.id.creator() == node && l.meta.creator_incarnation == incarnation
+                        })
+                        .map(|l| l.meta.id)
+                        .collect();
+                    for segment in orphans {
+                        self.core.handle(Input::Orphaned { segment });
+                    }
+                    self.core.handle(Input::PeerDown { node });
+                    self.drain_core();
                     self.node_gone(node);
                 }
                 MemberOutput::Expelled => {
@@ -1120,6 +1185,18 @@ impl Server {
         }
     }
 
+    /// Takes the directory's word for a segment (see [`Store::learn`]); a segment whose
+    /// creator's incarnation is dead is an orphan to the core (nobody owns its untouched pages).
+    fn learn(&mut self, meta: SegmentMeta) -> io::Result<()> {
+        let (id, creator, born) = (meta.id, meta.id.creator(), meta.creator_incarnation);
+        let new = self.store.get(id).is_none();
+        self.store.learn(meta)?;
+        if new && !self.members.is_alive(creator, born) {
+            self.core.handle(Input::Orphaned { segment: id });
+        }
+        Ok(())
+    }
+
     /// A committed size change, move or removal.
     fn directory_news(&mut self, msg: DirMsg) {
         match msg {
@@ -1139,7 +1216,7 @@ impl Server {
             DirMsg::Moved(meta) => {
                 let id = meta.id;
                 if self.store.get(id).is_some() {
-                    if let Err(e) = self.store.learn(meta) {
+                    if let Err(e) = self.learn(meta) {
                         warn!("cannot follow {id} to its new address: {e}");
                     }
                 }
@@ -1161,7 +1238,7 @@ impl Server {
                 },
                 Ok(meta),
             ) => {
-                let reply = match self.store.learn(meta) {
+                let reply = match self.learn(meta) {
                     Ok(_) => self.mapped(session, segment, offset, len),
                     Err(e) => {
                         warn!("cannot follow {segment} to its address: {e}");
@@ -1185,7 +1262,7 @@ impl Server {
             }
             // A chmod/chown: every node hears the new metadata from the registrar.
             (Parked::Done(t), Ok(_)) => (t, Reply::Done, None),
-            (Parked::Open(t, write), Ok(meta)) => match self.store.learn(meta.clone()) {
+            (Parked::Open(t, write), Ok(meta)) => match self.learn(meta.clone()) {
                 Ok(_) => {
                     if let Some(Kind::Channel { session, .. }) = self.conns.get(&t).map(|c| c.kind)
                     {
@@ -1218,7 +1295,7 @@ impl Server {
             },
             (Parked::Resize(t), Ok(meta)) => {
                 let (size, base) = (meta.size, meta.base);
-                match self.store.learn(meta) {
+                match self.learn(meta) {
                     Ok(_) => (t, Reply::Resized { size, base }, None),
                     Err(e) => {
                         warn!("cannot resize a segment's memory: {e}");
@@ -1236,7 +1313,51 @@ impl Server {
 
     // ---- peers ----
 
+    /// Whether messages may be exchanged with `node`'s daemon now: its link reaches the
+    /// incarnation that is a member (or is down: then nothing arrives, and what is queued goes
+    /// only to the same incarnation).
+    fn deliverable(&self, node: NodeId) -> bool {
+        !self.peers.is_up(node)
+            || self
+                .link_inc
+                .get(&node)
+                .is_some_and(|&i| self.members.is_alive(node, i))
+    }
+
+    /// A peer's messages held while its join committed.
+    fn release_held(&mut self, node: NodeId) {
+        if !self.deliverable(node) {
+            return;
+        }
+        for incoming in self.held.remove(&node).unwrap_or_default() {
+            self.on_peer_message(node, incoming);
+        }
+    }
+
     fn on_peer_message(&mut self, from: NodeId, incoming: Incoming) {
+        if matches!(incoming, Incoming::Coherence(_) | Incoming::Sync(_)) && !self.deliverable(from)
+        {
+            if let Incoming::Coherence(PeerMsg::Grant { .. }) = incoming {
+                // Its page was not stored: a daemon that is no member grants nothing.
+                limited_warn!(
+                    self.limit,
+                    "grant from a non-member",
+                    "{from} sent a grant before its join committed: dropped"
+                );
+                return;
+            }
+            let held = self.held.entry(from).or_default();
+            if held.len() >= MAX_HELD {
+                limited_warn!(
+                    self.limit,
+                    "held overflow",
+                    "{from} sent {MAX_HELD} messages before its join committed: dropping more"
+                );
+                return;
+            }
+            held.push_back(incoming);
+            return;
+        }
         match incoming {
             Incoming::Coherence(msg) => {
                 debug!("from {from}: {msg:?}");
@@ -1264,6 +1385,10 @@ impl Server {
                 incarnation,
                 formed,
             } => {
+                if self.link_inc.insert(from, incarnation) != Some(incarnation) {
+                    self.held.remove(&from);
+                }
+                self.unreachable.remove(&from);
                 let now_ms = self.now_ms();
                 self.members.handle(MemberInput::LinkUp {
                     node: from,
@@ -1274,8 +1399,10 @@ impl Server {
                 self.drain_members();
             }
             Incoming::Down => {
+                self.unreachable.insert(from, (Instant::now(), false));
                 let now_ms = self.now_ms();
-                self.members.handle(MemberInput::LinkDown { node: from, now_ms });
+                self.members
+                    .handle(MemberInput::LinkDown { node: from, now_ms });
                 self.drain_members();
             }
             Incoming::Mismatch(why) => {
@@ -1319,6 +1446,7 @@ impl Server {
                 Output::Fail { id, error } => {
                     let error = match error {
                         FaultError::UnknownSegment => ShmError::Gone,
+                        FaultError::Lost => ShmError::Lost,
                         FaultError::TimedOut => {
                             self.log_timeout(id);
                             ShmError::TimedOut
@@ -1328,6 +1456,11 @@ impl Server {
                 }
                 Output::Send { to, msg } => {
                     debug!("to {to}: {msg:?}");
+                    if !self.deliverable(to) {
+                        // Meant for a daemon that has restarted since: it must not get it (the
+                        // old one's death reaches the core soon).
+                        continue;
+                    }
                     let frame = PeerFrame::Coherence(msg);
                     match msg {
                         PeerMsg::Grant { key, .. } => {
@@ -1627,7 +1760,9 @@ impl Server {
                     MemberStatus {
                         node,
                         addr: if me {
-                            self.config.listen.map_or_else(String::new, |a| a.to_string())
+                            self.config
+                                .listen
+                                .map_or_else(String::new, |a| a.to_string())
                         } else {
                             self.config
                                 .peers

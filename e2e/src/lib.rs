@@ -414,6 +414,8 @@ pub struct Cluster {
     pub nodes: Vec<Daemon>,
     /// The cluster key file every node was given (`--key-file`), unless `--insecure`.
     pub key: Key,
+    /// Each node's arguments (beyond its id and socket), to start it again.
+    pub args: Vec<Vec<String>>,
 }
 
 /// A fresh cluster key in a file of its own (mode 0600), removed when dropped.
@@ -481,7 +483,7 @@ impl Cluster {
         let key = Key::new();
         let keyed = !extra.contains(&"--insecure");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let nodes: Vec<Daemon> = (0..n)
+        let all_args: Vec<Vec<String>> = (0..n)
             .map(|i| {
                 let mut args: Vec<String> =
                     vec!["--listen".into(), format!("127.0.0.1:{}", ports[i])];
@@ -495,11 +497,22 @@ impl Cluster {
                 if keyed {
                     args.extend(key.args());
                 }
+                args
+            })
+            .collect();
+        let nodes: Vec<Daemon> = all_args
+            .iter()
+            .enumerate()
+            .map(|(i, args)| {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 Daemon::try_start_with(i as u32 + 1, &args)
             })
             .collect::<Result<_, _>>()?;
-        let cluster = Cluster { nodes, key };
+        let cluster = Cluster {
+            nodes,
+            key,
+            args: all_args,
+        };
         cluster.wait_linked();
         Ok(cluster)
     }
@@ -544,6 +557,47 @@ impl Cluster {
     /// Node `id` (1-based, as its node id).
     pub fn node(&self, id: usize) -> &Daemon {
         &self.nodes[id - 1]
+    }
+
+    /// Kills node `id`'s daemon (SIGKILL, as a host dies); it stays in `nodes` until
+    /// [`Cluster::restart`] replaces it.
+    pub fn kill(&mut self, id: usize) {
+        let d = &mut self.nodes[id - 1];
+        if let Some(mut child) = d.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `id` again with its arguments: a new incarnation with the same node id.
+    pub fn restart(&mut self, id: usize) {
+        let args: Vec<&str> = self.args[id - 1].iter().map(String::as_str).collect();
+        self.nodes[id - 1] = Daemon::start_with(id as u32, &args);
+    }
+
+    /// Waits until node `at` reports node `id` as `state` ("alive" or "dead") in the agreed
+    /// membership (and, for "alive", with a leader known); returns the time it took.
+    pub fn wait_member(&self, at: usize, id: usize, state: &str, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let status = self.node(at).status();
+            let member = status["members"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["node"] == id as u64).cloned());
+            let ok = member.is_some_and(|m| {
+                m["state"] == state
+                    && (state != "alive" || (m["linked"] == true && !status["leader"].is_null()))
+            });
+            if ok {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "node {at} never saw node {id} {state}: {status}\n{}",
+                self.node(at).log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Runs one process per entry of `placement` (a node id), all at once, with `args(role)`,

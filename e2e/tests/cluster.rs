@@ -224,7 +224,10 @@ fn peers_of_another_cluster_are_refused() {
             d.log()
         }
     };
-    assert!(log.contains("exit status: 1") || !log.contains("dsmd exited at start"), "{log}");
+    assert!(
+        log.contains("exit status: 1") || !log.contains("dsmd exited at start"),
+        "{log}"
+    );
     assert!(log.contains("refused this node"), "{log}");
     assert!(
         log.contains("cluster `other` (this node is in `dsm`)")
@@ -295,6 +298,8 @@ fn bad_peer_input_closes_one_link_and_nothing_else() {
         key: key(u32::MAX),
         write: true,
         requester: NodeId(1),
+        seq: 1,
+        incarnation: 1,
     };
     s.write_all(&frame::encode(&PeerFrame::Coherence(absurd)).unwrap())
         .unwrap();
@@ -302,6 +307,8 @@ fn bad_peer_input_closes_one_link_and_nothing_else() {
         key: key(0),
         write: true,
         copyset: NodeSet::EMPTY,
+        epoch: 0,
+        deaths: 0,
     };
     let mut bytes = frame::encode(&PeerFrame::Coherence(grant)).unwrap();
     bytes.extend_from_slice(&[0u8; 4096]);

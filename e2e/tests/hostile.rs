@@ -124,8 +124,6 @@ fn silent_connections_are_closed_and_limited_and_the_daemon_keeps_serving() {
         &[
             "--listen",
             &format!("127.0.0.1:{port}"),
-            "--peer",
-            "2=127.0.0.1:9",
             "--key-file",
             &key.path.display().to_string(),
         ],
@@ -181,6 +179,7 @@ fn a_far_page_index_from_a_peer_under_a_fixed_manager_costs_nothing() {
                 page,
             },
             new_owner: NodeId(1),
+            epoch: 1,
         };
         s.write_all(&frame::encode(&PeerFrame::Coherence(msg)).unwrap())
             .unwrap();

@@ -267,7 +267,7 @@ fn a_lock_whose_home_dies_fails_instead_of_hanging() {
     std::io::Read::read_to_string(waiter.stdout.as_mut().unwrap(), &mut rest).unwrap();
     assert!(rest.contains("lock returned ENOTRECOVERABLE"), "{rest}");
     let log = c.nodes[0].log();
-    assert!(log.contains("taken for dead"), "{log}");
+    assert!(log.contains("unreachable for"), "{log}");
 }
 
 #[test]

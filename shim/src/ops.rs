@@ -23,6 +23,7 @@ pub fn errno_of(e: ShmError) -> Errno {
         ShmError::TimedOut => libc::EHOSTUNREACH,
         ShmError::Internal => libc::EIO,
         ShmError::PermissionDenied => libc::EACCES,
+        ShmError::Lost => libc::EIO,
     }
 }
 

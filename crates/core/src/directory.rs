@@ -46,6 +46,8 @@ pub struct Directory {
     names: HashMap<String, SegmentId>,
     next_serial: u64,
     space: AddressSpace,
+    /// The incarnation of the node whose operation is being applied.
+    incarnation: u64,
 }
 
 impl Default for Directory {
@@ -55,6 +57,7 @@ impl Default for Directory {
             names: HashMap::new(),
             next_serial: 1,
             space: AddressSpace::new(WINDOW_START, ALIAS_START),
+            incarnation: 0,
         }
     }
 }
@@ -62,8 +65,9 @@ impl Default for Directory {
 impl Directory {
     /// Carries out `op` for node `from`, as the log entry at `index` (a segment it creates takes
     /// the index as its serial: never the same twice while the log lives).
-    pub fn apply_at(&mut self, index: u64, from: NodeId, op: DirOp) -> Effect {
+    pub fn apply_at(&mut self, index: u64, from: NodeId, incarnation: u64, op: DirOp) -> Effect {
         self.next_serial = self.next_serial.max(index);
+        self.incarnation = incarnation;
         self.apply(from, op)
     }
 
@@ -224,6 +228,7 @@ impl Directory {
             mode: flags.mode & 0o7777,
             uid: who.uid,
             gid: who.gid,
+            creator_incarnation: self.incarnation,
         };
         info!("created /{key} ({id}) for {from} at {base:#x}");
         self.segments.insert(

@@ -24,8 +24,8 @@ use dsm_proto::peer::{DirMsg, DirOp, SegmentMeta};
 use dsm_proto::NodeId;
 use protobuf::Message as _;
 use raft::prelude::{
-    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, RaftState, RawNode,
-    Snapshot, Storage,
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, RaftState, RawNode, Snapshot,
+    Storage,
 };
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, StateRole, StorageError};
@@ -90,6 +90,10 @@ pub struct Member {
     pub incarnation: u64,
     /// Alive (joined, no death committed).
     pub alive: bool,
+    /// The cluster's death count just after this node's last death (0: never died).
+    pub died_at: u64,
+    /// The log index of its incarnation's join.
+    pub joined_at: u64,
 }
 
 /// Requests remembered per asker: enough to recognise a retry, bounded.
@@ -104,6 +108,8 @@ pub struct Cluster {
     pub directory: Directory,
     /// Requests applied or cancelled, per asker's incarnation.
     done: BTreeMap<(NodeId, u64), BTreeSet<u64>>,
+    /// Node deaths committed so far.
+    pub deaths: u64,
     /// The last log index applied.
     pub applied: u64,
 }
@@ -155,28 +161,27 @@ impl Cluster {
                 let m = self.members.entry(node).or_insert(Member {
                     incarnation,
                     alive: false,
+                    died_at: 0,
+                    joined_at: index,
                 });
                 if m.alive && m.incarnation != incarnation {
                     // The leader commits the old one's death first; never two incarnations.
                     return Applied::Nothing;
                 }
-                *m = Member {
-                    incarnation,
-                    alive: true,
-                };
+                m.incarnation = incarnation;
+                m.alive = true;
+                m.joined_at = index;
                 Applied::Joined(node, incarnation)
             }
             Command::Died { node, incarnation } => {
                 if !self.alive(node, incarnation) {
                     return Applied::Nothing;
                 }
-                self.members.insert(
-                    node,
-                    Member {
-                        incarnation,
-                        alive: false,
-                    },
-                );
+                self.deaths += 1;
+                if let Some(m) = self.members.get_mut(&node) {
+                    m.alive = false;
+                    m.died_at = self.deaths;
+                }
                 self.done.retain(|(n, _), _| *n != node);
                 let news = self.directory.node_died(node);
                 Applied::Died(node, incarnation, news)
@@ -190,7 +195,7 @@ impl Cluster {
                 if !self.alive(from, incarnation) || !self.finish(from, incarnation, req) {
                     return Applied::Nothing;
                 }
-                let effect = self.directory.apply_at(index, from, op);
+                let effect = self.directory.apply_at(index, from, incarnation, op);
                 Applied::Answer {
                     from,
                     incarnation,
@@ -526,6 +531,26 @@ impl Members {
         f(&self.state.borrow().directory)
     }
 
+    /// Node deaths committed so far, and each member's death count just after its last death
+    /// (for the coherence core of a daemon that joins: see `Input::History`).
+    pub fn history(&self) -> (u64, Vec<(NodeId, u64)>, u64, Vec<NodeId>) {
+        let state = self.state.borrow();
+        let died = state
+            .members
+            .iter()
+            .filter(|(_, m)| m.died_at > 0)
+            .map(|(&n, m)| (n, m.died_at))
+            .collect();
+        let joined_at = state.members.get(&self.me).map_or(0, |m| m.joined_at);
+        let down = state
+            .members
+            .iter()
+            .filter(|(_, m)| !m.alive)
+            .map(|(&n, _)| n)
+            .collect();
+        (state.deaths, died, joined_at, down)
+    }
+
     /// The last log index applied here.
     pub fn applied(&self) -> u64 {
         self.state.borrow().applied
@@ -680,6 +705,8 @@ impl Members {
                 Member {
                     incarnation: self.incarnation,
                     alive: true,
+                    died_at: 0,
+                    joined_at: 1,
                 },
             );
             state.applied = 1;
@@ -1060,8 +1087,7 @@ impl Members {
                     }
                     (Some(m), Some(inc)) if m.alive && m.incarnation == inc => {
                         let id = raft_id(node, inc);
-                        (!voters.contains(&id))
-                            .then(|| Err(change(ConfChangeType::AddNode, id)))
+                        (!voters.contains(&id)).then(|| Err(change(ConfChangeType::AddNode, id)))
                     }
                     (_, Some(inc)) => Some(Ok(Command::Join {
                         node,

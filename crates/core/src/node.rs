@@ -18,7 +18,13 @@ use std::hash::{Hash, Hasher};
 use dsm_proto::peer::{NodeSet, PageKey, PeerMsg};
 use dsm_proto::{Access, NodeId, SegmentId};
 
-use crate::page::{AfterRevoke, Busy, Managed, PageState, Queued, Waiting};
+use crate::page::{
+    later, latest, AfterRevoke, Busy, Locating, Managed, PageState, Queued, Waiting,
+};
+
+/// The probable owner of a page whose owner this node lost track of (it died): the page must
+/// be located before it is asked for.
+pub const LOST: NodeId = NodeId(0);
 
 /// Identifies one local fault; chosen by the driver, echoed back in the [`Output`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,6 +67,8 @@ pub struct Config {
     pub fault_timeout_ms: u64,
     /// Most pages to read ahead of a sequential run of read misses (0: no read-ahead).
     pub readahead: u32,
+    /// This daemon's incarnation (a new one each start).
+    pub incarnation: u64,
 }
 
 /// An event the driver hands to the node.
@@ -98,6 +106,38 @@ pub enum Input {
     },
     /// A segment is gone everywhere: forget its pages, fail what waits on them.
     SegmentRemoved {
+        /// The segment.
+        segment: SegmentId,
+    },
+    /// The cluster agreed (committed) that `node`'s daemon is dead: its copies are gone,
+    /// nothing more comes from it, nothing is sent to it.
+    PeerDown {
+        /// The node.
+        node: NodeId,
+    },
+    /// `node`'s daemon `incarnation` is a member (it joined; a new one after its old one's
+    /// `PeerDown` holds no copies).
+    PeerUp {
+        /// The node.
+        node: NodeId,
+        /// Its incarnation: requests naming another one of it are not served.
+        incarnation: u64,
+    },
+    /// This daemon joined a running cluster: the node deaths agreed before (their count,
+    /// and for each member that died, the count just after its last death).
+    History {
+        /// Deaths so far.
+        deaths: u64,
+        /// Members' last deaths.
+        died_at: Vec<(NodeId, u64)>,
+        /// The log index of this daemon's join: segments with a lower serial predate it.
+        joined_at: u64,
+        /// Members dead now (not rejoined).
+        down: Vec<NodeId>,
+    },
+    /// `segment` was created by an incarnation that is dead (this node's own earlier one,
+    /// perhaps): no node owns its untouched pages any more.
+    Orphaned {
         /// The segment.
         segment: SegmentId,
     },
@@ -155,6 +195,8 @@ pub enum FaultError {
     UnknownSegment,
     /// The page did not arrive in time (a peer down or unreachable).
     TimedOut,
+    /// No copy of the page survives: the node that had the only one died.
+    Lost,
 }
 
 /// Counters for `dsmctl stats`.
@@ -186,6 +228,10 @@ pub struct Stats {
     pub failed: u64,
     /// Pages requested ahead of a sequential run of read misses.
     pub prefetched: u64,
+    /// Pages looked for (the owner this node knew of died).
+    pub located: u64,
+    /// Faults failed because no copy of their page survives.
+    pub lost: u64,
 }
 
 /// A segment's run of read misses, for read-ahead.
@@ -196,6 +242,19 @@ struct Run {
     /// How many pages the next read-ahead asks for.
     window: u32,
 }
+
+/// A request this node sent or passed on, and to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Sent {
+    to: NodeId,
+    key: PageKey,
+    requester: NodeId,
+    seq: u32,
+}
+
+/// Requests remembered (see [`Node::record`]); an older one lost with a node that died is
+/// found by its requester's fault timeout instead.
+const MAX_SENT: usize = 4096;
 
 /// Pages past the end of a segment's dense run beyond which a page is kept apart ([`Node`]'s
 /// `far`).
@@ -213,6 +272,23 @@ pub struct Node {
     busy: BTreeMap<PageKey, Busy>,
     managed: BTreeMap<PageKey, Managed>,
     runs: BTreeMap<SegmentId, Run>,
+    /// Members whose current incarnation is dead (until a new one joins).
+    down: NodeSet,
+    /// Segments whose creator's incarnation died: their untouched pages have no owner.
+    orphans: std::collections::BTreeSet<SegmentId>,
+    /// Number of this node's next request.
+    next_seq: u32,
+    /// A node has died (since then, requests may be answered twice: not a violation).
+    failures: bool,
+    /// Each member's daemon incarnation as last heard (0: not yet).
+    incarnations: Vec<u64>,
+    /// Requests sent or passed on, most recent last (dynamic manager).
+    sent: VecDeque<Sent>,
+    /// The log index at which this daemon joined (0: it started the cluster).
+    joined_at: u64,
+    /// Node deaths heard of, and for each member the count just after its last death.
+    deaths: u64,
+    died_at: Vec<u64>,
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -226,6 +302,14 @@ impl PartialEq for Node {
             && self.busy == other.busy
             && self.managed == other.managed
             && self.runs == other.runs
+            && self.down == other.down
+            && self.orphans == other.orphans
+            && self.failures == other.failures
+            && self.incarnations == other.incarnations
+            && self.sent == other.sent
+            && self.joined_at == other.joined_at
+            && self.deaths == other.deaths
+            && self.died_at == other.died_at
     }
 }
 
@@ -238,6 +322,14 @@ impl Hash for Node {
         self.busy.hash(state);
         self.managed.hash(state);
         self.runs.hash(state);
+        self.down.hash(state);
+        self.orphans.hash(state);
+        self.failures.hash(state);
+        self.incarnations.hash(state);
+        self.sent.hash(state);
+        self.joined_at.hash(state);
+        self.deaths.hash(state);
+        self.died_at.hash(state);
     }
 }
 
@@ -249,12 +341,14 @@ impl Node {
     pub fn new(mut config: Config) -> Node {
         config.members.sort();
         config.members.dedup();
+        let members = config.members.len();
         assert!(config.members.len() <= 64, "at most 64 nodes");
         let me_index = config
             .members
             .iter()
             .position(|m| *m == config.me)
             .expect("this node is a member");
+
         Node {
             config,
             me_index,
@@ -263,6 +357,15 @@ impl Node {
             busy: BTreeMap::new(),
             managed: BTreeMap::new(),
             runs: BTreeMap::new(),
+            down: NodeSet::EMPTY,
+            orphans: Default::default(),
+            next_seq: 0,
+            failures: false,
+            incarnations: vec![0; members],
+            sent: VecDeque::new(),
+            joined_at: 0,
+            deaths: 0,
+            died_at: vec![0; members],
             outputs: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -290,7 +393,22 @@ impl Node {
             .and_then(|v| v.get(key.page as usize))
             .or_else(|| self.far.get(&key))
             .copied()
-            .unwrap_or_else(|| PageState::untouched(self.config.me, key.segment.creator()))
+            .unwrap_or_else(|| self.untouched(key.segment))
+    }
+
+    /// A page this node has no state for: its creator's, unless the creator's incarnation died.
+    fn untouched(&self, segment: SegmentId) -> PageState {
+        if self.orphans.contains(&segment) {
+            PageState {
+                access: Access::None,
+                local: Access::None,
+                probable_owner: LOST,
+                copyset: NodeSet::EMPTY,
+                epoch: 0,
+            }
+        } else {
+            PageState::untouched(self.config.me, segment.creator())
+        }
     }
 
     /// What a local process may take of a page without asking (the state table's entry): the
@@ -302,6 +420,7 @@ impl Node {
         match self.busy.get(&key).and_then(|b| b.revoking) {
             Some(AfterRevoke::ServeRead(_)) => local.min(Access::Read),
             Some(AfterRevoke::ServeWrite(_) | AfterRevoke::Invalidate(_)) => Access::None,
+            Some(AfterRevoke::Nothing { keep, .. }) => local.min(keep),
             None => local,
         }
     }
@@ -335,6 +454,36 @@ impl Node {
             Input::Peer { from, msg } => self.on_peer(from, msg),
             Input::Tick { now_ms } => self.on_tick(now_ms),
             Input::SegmentRemoved { segment } => self.on_removed(segment),
+            Input::PeerDown { node } => self.on_peer_down(node),
+            Input::PeerUp { node, incarnation } => {
+                if let Some(i) = self.index_of(node) {
+                    self.down = self.down.without(i);
+                    self.incarnations[i] = incarnation;
+                }
+            }
+            Input::Orphaned { segment } => {
+                self.orphans.insert(segment);
+            }
+            Input::History {
+                deaths,
+                died_at,
+                joined_at,
+                down,
+            } => {
+                self.joined_at = joined_at;
+                for node in down {
+                    if let Some(i) = self.index_of(node).filter(|&i| i != self.me_index) {
+                        self.down = self.down.with(i);
+                        self.failures = true;
+                    }
+                }
+                self.deaths = self.deaths.max(deaths);
+                for (node, at) in died_at {
+                    if let Some(i) = self.index_of(node) {
+                        self.died_at[i] = self.died_at[i].max(at);
+                    }
+                }
+            }
         }
     }
 
@@ -344,19 +493,21 @@ impl Node {
         self.config.members.iter().position(|m| *m == node)
     }
 
+    /// Whether `node` is unreachable for good: dead, or the [`LOST`] owner.
+    fn is_down(&self, node: NodeId) -> bool {
+        node == LOST || self.index_of(node).is_some_and(|i| self.down.contains(i))
+    }
+
     fn state_mut(&mut self, key: PageKey) -> &mut PageState {
-        let (me, creator) = (self.config.me, key.segment.creator());
+        let fresh = self.untouched(key.segment);
         let pages = self.pages.entry(key.segment).or_default();
         let index = key.page as usize;
         if pages.len() <= index {
             if index - pages.len() > DENSE_GAP {
-                return self
-                    .far
-                    .entry(key)
-                    .or_insert_with(|| PageState::untouched(me, creator));
+                return self.far.entry(key).or_insert(fresh);
             }
             let from = pages.len() as u32;
-            pages.resize(index + 1, PageState::untouched(me, creator));
+            pages.resize(index + 1, fresh);
             // Far pages the dense run now reaches move into it.
             let reached: Vec<PageKey> = self
                 .far
@@ -381,10 +532,6 @@ impl Node {
         self.page(key).probable_owner == self.config.me
     }
 
-    fn in_transition(&self, key: PageKey) -> bool {
-        self.busy.get(&key).is_some_and(Busy::in_transition)
-    }
-
     fn busy_mut(&mut self, key: PageKey) -> &mut Busy {
         self.busy.entry(key).or_default()
     }
@@ -400,6 +547,9 @@ impl Node {
 
     fn send(&mut self, to: NodeId, msg: PeerMsg) {
         debug_assert_ne!(to, self.config.me, "a node never messages itself");
+        if self.is_down(to) {
+            return; // dead: what it would have answered is dealt with by `on_peer_down`
+        }
         self.stats.messages_sent += 1;
         if let PeerMsg::Grant { .. } = msg {
             self.stats.pages_sent += 1;
@@ -535,38 +685,100 @@ impl Node {
         self.request(key, write);
     }
 
-    /// Sends a request for `key` (the page is not in transition and not ours).
+    /// Sends a request for `key` (the page is not in transition and not ours); locates the
+    /// page first if its owner died.
     fn request(&mut self, key: PageKey, write: bool) {
         let state = self.page(key);
         let me = self.config.me;
+        if self.config.manager == ManagerKind::Dynamic && self.is_down(state.probable_owner) {
+            self.locate(key);
+            return;
+        }
+        if self.config.manager != ManagerKind::Dynamic && self.is_down(self.manager_of(key)) {
+            self.lose(key);
+            return;
+        }
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let seq = self.next_seq;
         let busy = self.busy_mut(key);
         busy.pending = Some(write);
+        busy.pending_seq = seq;
+        let msg = PeerMsg::Request {
+            key,
+            write,
+            requester: me,
+            seq,
+            incarnation: self.config.incarnation,
+        };
         match self.config.manager {
-            ManagerKind::Dynamic => self.send(
-                state.probable_owner,
-                PeerMsg::Request {
-                    key,
-                    write,
-                    requester: me,
-                },
-            ),
+            ManagerKind::Dynamic => {
+                self.record(state.probable_owner, key, me, seq);
+                self.send(state.probable_owner, msg);
+            }
             ManagerKind::Fixed | ManagerKind::Central => {
                 self.busy_mut(key).confirm = true;
                 let manager = self.manager_of(key);
                 if manager == me {
-                    self.manage(key, write, me);
-                } else {
-                    self.send(
-                        manager,
-                        PeerMsg::Request {
-                            key,
+                    self.manage(
+                        key,
+                        Queued {
                             write,
                             requester: me,
+                            seq,
+                            incarnation: self.config.incarnation,
                         },
                     );
+                } else {
+                    self.send(manager, msg);
                 }
             }
         }
+    }
+
+    /// Asks every live node who owns `key` (the owner this node knew of died).
+    fn locate(&mut self, key: PageKey) {
+        let me_index = self.me_index;
+        let live = (0..self.config.members.len())
+            .filter(|&i| i != me_index && !self.down.contains(i))
+            .fold(NodeSet::EMPTY, NodeSet::with);
+        self.state_mut(key).probable_owner = LOST;
+        if live.is_empty() {
+            self.lose(key);
+            return;
+        }
+        self.stats.located += 1;
+        // Requests held here would wait for a page we do not know where to find: their
+        // requesters locate it too.
+        let held = std::mem::take(&mut self.busy_mut(key).requests);
+        for request in held {
+            self.serve(key, request);
+        }
+        self.busy_mut(key).locating = Some(Locating { waiting: live });
+        for i in live.iter() {
+            let to = self.config.members[i];
+            self.send(to, PeerMsg::Locate { key });
+        }
+    }
+
+    /// No copy of `key` survives: the faults waiting for it fail.
+    fn lose(&mut self, key: PageKey) {
+        let faults = self
+            .busy
+            .get_mut(&key)
+            .map(|b| {
+                b.locating = None;
+                std::mem::take(&mut b.faults)
+            })
+            .unwrap_or_default();
+        for w in faults {
+            self.stats.failed += 1;
+            self.stats.lost += 1;
+            self.outputs.push_back(Output::Fail {
+                id: w.id,
+                error: FaultError::Lost,
+            });
+        }
+        self.settle(key);
     }
 
     fn start_invalidations(&mut self, key: PageKey, holders: NodeSet) {
@@ -576,10 +788,18 @@ impl Node {
         }
         self.busy_mut(key).invalidating = Some(holders);
         let me = self.config.me;
+        let epoch = self.page(key).epoch;
         for index in holders.iter() {
             self.stats.invalidations_sent += 1;
             let to = self.config.members[index];
-            self.send(to, PeerMsg::Invalidate { key, new_owner: me });
+            self.send(
+                to,
+                PeerMsg::Invalidate {
+                    key,
+                    new_owner: me,
+                    epoch,
+                },
+            );
         }
     }
 
@@ -600,7 +820,7 @@ impl Node {
     fn confirm(&mut self, key: PageKey) {
         let manager = self.manager_of(key);
         if manager == self.config.me {
-            self.on_confirm(key);
+            self.on_confirm(self.config.me, key);
         } else {
             self.send(manager, PeerMsg::Confirm { key });
         }
@@ -613,12 +833,29 @@ impl Node {
             let Some(busy) = self.busy.get(&key) else {
                 return;
             };
+            if busy.pending.is_none() && !busy.locators.is_empty() {
+                let locators = std::mem::take(&mut self.busy_mut(key).locators);
+                self.answer_locators(key, locators);
+                continue;
+            }
+            let only_locating = busy.locating.is_some()
+                && busy.pending.is_none()
+                && busy.invalidating.is_none()
+                && busy.revoking.is_none();
+            if only_locating && !busy.requests.is_empty() {
+                // Held while a revocation ran: pass them on (see `locate`).
+                let request = self.busy_mut(key).requests.pop_front().expect("not empty");
+                self.serve(key, request);
+                continue;
+            }
             if busy.in_transition() {
                 return;
             }
-            if let Some(new_owner) = busy.deferred_invalidate {
+            if let Some((new_owner, epoch)) = busy.deferred_invalidate {
                 // Only set while a read was pending, and the read has completed.
                 self.busy_mut(key).deferred_invalidate = None;
+                let state = self.state_mut(key);
+                state.epoch = latest(state.epoch, epoch);
                 self.invalidate_now(key, new_owner);
                 continue;
             }
@@ -661,36 +898,97 @@ impl Node {
                 key,
                 write,
                 requester,
+                seq,
+                incarnation,
             } => {
-                if self.index_of(requester).is_none() || requester == self.config.me {
+                if requester == self.config.me {
+                    // One of ours, back after an owner died on its way or it was asked again:
+                    // moot (we own the page, or a later request of ours is out).
+                    return;
+                }
+                if self.index_of(requester).is_none() {
                     self.outputs.push_back(Output::Violation {
                         from,
                         what: "request for an impossible requester",
                     });
                     return;
                 }
+                let known = self.index_of(requester).map_or(0, |i| self.incarnations[i]);
+                if self.is_down(requester) || (known != 0 && known != incarnation) {
+                    return; // it died (or this is its earlier daemon's): nobody to serve
+                }
+                let request = Queued {
+                    write,
+                    requester,
+                    seq,
+                    incarnation,
+                };
                 let managing = self.config.manager != ManagerKind::Dynamic
                     && self.manager_of(key) == self.config.me
                     && from == requester;
                 if managing {
-                    self.manage(key, write, requester);
+                    self.manage(key, request);
                 } else {
-                    self.on_request(key, Queued { write, requester });
+                    self.on_request(key, request);
+                }
+            }
+            PeerMsg::Unknown { key, seq } => {
+                self.failures = true;
+                let ours = self
+                    .busy
+                    .get(&key)
+                    .is_some_and(|b| b.pending.is_some() && b.pending_seq == seq);
+                if ours {
+                    // Our request ended at a node that lost track of the owner: locate it.
+                    self.busy_mut(key).pending = None;
+                    self.state_mut(key).probable_owner = LOST;
+                    self.settle(key);
+                }
+            }
+            PeerMsg::Locate { key } => self.on_locate(from, key),
+            PeerMsg::Located { key, owner } => self.on_located(from, key, owner),
+            PeerMsg::Lost { key } => {
+                // Only ever sent after a death, which this node may not have heard of yet.
+                self.failures = true;
+                if let Some(b) = self.busy.get_mut(&key) {
+                    if b.pending.is_some() {
+                        b.pending = None;
+                        b.confirm = false;
+                        self.lose(key);
+                    }
                 }
             }
             PeerMsg::Grant {
                 key,
                 write,
                 copyset,
-            } => self.on_grant(from, key, write, copyset),
-            PeerMsg::Invalidate { key, new_owner } => self.on_invalidate(from, key, new_owner),
+                epoch,
+                deaths,
+            } => self.on_grant(from, key, write, copyset, epoch, deaths),
+            PeerMsg::Invalidate {
+                key,
+                new_owner,
+                epoch,
+            } => self.on_invalidate(from, key, new_owner, epoch),
             PeerMsg::InvalidateAck { key } => self.on_invalidate_ack(from, key),
-            PeerMsg::Confirm { key } => self.on_confirm(key),
+            PeerMsg::Confirm { key } => self.on_confirm(from, key),
         }
     }
 
     fn on_request(&mut self, key: PageKey, request: Queued) {
-        if self.in_transition(key) || self.busy.get(&key).is_some_and(|b| !b.requests.is_empty()) {
+        // Only a transition that may leave this node the owner holds a request back: a node
+        // waiting for a read copy, or locating the page, passes it on (or says it does not
+        // know) at once.
+        // Once a node has died, a page's owner may be gone and the requests waiting for it
+        // would wait on each other: a node whose own request is out passes others on too.
+        let failures = self.failures;
+        let holds = self.busy.get(&key).is_some_and(|b| {
+            (b.pending == Some(true) && !failures)
+                || b.invalidating.is_some()
+                || b.revoking.is_some()
+                || !b.requests.is_empty()
+        });
+        if holds {
             self.busy_mut(key).requests.push_back(request);
             return;
         }
@@ -719,16 +1017,22 @@ impl Node {
                 key,
                 write: request.write,
                 requester: request.requester,
+                seq: request.seq,
+                incarnation: request.incarnation,
             };
-            if state.probable_owner == request.requester {
-                // Only a request that overtook our own knowledge gets here: it is the
-                // requester's page already, nothing to pass on.
-                self.outputs.push_back(Output::Violation {
-                    from: request.requester,
-                    what: "request routed back to its requester",
-                });
+            if state.probable_owner == request.requester || self.is_down(state.probable_owner) {
+                // We lost track of the owner (it died), or only know of the requester (whose
+                // own write was abandoned when a node died): the requester must locate it.
+                self.send(
+                    request.requester,
+                    PeerMsg::Unknown {
+                        key,
+                        seq: request.seq,
+                    },
+                );
                 return;
             }
+            self.record(state.probable_owner, key, request.requester, request.seq);
             self.send(state.probable_owner, msg);
             return;
         }
@@ -754,12 +1058,15 @@ impl Node {
         let state = self.state_mut(key);
         state.access = state.access.min(Access::Read);
         state.copyset = state.copyset.with(index);
+        let epoch = state.epoch;
         self.send(
             requester,
             PeerMsg::Grant {
                 key,
                 write: false,
                 copyset: NodeSet::EMPTY,
+                epoch,
+                deaths: self.deaths,
             },
         );
     }
@@ -771,28 +1078,84 @@ impl Node {
         state.access = Access::None;
         state.copyset = NodeSet::EMPTY;
         state.probable_owner = requester;
+        state.epoch = state.epoch.wrapping_add(1);
+        let epoch = state.epoch;
         self.send(
             requester,
             PeerMsg::Grant {
                 key,
                 write: true,
                 copyset,
+                epoch,
+                deaths: self.deaths,
             },
         );
     }
 
     /// Whether a grant of `key` (for a write if `write`) would be accepted now: the driver
-    /// stores a grant's page bytes only then, before handing the grant over.
-    pub fn expects_grant(&self, key: PageKey, write: bool) -> bool {
-        self.busy.get(&key).and_then(|b| b.pending) == Some(write)
+    /// stores a grant's page bytes only then, before handing the grant over. A grant answers
+    /// the pending request or one abandoned when a node died; ownership (a write grant) is
+    /// taken whichever request of ours it answers, as its sender gave the page up.
+    pub fn expects_grant(&self, key: PageKey, write: bool, epoch: u16) -> bool {
+        if self.is_owner(key) {
+            return false;
+        }
+        if !write && later(self.page(key).epoch, epoch) {
+            // Sent before an ownership change whose invalidation this node acknowledged
+            // already (a request abandoned when a node died, answered late): stale.
+            return false;
+        }
+        if write {
+            // Ownership: its sender gave the page up, so refusing it would lose the page.
+            // After a node died, a request asked twice may be served twice, the second time
+            // by a later owner: the answer is still the page.
+            return self.failures
+                || self
+                    .busy
+                    .get(&key)
+                    .is_some_and(|b| b.pending.is_some() || b.abandoned.is_some());
+        }
+        // A read copy: after a node died, also one asked for twice and answered twice (its
+        // sender counts us among the holders: refusing it would leave that wrong). Never one
+        // older than an invalidation acknowledged here (above).
+        self.failures
+            || self
+                .busy
+                .get(&key)
+                .is_some_and(|b| b.pending == Some(false) || b.abandoned == Some(false))
     }
 
-    fn on_grant(&mut self, from: NodeId, key: PageKey, write: bool, copyset: NodeSet) {
-        if !self.expects_grant(key, write) {
-            self.outputs.push_back(Output::Violation {
-                from,
-                what: "grant for a request this node did not make",
-            });
+    fn on_grant(
+        &mut self,
+        from: NodeId,
+        key: PageKey,
+        write: bool,
+        copyset: NodeSet,
+        epoch: u16,
+        deaths: u64,
+    ) {
+        if !write && later(self.page(key).epoch, epoch) {
+            // Stale (see `expects_grant`): the request it answers is over; if it is the one
+            // we wait for, we ask again.
+            if let Some(b) = self.busy.get_mut(&key) {
+                if b.pending == Some(false) {
+                    b.pending = None;
+                } else if b.abandoned == Some(false) {
+                    b.abandoned = None;
+                }
+                self.settle(key);
+            }
+            return;
+        }
+        if !self.expects_grant(key, write, epoch) {
+            if !self.failures {
+                self.outputs.push_back(Output::Violation {
+                    from,
+                    what: "grant for a request this node did not make",
+                });
+            }
+            // Else: a read copy for a request asked again after a node died, and answered
+            // already. Not taken; its sender's copyset names us, so it invalidates us in vain.
             return;
         }
         let members = self.config.members.len();
@@ -804,13 +1167,31 @@ impl Node {
             return;
         }
         self.stats.pages_received += 1;
-        self.busy_mut(key).pending = None;
+        let busy = self.busy_mut(key);
+        let answered_pending = busy.pending == Some(write);
+        if write {
+            // Owner now: any other request of ours for it is moot (it comes back to us).
+            busy.pending = None;
+            busy.abandoned = None;
+            busy.locating = None;
+        } else if busy.pending == Some(false) {
+            busy.pending = None;
+        } else if busy.abandoned == Some(false) {
+            busy.abandoned = None;
+        }
+        // Holders that are dead, or died after the sender last heard of a death (their bit
+        // names a daemon that is gone; a new one of theirs holds nothing): not invalidated.
+        let copyset = copyset
+            .iter()
+            .filter(|&i| !self.down.contains(i) && self.died_at.get(i).is_none_or(|&d| d <= deaths))
+            .fold(NodeSet::EMPTY, NodeSet::with);
         if write {
             let me = self.config.me;
             let state = self.state_mut(key);
             // Our copy (if any) is the owner's copy until we write: keep reading it meanwhile.
             state.access = state.access.max(Access::Read);
             state.probable_owner = me;
+            state.epoch = epoch;
             let holders = copyset.without(self.me_index);
             self.start_invalidations(key, holders);
         } else {
@@ -820,14 +1201,15 @@ impl Node {
             // an upper bound, so raising it only means a revocation asks them later.
             state.local = state.local.max(Access::Read);
             state.probable_owner = from;
-            if std::mem::take(&mut self.busy_mut(key).confirm) {
+            state.epoch = latest(state.epoch, epoch);
+            if answered_pending && std::mem::take(&mut self.busy_mut(key).confirm) {
                 self.confirm(key);
             }
             self.settle(key);
         }
     }
 
-    fn on_invalidate(&mut self, from: NodeId, key: PageKey, new_owner: NodeId) {
+    fn on_invalidate(&mut self, from: NodeId, key: PageKey, new_owner: NodeId, epoch: u16) {
         if self.is_owner(key) || new_owner != from {
             self.outputs.push_back(Output::Violation {
                 from,
@@ -835,12 +1217,20 @@ impl Node {
             });
             return;
         }
-        if self.busy.get(&key).and_then(|b| b.pending) == Some(false) {
+        if !self.failures && self.busy.get(&key).and_then(|b| b.pending) == Some(false) {
             // Our read grant is on its way from the previous owner (it put us in the copyset
             // it handed over): let it land and serve its readers first, then drop the copy.
-            self.busy_mut(key).deferred_invalidate = Some(new_owner);
+            // (Once a node has died, that grant may never come: its sender may have died
+            // with it. Then we acknowledge at once; the grant, if it comes, is refused as
+            // stale, and the read asked again.)
+            self.busy_mut(key).deferred_invalidate = Some((new_owner, epoch));
+            let state = self.state_mut(key);
+            state.epoch = latest(state.epoch, epoch.wrapping_sub(1));
             return;
         }
+        // An abandoned read's grant, if it still comes, is older than this: refused then.
+        let state = self.state_mut(key);
+        state.epoch = latest(state.epoch, epoch);
         self.invalidate_now(key, new_owner);
     }
 
@@ -890,60 +1280,349 @@ impl Node {
         match after {
             AfterRevoke::ServeRead(requester) => {
                 self.state_mut(key).local = Access::Read;
-                self.finish_serve_read(key, requester);
+                if !self.is_down(requester) {
+                    self.finish_serve_read(key, requester);
+                }
             }
             AfterRevoke::ServeWrite(requester) => {
                 self.state_mut(key).local = Access::None;
-                self.finish_serve_write(key, requester);
+                // A requester that died meanwhile gets nothing: the page stays ours.
+                if !self.is_down(requester) {
+                    self.finish_serve_write(key, requester);
+                }
+            }
+            AfterRevoke::Nothing { keep, owner_lost } => {
+                let state = self.state_mut(key);
+                state.local = state.local.min(keep);
+                if owner_lost {
+                    state.probable_owner = LOST;
+                }
             }
             AfterRevoke::Invalidate(new_owner) => {
                 self.state_mut(key).local = Access::None;
-                self.finish_invalidate(key, new_owner);
+                if self.is_down(new_owner) {
+                    // The new owner died waiting for our ack, so it never wrote: our copy is
+                    // still the latest. Keep it; nobody owns the page now.
+                    self.state_mut(key).probable_owner = LOST;
+                } else {
+                    self.finish_invalidate(key, new_owner);
+                }
             }
         }
         self.settle(key);
     }
 
-    // ---- fixed and central managers ----
-
-    fn manage(&mut self, key: PageKey, write: bool, requester: NodeId) {
-        let entry = self.managed.entry(key).or_insert_with(|| Managed {
-            owner: key.segment.creator(),
-            busy: false,
-            queue: VecDeque::new(),
+    /// Remembers that a request went to `to` (dynamic manager), so that if `to` dies with it
+    /// the requester hears of it. The most recent [`MAX_SENT`] are kept.
+    fn record(&mut self, to: NodeId, key: PageKey, requester: NodeId, seq: u32) {
+        if self.sent.len() == MAX_SENT {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(Sent {
+            to,
+            key,
+            requester,
+            seq,
         });
-        if entry.busy {
-            entry.queue.push_back(Queued { write, requester });
+    }
+
+    // ---- finding a page whose owner died ----
+
+    fn on_locate(&mut self, from: NodeId, key: PageKey) {
+        let Some(index) = self.index_of(from) else {
+            return;
+        };
+        if !self.is_owner(key) && self.busy.get(&key).is_some_and(|b| b.pending.is_some()) {
+            // Ownership may be on its way to us: answer once our request is in.
+            let b = self.busy_mut(key);
+            b.locators = b.locators.with(index);
             return;
         }
-        entry.busy = true;
+        self.answer_locators(key, NodeSet::EMPTY.with(index));
+    }
+
+    fn answer_locators(&mut self, key: PageKey, locators: NodeSet) {
+        let owner = self.is_owner(key);
+        for index in locators.iter() {
+            let to = self.config.members[index];
+            self.send(to, PeerMsg::Located { key, owner });
+        }
+    }
+
+    fn on_located(&mut self, from: NodeId, key: PageKey, owner: bool) {
+        let Some(index) = self.index_of(from) else {
+            return;
+        };
+        let Some(mut locating) = self.busy.get(&key).and_then(|b| b.locating) else {
+            return; // answered already, or given up
+        };
+        if !locating.waiting.contains(index) {
+            return;
+        }
+        if owner {
+            self.busy_mut(key).locating = None;
+            self.state_mut(key).probable_owner = from;
+            self.settle(key);
+            return;
+        }
+        locating.waiting = locating.waiting.without(index);
+        if locating.waiting.is_empty() {
+            self.lose(key);
+        } else {
+            self.busy_mut(key).locating = Some(locating);
+        }
+    }
+
+    // ---- a node died ----
+
+    fn on_peer_down(&mut self, node: NodeId) {
+        let Some(index) = self.index_of(node) else {
+            return;
+        };
+        if node == self.config.me || self.down.contains(index) {
+            return;
+        }
+        self.down = self.down.with(index);
+        self.failures = true;
+        self.deaths += 1;
+        self.died_at[index] = self.deaths;
+        let me = self.config.me;
+        // The segments it created: their untouched pages have no owner now.
+        let created: Vec<SegmentId> = self
+            .pages
+            .keys()
+            .copied()
+            .chain(self.far.keys().map(|k| k.segment))
+            .chain(self.busy.keys().map(|k| k.segment))
+            .chain(self.managed.keys().map(|k| k.segment))
+            .filter(|s| s.creator() == node)
+            .collect();
+        for segment in created {
+            if self.orphans.insert(segment) {
+                // Pages never touched here were its: materialize none, they read as LOST.
+            }
+        }
+        for state in self
+            .pages
+            .values_mut()
+            .flat_map(|v| v.iter_mut())
+            .chain(self.far.values_mut())
+        {
+            if state.probable_owner == node {
+                state.probable_owner = LOST;
+            } else if state.probable_owner == me {
+                state.copyset = state.copyset.without(index);
+            }
+        }
+        let mut restart = Vec::new();
+        for (&key, entry) in &mut self.managed {
+            entry.queue.retain(|q| q.requester != node);
+            if entry.owner == node {
+                entry.owner = LOST;
+            }
+            if let Some((q, target)) = entry.serving {
+                if target == node || q.requester == node {
+                    entry.serving = None;
+                    if q.write || target == node {
+                        entry.owner = LOST;
+                    }
+                    restart.push((key, (target == node && q.requester != node).then_some(q)));
+                }
+            }
+        }
+        for (key, failed) in restart {
+            if let Some(q) = failed {
+                self.tell_lost(key, q.requester);
+            }
+            self.manage_next(key);
+        }
+        // Requests this node sent (its own or passed on) to the dead node died with it: ours are
+        // asked again (their grant, if it still comes, is taken), others' requesters told.
+        let (lost, kept): (VecDeque<Sent>, VecDeque<Sent>) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|r| r.to == node);
+        self.sent = kept;
+        for r in lost {
+            if r.requester == me {
+                if let Some(b) = self.busy.get_mut(&r.key) {
+                    if b.pending.is_some() && b.pending_seq == r.seq {
+                        let write = b.pending.take().expect("checked");
+                        b.abandoned = Some(b.abandoned.unwrap_or(false) || write);
+                    }
+                }
+            } else {
+                self.send(
+                    r.requester,
+                    PeerMsg::Unknown {
+                        key: r.key,
+                        seq: r.seq,
+                    },
+                );
+            }
+        }
+        // Requests held behind our own (see `on_request`) go on now.
+        if self.config.manager == ManagerKind::Dynamic {
+            let held: Vec<(PageKey, Queued)> = self
+                .busy
+                .iter_mut()
+                .filter(|(_, b)| b.pending.is_some())
+                .flat_map(|(&k, b)| {
+                    std::mem::take(&mut b.requests)
+                        .into_iter()
+                        .map(move |q| (k, q))
+                })
+                .collect();
+            for (key, request) in held {
+                if request.requester != node {
+                    self.serve(key, request);
+                }
+            }
+        }
+        let keys: Vec<PageKey> = self.busy.keys().copied().collect();
+        for key in keys {
+            let manager_died =
+                self.config.manager != ManagerKind::Dynamic && self.manager_of(key) == node;
+            let dynamic = self.config.manager == ManagerKind::Dynamic;
+            let b = self.busy_mut(key);
+            b.requests.retain(|q| q.requester != node);
+            b.locators = b.locators.without(index);
+            if b.deferred_invalidate.is_some_and(|(n, _)| n == node) {
+                b.deferred_invalidate = None;
+            }
+            // A revocation under way for the dead node ends in nothing but lower access.
+            b.revoking = match b.revoking {
+                Some(AfterRevoke::ServeRead(n)) if n == node => Some(AfterRevoke::Nothing {
+                    keep: Access::Read,
+                    owner_lost: false,
+                }),
+                Some(AfterRevoke::ServeWrite(n)) if n == node => Some(AfterRevoke::Nothing {
+                    keep: Access::None,
+                    owner_lost: false,
+                }),
+                Some(AfterRevoke::Invalidate(n)) if n == node => Some(AfterRevoke::Nothing {
+                    keep: Access::None,
+                    owner_lost: true,
+                }),
+                other => other,
+            };
+            if !dynamic && manager_died && b.pending.is_some() {
+                b.pending = None;
+                b.confirm = false;
+                self.lose(key);
+                continue;
+            }
+            let mut lost = false;
+            if let Some(mut locating) = b.locating {
+                locating.waiting = locating.waiting.without(index);
+                if locating.waiting.is_empty() {
+                    lost = true;
+                } else {
+                    b.locating = Some(locating);
+                }
+            }
+            let mut written = false;
+            if let Some(holders) = b.invalidating {
+                let left = holders.without(index);
+                if left.is_empty() {
+                    written = true;
+                } else {
+                    b.invalidating = Some(left);
+                }
+            }
+            if lost {
+                self.lose(key);
+            } else if written {
+                self.complete_write(key);
+            } else {
+                self.settle(key);
+            }
+        }
+    }
+
+    // ---- fixed and central managers ----
+
+    fn manage(&mut self, key: PageKey, request: Queued) {
+        let creator = key.segment.creator();
+        // A manager that restarted knows nothing of the pages it managed before: owners it
+        // cannot know are lost to it (the dynamic manager finds them instead).
+        let restarted = self.died_at[self.me_index] > 0;
+        let serial = key.segment.0 & ((1 << SegmentId::SERIAL_BITS) - 1);
+        let forgotten = restarted && serial < self.joined_at;
+        let orphan = self.orphans.contains(&key.segment) || self.is_down(creator) || forgotten;
+        let entry = self.managed.entry(key).or_insert_with(|| Managed {
+            owner: if orphan { LOST } else { creator },
+            serving: None,
+            queue: VecDeque::new(),
+        });
+        if entry.serving.is_some() {
+            entry.queue.push_back(request);
+            return;
+        }
         let owner = entry.owner;
-        if write {
-            entry.owner = requester;
+        if owner == LOST || self.is_down(owner) {
+            if let Some(e) = self.managed.get_mut(&key) {
+                e.owner = LOST;
+            }
+            self.tell_lost(key, request.requester);
+            self.manage_next(key);
+            return;
+        }
+        let entry = self.managed.get_mut(&key).expect("inserted above");
+        entry.serving = Some((request, owner));
+        if request.write {
+            entry.owner = request.requester;
         }
         if owner == self.config.me {
-            self.on_request(key, Queued { write, requester });
+            self.on_request(key, request);
         } else {
             self.stats.forwarded += 1;
             self.send(
                 owner,
                 PeerMsg::Request {
                     key,
-                    write,
-                    requester,
+                    write: request.write,
+                    requester: request.requester,
+                    seq: request.seq,
+                    incarnation: request.incarnation,
                 },
             );
         }
     }
 
-    fn on_confirm(&mut self, key: PageKey) {
+    /// The manager says no copy of `key` is known to survive.
+    fn tell_lost(&mut self, key: PageKey, requester: NodeId) {
+        if requester == self.config.me {
+            if let Some(b) = self.busy.get_mut(&key) {
+                b.pending = None;
+                b.confirm = false;
+            }
+            self.lose(key);
+        } else {
+            self.send(requester, PeerMsg::Lost { key });
+        }
+    }
+
+    fn manage_next(&mut self, key: PageKey) {
+        let next = self
+            .managed
+            .get_mut(&key)
+            .filter(|e| e.serving.is_none())
+            .and_then(|e| e.queue.pop_front());
+        if let Some(next) = next {
+            self.manage(key, next);
+        }
+    }
+
+    fn on_confirm(&mut self, from: NodeId, key: PageKey) {
         let Some(entry) = self.managed.get_mut(&key) else {
             return;
         };
-        entry.busy = false;
-        if let Some(next) = entry.queue.pop_front() {
-            self.manage(key, next.write, next.requester);
+        // Only the request being served confirms (one reset when a node died does not).
+        if entry.serving.is_none_or(|(q, _)| q.requester != from) {
+            return;
         }
+        entry.serving = None;
+        self.manage_next(key);
     }
 
     // ---- time and removal ----
@@ -1020,6 +1699,7 @@ mod tests {
             manager: ManagerKind::Dynamic,
             fault_timeout_ms: 100,
             readahead: 0,
+            incarnation: 1,
         })
     }
 
@@ -1053,6 +1733,8 @@ mod tests {
                 key: key(1, 0),
                 write: true,
                 copyset: NodeSet(1 << 63),
+                epoch: 0,
+                deaths: 0,
             },
         });
         assert!(matches!(
@@ -1063,7 +1745,7 @@ mod tests {
             }]
         ));
         assert!(
-            n.expects_grant(key(1, 0), true),
+            n.expects_grant(key(1, 0), true, 0),
             "the real grant may still come"
         );
     }
@@ -1078,6 +1760,7 @@ mod tests {
             manager: ManagerKind::Fixed,
             fault_timeout_ms: 100,
             readahead: 0,
+            incarnation: 1,
         });
         let far = key(2, u32::MAX);
         n.handle(Input::Peer {
@@ -1085,6 +1768,7 @@ mod tests {
             msg: PeerMsg::Invalidate {
                 key: far,
                 new_owner: NodeId(2),
+                epoch: 1,
             },
         });
         drain(&mut n);
@@ -1096,6 +1780,7 @@ mod tests {
             msg: PeerMsg::Invalidate {
                 key: near,
                 new_owner: NodeId(2),
+                epoch: 1,
             },
         });
         let before = n.page(near);
@@ -1144,7 +1829,9 @@ mod tests {
                 msg: PeerMsg::Request {
                     key: key(1, 0),
                     write: true,
-                    requester: NodeId(2)
+                    requester: NodeId(2),
+                    seq: 1,
+                    incarnation: 1,
                 }
             }]
         );
@@ -1165,6 +1852,8 @@ mod tests {
                 key: key(1, 0),
                 write: true,
                 copyset: NodeSet::EMPTY,
+                epoch: 0,
+                deaths: 0,
             },
         });
         assert!(drain(&mut n).is_empty());
@@ -1208,6 +1897,8 @@ mod tests {
                 key: key(1, 0),
                 write: true,
                 copyset: NodeSet::EMPTY,
+                epoch: 0,
+                deaths: 0,
             },
         });
         n.handle(Input::Peer {
@@ -1215,6 +1906,7 @@ mod tests {
             msg: PeerMsg::Invalidate {
                 key: key(1, 0),
                 new_owner: NodeId(2),
+                epoch: 1,
             },
         });
         let outputs = drain(&mut n);
@@ -1244,6 +1936,8 @@ mod tests {
                 key: k,
                 write: false,
                 requester: NodeId(2),
+                seq: 1,
+                incarnation: 1,
             },
         });
         assert_eq!(

@@ -169,6 +169,13 @@ impl Service {
     /// dropped here, and local requests that depended on it fail.
     pub fn node_gone(&mut self, node: NodeId, now_ms: u64) {
         self.drop_owners(|o| o.node == node, now_ms);
+        self.home_unreachable(node, now_ms);
+    }
+
+    /// `node` has been unreachable for the fault timeout (not yet agreed dead): waits on
+    /// objects it is home to fail ([`SyncResult::HomeLost`]) rather than hang. What its own
+    /// processes hold here is kept until its death is agreed ([`Service::node_gone`]).
+    pub fn home_unreachable(&mut self, node: NodeId, now_ms: u64) {
         let members = self.members.clone();
         let lost: Vec<u64> = self
             .pending

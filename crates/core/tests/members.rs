@@ -188,7 +188,11 @@ fn a_restarted_node_rejoins_as_a_new_incarnation_and_ids_are_not_reused() {
     net.relink();
     net.run(3000);
     let (m1, inc1) = &net.nodes[&NodeId(1)];
-    assert!(m1.is_alive(NodeId(1), *inc1), "rejoined: {:?}", m1.members());
+    assert!(
+        m1.is_alive(NodeId(1), *inc1),
+        "rejoined: {:?}",
+        m1.members()
+    );
     assert_eq!(
         m1.with_directory(|d| d.get(a.id).cloned()),
         Some(a.clone()),
@@ -220,7 +224,10 @@ fn a_cut_off_member_is_declared_dead_and_the_minority_cannot_create() {
         Some(&Err(ShmError::TimedOut)),
         "the minority fails, within its bound"
     );
-    assert!(net.died.iter().any(|&(at, d)| at == NodeId(1) && d == NodeId(3)));
+    assert!(net
+        .died
+        .iter()
+        .any(|&(at, d)| at == NodeId(1) && d == NodeId(3)));
 }
 
 #[test]
@@ -242,7 +249,11 @@ fn two_nodes_survive_a_restart_of_either() {
         net.run(1000);
         let b = net.replies[&(restarted, 2)].clone().expect("created");
         assert_ne!((a.id, a.base), (b.id, b.base));
-        let other = if restarted == NodeId(1) { NodeId(2) } else { NodeId(1) };
+        let other = if restarted == NodeId(1) {
+            NodeId(2)
+        } else {
+            NodeId(1)
+        };
         net.open(other, 3, "/a", false);
         net.run(1000);
         assert_eq!(net.replies[&(other, 3)].as_ref().map(|m| m.id), Ok(a.id));

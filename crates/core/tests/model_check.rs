@@ -5,6 +5,12 @@
 //! node, no holder of a stale copy. At every read: the latest written version. Every state with
 //! nothing left to do has every fault granted and nothing in flight (no deadlock), and the state
 //! graph has no cycle (no livelock: every fault is eventually granted, since every path ends).
+//!
+//! With failures: a daemon may die at any step (SIGKILL: its copies and everything sent to it
+//! are gone; what it sent may still arrive until each survivor hears of the death) and come back
+//! as a new incarnation with nothing. Then, among the live nodes: still a single writer, no
+//! stale copy, every read the latest version; and every fault ends, granted or failed with
+//! `Lost` (SIGBUS) — never a hang.
 
 mod common;
 
@@ -82,6 +88,37 @@ fn explore(initial: World) -> Result<Report, String> {
 
 fn check(manager: ManagerKind, nodes: usize, pages: usize, ops: u8) {
     check_with(manager, nodes, pages, ops, 0);
+}
+
+fn check_failures(manager: ManagerKind, nodes: usize, pages: usize, ops: u8) {
+    let started = Instant::now();
+    let world = World::new(nodes, pages, ops, manager).with_failures(1, 1);
+    match explore(world) {
+        Ok(r) => report(format_args!(
+            "model check {} with a crash and a restart: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
+            manager.as_str(),
+            r.states,
+            r.terminal,
+            r.max_depth,
+            started.elapsed()
+        )),
+        Err(e) => panic!("model check {} with failures failed: {e}", manager.as_str()),
+    }
+}
+
+#[test]
+fn dynamic_manager_crash_and_restart() {
+    check_failures(ManagerKind::Dynamic, 3, 2, 1);
+}
+
+#[test]
+fn fixed_manager_crash_and_restart() {
+    check_failures(ManagerKind::Fixed, 3, 2, 1);
+}
+
+#[test]
+fn central_manager_crash_and_restart() {
+    check_failures(ManagerKind::Central, 3, 2, 1);
 }
 
 fn check_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, readahead: u32) {

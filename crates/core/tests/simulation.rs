@@ -1,10 +1,12 @@
 //! Deterministic simulation: thousands of random schedules over more nodes, pages and
-//! operations than the model checker can reach. Each run is a seed; a failure prints it, and
+//! operations than the model checker can reach, also with daemons dying (SIGKILL: copies and
+//! messages to them lost, messages from them arriving or not) and coming back as new
+//! incarnations. Each run is a seed; a failure prints it, and
 //! `DSM_SIM_SEED=<seed> cargo test -p dsm-core --test simulation` replays exactly that run.
 
 mod common;
 
-use common::{report, World};
+use common::{report, Step, World};
 use dsm_core::ManagerKind;
 
 /// xorshift64*: small, fast, and the same on every machine.
@@ -30,21 +32,32 @@ fn run(
     nodes: usize,
     pages: usize,
     ops: u8,
+    failures: u8,
 ) -> Result<(u64, u64), String> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut world = World::new(nodes, pages, ops, manager);
+    let mut world = World::new(nodes, pages, ops, manager).with_failures(failures, failures);
     let limit = 200_000u64;
     let mut taken = 0u64;
     loop {
         let steps = world.steps();
         if steps.is_empty() {
             if !world.quiescent() {
-                return Err(format!("deadlock after {taken} steps"));
+                return Err(format!(
+                    "deadlock after {taken} steps\n{}",
+                    world.describe()
+                ));
             }
             return Ok((taken, world.messages()));
         }
         // Bias towards delivering messages sometimes, so both queue-heavy and eager schedules
         // are common.
+        // Deaths and restarts are rare events among the others.
+        let rare = |s: &Step| matches!(s, Step::Crash { .. } | Step::Restart { .. });
+        let steps: Vec<Step> = if rng.below(40) == 0 || steps.iter().all(rare) {
+            steps
+        } else {
+            steps.into_iter().filter(|s| !rare(s)).collect()
+        };
         let step = steps[rng.below(steps.len())];
         world
             .step(step)
@@ -57,15 +70,19 @@ fn run(
 }
 
 fn sweep(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: u64) {
+    sweep_with(manager, nodes, pages, ops, seeds, 0);
+}
+
+fn sweep_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: u64, failures: u8) {
     if let Ok(seed) = std::env::var("DSM_SIM_SEED") {
         let seed: u64 = seed.parse().expect("DSM_SIM_SEED is a number");
-        let result = run(seed, manager, nodes, pages, ops);
+        let result = run(seed, manager, nodes, pages, ops, failures);
         assert!(result.is_ok(), "seed {seed}: {}", result.unwrap_err());
         return;
     }
     let (mut steps, mut messages) = (0, 0);
     for seed in 0..seeds {
-        match run(seed, manager, nodes, pages, ops) {
+        match run(seed, manager, nodes, pages, ops, failures) {
             Ok((s, m)) => {
                 steps += s;
                 messages += m;
@@ -77,8 +94,9 @@ fn sweep(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: u64) 
         }
     }
     report(format_args!(
-        "simulation {}: {seeds} schedules of {nodes} nodes, {pages} pages, {ops} ops each: {steps} steps, {messages} messages, all invariants held",
-        manager.as_str()
+        "simulation {}: {seeds} schedules of {nodes} nodes, {pages} pages, {ops} ops each{}: {steps} steps, {messages} messages, all invariants held",
+        manager.as_str(),
+        if failures > 0 { format!(", up to {failures} crashes and restarts") } else { String::new() }
     ));
 }
 
@@ -86,6 +104,18 @@ fn sweep(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: u64) 
 fn dynamic_manager_random_schedules() {
     sweep(ManagerKind::Dynamic, 5, 4, 20, 5000);
     sweep(ManagerKind::Dynamic, 8, 2, 10, 500);
+}
+
+#[test]
+fn random_schedules_with_crashes_and_restarts() {
+    for manager in [
+        ManagerKind::Dynamic,
+        ManagerKind::Fixed,
+        ManagerKind::Central,
+    ] {
+        sweep_with(manager, 5, 4, 12, 5000, 2);
+        sweep_with(manager, 8, 2, 10, 2000, 4);
+    }
 }
 
 #[test]

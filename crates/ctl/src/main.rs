@@ -185,7 +185,10 @@ mod erased {
 
 fn print_members(s: &Status) {
     match s.leader {
-        Some(l) => println!("leader: node {} (term {}, log index {})", l.0, s.term, s.applied),
+        Some(l) => println!(
+            "leader: node {} (term {}, log index {})",
+            l.0, s.term, s.applied
+        ),
         None => println!(
             "leader: none known (term {}): a majority of the members must be up and linked",
             s.term

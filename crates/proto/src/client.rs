@@ -235,6 +235,9 @@ pub enum ShmError {
     /// The caller's user and groups may not do this to the segment, as tmpfs would refuse
     /// (`EACCES`).
     PermissionDenied,
+    /// No copy of the page survives: the node that held the only one died (SIGBUS for a
+    /// fault, `EIO` for a system call).
+    Lost,
 }
 
 impl ShmError {
@@ -252,6 +255,7 @@ impl ShmError {
             ShmError::TimedOut => "the page did not arrive in time (a peer down or unreachable)",
             ShmError::Internal => "internal daemon error (see the dsmd log)",
             ShmError::PermissionDenied => "permission denied by the segment's owner and mode",
+            ShmError::Lost => "no copy of the page survives (the node that held it died)",
         }
     }
 }

@@ -70,6 +70,37 @@ pub enum PeerMsg {
         write: bool,
         /// Who faulted.
         requester: NodeId,
+        /// The requester's number for this request (echoed in [`PeerMsg::Unknown`]).
+        seq: u32,
+        /// The requester daemon's incarnation: a request of a daemon that has restarted since
+        /// is not served to the new one.
+        incarnation: u64,
+    },
+    /// To a requester: its request `seq` ends here, because this node does not know where the
+    /// page is (the owner it knew of died): locate the page.
+    Unknown {
+        /// The page.
+        key: PageKey,
+        /// The request.
+        seq: u32,
+    },
+    /// Who owns `key`? Asked of every live node when the owner this node knew of died.
+    Locate {
+        /// The page.
+        key: PageKey,
+    },
+    /// The answer to [`PeerMsg::Locate`] (given once the answering node is not waiting for the
+    /// page itself).
+    Located {
+        /// The page.
+        key: PageKey,
+        /// The sender owns it.
+        owner: bool,
+    },
+    /// Fixed and central managers: the page's owner died and no copy is known to survive.
+    Lost {
+        /// The page.
+        key: PageKey,
     },
     /// The owner's answer to a request: the page's contents follow the frame. For a write, the
     /// sender gave up ownership and `copyset` lists the nodes whose copies the new owner must
@@ -81,6 +112,13 @@ pub enum PeerMsg {
         write: bool,
         /// Holders of read copies (for a write grant).
         copyset: NodeSet,
+        /// The page's ownership epoch: the sender's for a read grant, the new owner's (one
+        /// more) for a write grant. A read grant older than an invalidation already
+        /// acknowledged is stale and refused. Compared as serial numbers (wrapping).
+        epoch: u16,
+        /// How many node deaths the sender had heard of: a copyset bit of a node that died
+        /// after that names its earlier daemon, whose copy is gone (not the new one's).
+        deaths: u64,
     },
     /// Drop your copy of `key`; `new_owner` is about to write it.
     Invalidate {
@@ -88,6 +126,8 @@ pub enum PeerMsg {
         key: PageKey,
         /// Where the page lives from now on.
         new_owner: NodeId,
+        /// The new owner's ownership epoch.
+        epoch: u16,
     },
     /// The sender has dropped its copy (and revoked it from its local processes).
     InvalidateAck {
@@ -110,7 +150,11 @@ impl PeerMsg {
             | PeerMsg::Grant { key, .. }
             | PeerMsg::Invalidate { key, .. }
             | PeerMsg::InvalidateAck { key }
-            | PeerMsg::Confirm { key } => key,
+            | PeerMsg::Confirm { key }
+            | PeerMsg::Unknown { key, .. }
+            | PeerMsg::Locate { key }
+            | PeerMsg::Located { key, .. }
+            | PeerMsg::Lost { key } => key,
         }
     }
 }
@@ -179,6 +223,9 @@ pub struct SegmentMeta {
     pub uid: u32,
     /// Group (the creator's group id).
     pub gid: u32,
+    /// The incarnation of the creating node's daemon: once it is dead, no node owns the
+    /// segment's untouched pages (a restarted creator does not either).
+    pub creator_incarnation: u64,
 }
 
 /// Who asks, as the asking node's daemon learned it from the process's socket (`SO_PEERCRED`

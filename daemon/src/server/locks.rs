@@ -84,6 +84,13 @@ impl Server {
         self.drain_sync();
     }
 
+    /// `node`'s link has been down for the fault timeout: waits homed there fail.
+    pub(super) fn home_unreachable(&mut self, node: NodeId) {
+        let now_ms = self.now_ms();
+        self.sync.home_unreachable(node, now_ms);
+        self.drain_sync();
+    }
+
     /// How long the event loop may sleep before a timed wait is due.
     pub(super) fn until_sync_deadline(&self) -> Duration {
         match self.sync.next_deadline() {
@@ -110,8 +117,10 @@ impl Server {
                     }
                 }
                 SyncOutput::Send { to, msg } => {
-                    self.peers
-                        .send(self.poll.registry(), to, &PeerFrame::Sync(msg));
+                    if self.deliverable(to) {
+                        self.peers
+                            .send(self.poll.registry(), to, &PeerFrame::Sync(msg));
+                    }
                 }
             }
         }

@@ -26,6 +26,15 @@ pub struct Op {
 /// A step the world can take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// Node `node`'s daemon dies (SIGKILL): its copies, its process and every message to it
+    /// are gone; what it sent may still arrive until each survivor hears of the death.
+    Crash { node: usize },
+    /// Survivor `node` hears that the cluster agreed `dead` is dead (`PeerDown`): nothing more
+    /// arrives from it.
+    Agree { node: usize, dead: usize },
+    /// A dead node's daemon starts again, a new incarnation with nothing (every survivor
+    /// heard of its death first, and hears `PeerUp` now).
+    Restart { node: usize },
     /// Node `node`'s process performs `op`.
     Issue { node: usize, op: Op },
     /// The oldest message from `from` to `to` arrives.
@@ -53,6 +62,22 @@ pub struct World {
     pub budget: Vec<u8>,
     pub next_fault: u64,
     pub pages: usize,
+    /// Whether each node's daemon is running.
+    pub alive: Vec<bool>,
+    /// `told[survivor * n + dead]`: the survivor has processed the death.
+    pub told: Vec<bool>,
+    /// Crashes and restarts still allowed.
+    pub crashes: u8,
+    pub restarts: u8,
+    /// Some node crashed at some point (faults may then fail: their page's only copy died).
+    pub crashed: bool,
+    pub manager: ManagerKind,
+    pub readahead: u32,
+    /// Each node's daemon incarnation (one more at each restart).
+    pub incarnation: Vec<u64>,
+    /// Deaths so far, and the count just after each node's last one.
+    pub deaths: u64,
+    pub died_at: Vec<u64>,
 }
 
 pub const SEGMENT_CREATOR: NodeId = NodeId(1);
@@ -91,6 +116,7 @@ impl World {
                         manager,
                         fault_timeout_ms: u64::MAX,
                         readahead,
+                        incarnation: 1,
                     })
                 })
                 .collect(),
@@ -103,6 +129,34 @@ impl World {
             budget: vec![ops_per_node; nodes],
             next_fault: 1,
             pages,
+            alive: vec![true; nodes],
+            told: vec![false; nodes * nodes],
+            crashes: 0,
+            restarts: 0,
+            crashed: false,
+            manager,
+            readahead,
+            incarnation: vec![1; nodes],
+            deaths: 0,
+            died_at: vec![0; nodes],
+        }
+    }
+
+    /// The same world, where up to `crashes` daemons may die and `restarts` come back.
+    pub fn with_failures(mut self, crashes: u8, restarts: u8) -> World {
+        self.crashes = crashes;
+        self.restarts = restarts;
+        self
+    }
+
+    fn node_config(&self, index: usize) -> Config {
+        Config {
+            me: NodeId(index as u32 + 1),
+            members: (1..=self.n() as u32).map(NodeId).collect(),
+            manager: self.manager,
+            fault_timeout_ms: u64::MAX,
+            readahead: self.readahead,
+            incarnation: self.incarnation[index],
         }
     }
 
@@ -121,6 +175,21 @@ impl World {
         let mut steps = Vec::new();
         let n = self.n();
         for node in 0..n {
+            if !self.alive[node] {
+                let all_told = (0..n).all(|s| !self.alive[s] || self.told[s * n + node]);
+                if self.restarts > 0 && all_told {
+                    steps.push(Step::Restart { node });
+                }
+                continue;
+            }
+            if self.crashes > 0 {
+                steps.push(Step::Crash { node });
+            }
+            for dead in 0..n {
+                if !self.alive[dead] && !self.told[node * n + dead] {
+                    steps.push(Step::Agree { node, dead });
+                }
+            }
             if self.outstanding[node].is_none() && self.budget[node] > 0 {
                 for page in 0..self.pages {
                     for write in [false, true] {
@@ -145,6 +214,28 @@ impl World {
             }
         }
         steps
+    }
+
+    fn crash(&mut self, node: usize) {
+        let n = self.n();
+        self.crashes -= 1;
+        self.crashed = true;
+        self.deaths += 1;
+        self.died_at[node] = self.deaths;
+        self.alive[node] = false;
+        self.outstanding[node] = None;
+        self.budget[node] = 0;
+        for page in 0..self.pages {
+            self.local[node][page] = Access::None;
+            self.revoking[node][page] = None;
+            self.copy[node][page] = 0;
+        }
+        for from in 0..n {
+            self.chans[from * n + node].clear();
+        }
+        for s in 0..n {
+            self.told[s * n + node] = false;
+        }
     }
 
     /// Takes a step; `Err` names a broken invariant.
@@ -174,11 +265,71 @@ impl World {
             Step::Deliver { from, to } => {
                 let n = self.n();
                 let (msg, version) = self.chans[from * n + to].pop_front().expect("enabled");
-                if let PeerMsg::Grant { key, .. } = msg {
-                    self.copy[to][key.page as usize] = version;
+                if let PeerMsg::Grant {
+                    key, write, epoch, ..
+                } = msg
+                {
+                    // As the daemon: the page's bytes are stored only if the grant is taken.
+                    if self.nodes[to].expects_grant(key, write, epoch) {
+                        self.copy[to][key.page as usize] = version;
+                    }
                 }
                 let from_id = self.nodes[from].id();
                 self.input(to, Input::Peer { from: from_id, msg })?;
+            }
+            Step::Crash { node } => self.crash(node),
+            Step::Agree { node, dead } => {
+                let n = self.n();
+                self.told[node * n + dead] = true;
+                self.chans[dead * n + node].clear();
+                let dead_id = self.nodes[dead].id();
+                if dead_id == SEGMENT_CREATOR {
+                    // What the daemon does for the segments it holds whose creator died.
+                    self.input(node, Input::Orphaned { segment: segment() })?;
+                }
+                self.input(node, Input::PeerDown { node: dead_id })?;
+            }
+            Step::Restart { node } => {
+                self.restarts -= 1;
+                let me = self.nodes[node].id();
+                self.incarnation[node] += 1;
+                let incarnation = self.incarnation[node];
+                let mut fresh = Node::new(self.node_config(node));
+                if me == SEGMENT_CREATOR {
+                    // Its earlier incarnation created the segment: not this one's.
+                    fresh.handle(Input::Orphaned { segment: segment() });
+                }
+                fresh.handle(Input::History {
+                    deaths: self.deaths,
+                    died_at: (0..self.n())
+                        .map(|i| (NodeId(i as u32 + 1), self.died_at[i]))
+                        .collect(),
+                    // Joined after the segment was made.
+                    joined_at: u64::MAX,
+                    down: (0..self.n())
+                        .filter(|&i| i != node && !self.alive[i])
+                        .map(|i| NodeId(i as u32 + 1))
+                        .collect(),
+                });
+                // It knows who is dead from the membership it joins: no `Agree` for them.
+                let n = self.n();
+                for d in 0..n {
+                    self.told[node * n + d] = !self.alive[d];
+                }
+                self.nodes[node] = fresh;
+                self.alive[node] = true;
+                self.budget[node] = 1;
+                for s in 0..self.n() {
+                    if s != node && self.alive[s] {
+                        self.input(
+                            s,
+                            Input::PeerUp {
+                                node: me,
+                                incarnation,
+                            },
+                        )?;
+                    }
+                }
             }
             Step::Revoked { node, page } => {
                 let keep = self.revoking[node][page].take().expect("enabled");
@@ -209,8 +360,15 @@ impl World {
     }
 
     fn input(&mut self, node: usize, input: Input) -> Result<(), String> {
+        let trace = std::env::var_os("DSM_MODEL_TRACE").is_some();
+        if trace {
+            eprintln!("node {node} <- {input:?}");
+        }
         self.nodes[node].handle(input);
         while let Some(out) = self.nodes[node].poll_output() {
+            if trace {
+                eprintln!("node {node} -> {out:?}");
+            }
             match out {
                 Output::Grant { key, access, .. } => {
                     let page = key.page as usize;
@@ -226,7 +384,11 @@ impl World {
                     self.perform(node, op)?;
                 }
                 Output::Fail { id, error } => {
-                    return Err(format!("node {node}: fault {id:?} failed: {error:?}"));
+                    if !(self.crashed && error == dsm_core::FaultError::Lost) {
+                        return Err(format!("node {node}: fault {id:?} failed: {error:?}"));
+                    }
+                    // The page's only copy died with its node: the fault fails (SIGBUS).
+                    self.outstanding[node] = None;
                 }
                 Output::Send { to, msg } => {
                     let to = self
@@ -234,6 +396,9 @@ impl World {
                         .iter()
                         .position(|x| x.id() == to)
                         .expect("member");
+                    if !self.alive[to] {
+                        continue; // lost with the dead daemon
+                    }
                     let version = self.copy[node][msg.key().page as usize];
                     let n = self.n();
                     self.chans[node * n + to].push_back((msg, version));
@@ -261,7 +426,14 @@ impl World {
             let access: Vec<Access> = self
                 .nodes
                 .iter()
-                .map(|x| x.page(key(page)).access)
+                .enumerate()
+                .map(|(i, x)| {
+                    if self.alive[i] {
+                        x.page(key(page)).access
+                    } else {
+                        Access::None
+                    }
+                })
                 .collect();
             let writers = access.iter().filter(|a| **a == Access::Write).count();
             let holders = access.iter().filter(|a| **a > Access::None).count();
@@ -287,9 +459,30 @@ impl World {
 
     /// Whether all work is done: no op waiting, nothing in flight.
     pub fn quiescent(&self) -> bool {
+        let n = self.n();
+        let all_told =
+            (0..n).all(|d| self.alive[d] || (0..n).all(|s| !self.alive[s] || self.told[s * n + d]));
         self.outstanding.iter().all(Option::is_none)
             && self.chans.iter().all(VecDeque::is_empty)
             && self.revoking.iter().flatten().all(Option::is_none)
+            && all_told
+    }
+
+    /// The live nodes' unfinished work, for a deadlock report.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            out += &format!(
+                "node {i} alive {} outstanding {:?}\n",
+                self.alive[i], self.outstanding[i]
+            );
+            for page in 0..self.pages {
+                if let Some(b) = node.busy(key(page)) {
+                    out += &format!("  page {page}: {:?}\n  busy {b:?}\n", node.page(key(page)));
+                }
+            }
+        }
+        out
     }
 
     /// Total messages sent so far (for the simulator's statistics).

@@ -37,10 +37,11 @@ pub fn node(u: &mut Unstructured<'_>, trace: bool) -> arbitrary::Result<()> {
         manager,
         fault_timeout_ms: 100,
         readahead: u.int_in_range(0..=8)?,
+        incarnation: 1,
     });
     let mut now = 0u64;
     for step in 0..u.int_in_range(1..=200)? {
-        let input = match u.int_in_range(0..=5)? {
+        let input = match u.int_in_range(0..=8)? {
             0 => Input::Fault {
                 id: FaultId(step),
                 key: key(u)?,
@@ -53,6 +54,16 @@ pub fn node(u: &mut Unstructured<'_>, trace: bool) -> arbitrary::Result<()> {
                 now += u.int_in_range(0..=200)?;
                 Input::Tick { now_ms: now }
             }
+            3 => Input::PeerDown {
+                node: NodeId(u.int_in_range(0..=4)?),
+            },
+            4 => Input::PeerUp {
+                node: NodeId(u.int_in_range(0..=4)?),
+                incarnation: u.int_in_range(0..=3)?,
+            },
+            5 => Input::Orphaned {
+                segment: key(u)?.segment,
+            },
             _ => {
                 let from = NodeId(u.int_in_range(0..=4)?);
                 let bytes = <&[u8]>::arbitrary(u)?;
@@ -62,6 +73,8 @@ pub fn node(u: &mut Unstructured<'_>, trace: bool) -> arbitrary::Result<()> {
                         key: key(u)?,
                         write: bool::arbitrary(u)?,
                         requester: NodeId(u.int_in_range(0..=4)?),
+                        seq: u.int_in_range(0..=3)?,
+                        incarnation: u.int_in_range(0..=3)?,
                     },
                 };
                 Input::Peer { from, msg }

@@ -1,0 +1,155 @@
+//! Hosts die and come back (issue: one agreed view of the cluster on Raft, never two writers,
+//! never a hang). Real daemons, killed with SIGKILL and started again with the same node id;
+//! the programs of nodes other than 1 run as if on other hosts.
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use dsm_e2e::{c_program, unique, wait_for_line, wait_limited, Cluster, Spawned};
+
+fn shm_name(label: &str) -> String {
+    format!("/{}", unique(label))
+}
+
+/// The segments node `id` knows, as (name, id, base).
+fn segments(c: &Cluster, id: usize) -> Vec<(String, u64, u64)> {
+    c.node(id).status()["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or("").to_owned(),
+                s["id"].as_u64().unwrap(),
+                s["base"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Starts `hold NAME SIZE` on node `id` and waits for it to say it is ready.
+fn hold(c: &Cluster, id: usize, name: &str, size: &str) -> Spawned {
+    let mut cmd = c.command(id, &c_program("hold"));
+    cmd.args([name, size])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut held = Spawned(cmd.spawn().unwrap());
+    wait_for_line(&mut held, "ready");
+    held
+}
+
+#[test]
+fn the_directory_outlives_any_node_and_never_reuses_an_id() {
+    let mut c = Cluster::start(3, &["--fault-timeout-ms", "2000"]);
+    let a = shm_name("a");
+    let _a_held = hold(&c, 2, &a, "65536");
+    // Node 1 started the cluster (and likely leads it): it dies.
+    c.kill(1);
+    let started = Instant::now();
+    let b = shm_name("b");
+    let _b_held = hold(&c, 3, &b, "8192");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "shm_open took {took:?}");
+    // It comes back with the same id: a new member, with the directory as it is.
+    c.restart(1);
+    c.wait_member(1, 1, "alive", Duration::from_secs(20));
+    c.wait_member(3, 1, "alive", Duration::from_secs(20));
+    let out = c.node(1).run(&c_program("check"), &[&a, "keep"]);
+    out.assert_ok();
+    let cc = shm_name("c");
+    let _c_held = hold(&c, 1, &cc, "4096");
+    let mut all = segments(&c, 1);
+    all.extend(segments(&c, 3));
+    let find = |n: &str| {
+        all.iter()
+            .find(|s| s.0.trim_start_matches('/') == n.trim_start_matches('/'))
+            .unwrap_or_else(|| panic!("{n} not in {all:?}"))
+            .clone()
+    };
+    let (sa, sb, sc) = (find(&a), find(&b), find(&cc));
+    assert!(
+        sa.1 != sb.1 && sa.1 != sc.1 && sb.1 != sc.1,
+        "ids: {sa:?} {sb:?} {sc:?}"
+    );
+    assert!(
+        sa.2 != sb.2 && sa.2 != sc.2 && sb.2 != sc.2,
+        "addresses: {sa:?} {sb:?} {sc:?}"
+    );
+}
+
+#[test]
+fn a_restarted_creator_is_never_a_second_writer() {
+    let mut c = Cluster::start(3, &["--fault-timeout-ms", "1500"]);
+    let s = shm_name("s");
+    // Node 2 creates and writes ten pages; node 3 reads them all (read copies).
+    let held = hold(&c, 2, &s, "40960");
+    c.node(3)
+        .run(&c_program("check"), &[&s, "keep"])
+        .assert_ok();
+    c.kill(2);
+    drop(held);
+    c.wait_member(1, 2, "dead", Duration::from_secs(20));
+    c.restart(2);
+    c.wait_member(2, 2, "alive", Duration::from_secs(20));
+    c.wait_member(1, 2, "alive", Duration::from_secs(20));
+    // The restarted node starts with nothing: it neither reads zeros as the data nor writes
+    // as an owner. Reading the pages fails loudly (no surviving owner) or shows the data;
+    // writing one fails.
+    let started = Instant::now();
+    let out = c.node(2).run(&c_program("check"), &[&s, "keep"]);
+    assert!(
+        out.status.signal() == Some(libc::SIGBUS) || out.status.success(),
+        "silently wrong: {out:?}"
+    );
+    let mut writer = c.command(2, &c_program("hold"));
+    writer.args([s.as_str(), "40960", "4"]);
+    let mut writer = Spawned(
+        writer
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_limited(&mut writer, Duration::from_secs(30), "a write on node 2");
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "{status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // Node 3's copies are the data, still.
+    c.node(3)
+        .run(&c_program("check"), &[&s, "keep"])
+        .assert_ok();
+    // And a segment made now is new everywhere.
+    let fresh = shm_name("fresh");
+    let _f = hold(&c, 2, &fresh, "8192");
+    c.node(3)
+        .run(&c_program("check"), &[&fresh, "keep"])
+        .assert_ok();
+}
+
+#[test]
+fn a_second_daemon_with_a_live_node_id_is_refused_and_stops() {
+    let c = Cluster::start(3, &[]);
+    // Another daemon calling itself node 2 (it dials node 3, which knows node 2 is alive).
+    let mut args = c.args[1].clone();
+    let port = dsm_e2e::free_port();
+    args[1] = format!("127.0.0.1:{port}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = match dsm_e2e::Daemon::try_start_with(2, &args) {
+        Err(log) => log,
+        Ok(mut d) => {
+            let exit = d.wait_exit(Duration::from_secs(15));
+            assert_eq!(exit.code(), Some(1), "{}", d.log());
+            d.log()
+        }
+    };
+    assert!(
+        log.contains("node 2 is alive in this cluster") && log.contains("--node-id 2"),
+        "{log}"
+    );
+    // The real node 2 is untouched.
+    c.wait_member(1, 2, "alive", Duration::from_secs(5));
+    c.wait_linked();
+}
