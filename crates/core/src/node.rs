@@ -286,6 +286,8 @@ pub struct Node {
     sent: VecDeque<Sent>,
     /// The log index at which this daemon joined (0: it started the cluster).
     joined_at: u64,
+    /// The latest time heard (ms), from faults and ticks.
+    now_ms: u64,
     /// Node deaths heard of, and for each member the count just after its last death.
     deaths: u64,
     died_at: Vec<u64>,
@@ -364,6 +366,7 @@ impl Node {
             incarnations: vec![0; members],
             sent: VecDeque::new(),
             joined_at: 0,
+            now_ms: 0,
             deaths: 0,
             died_at: vec![0; members],
             outputs: VecDeque::new(),
@@ -578,6 +581,7 @@ impl Node {
     // ---- local faults ----
 
     fn on_fault(&mut self, id: FaultId, key: PageKey, write: bool, pages: u32, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
         let waiting = Waiting {
             id,
             write,
@@ -700,9 +704,11 @@ impl Node {
         }
         self.next_seq = self.next_seq.wrapping_add(1);
         let seq = self.next_seq;
+        let now_ms = self.now_ms;
         let busy = self.busy_mut(key);
         busy.pending = Some(write);
         busy.pending_seq = seq;
+        busy.pending_since_ms = now_ms;
         let msg = PeerMsg::Request {
             key,
             write,
@@ -1628,6 +1634,7 @@ impl Node {
     // ---- time and removal ----
 
     fn on_tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
         let timeout = self.config.fault_timeout_ms;
         let mut failed = Vec::new();
         for busy in self.busy.values_mut() {
@@ -1645,6 +1652,29 @@ impl Node {
                 id,
                 error: FaultError::TimedOut,
             });
+        }
+        // A request out for longer than the fault timeout was lost (with a link that broke,
+        // or a node): given up, so that the page is not busy for ever. Its grant, if it still
+        // comes, is taken; the next fault asks again. Dynamic manager only (a fixed or central
+        // manager would wait for its confirmation).
+        if self.config.manager == ManagerKind::Dynamic {
+            let stale: Vec<PageKey> = self
+                .busy
+                .iter()
+                .filter(|(_, b)| {
+                    b.pending.is_some()
+                        && b.faults.is_empty()
+                        && now_ms.saturating_sub(b.pending_since_ms) >= timeout
+                })
+                .map(|(&k, _)| k)
+                .collect();
+            for key in stale {
+                self.failures = true;
+                let b = self.busy_mut(key);
+                let write = b.pending.take().expect("filtered");
+                b.abandoned = Some(b.abandoned.unwrap_or(false) || write);
+                self.settle(key);
+            }
         }
     }
 
@@ -1859,6 +1889,68 @@ mod tests {
         assert!(drain(&mut n).is_empty());
         assert_eq!(n.page(key(1, 0)).access, Access::Write);
         assert!(n.busy(key(1, 0)).is_none());
+    }
+
+    #[test]
+    fn a_request_lost_with_a_link_is_given_up_and_asked_again() {
+        let mut n = node(2, &[1, 2]);
+        let fault = |id, now_ms| Input::Fault {
+            id: FaultId(id),
+            key: key(1, 0),
+            write: false,
+            pages: 1,
+            now_ms,
+        };
+        n.handle(fault(1, 0));
+        drain(&mut n);
+        n.handle(Input::Tick { now_ms: 100 });
+        assert!(matches!(
+            drain(&mut n).as_slice(),
+            [Output::Fail {
+                error: FaultError::TimedOut,
+                ..
+            }]
+        ));
+        // The request is not answered by then: the page is not left busy for ever.
+        assert_eq!(n.busy(key(1, 0)).and_then(|b| b.pending), None);
+        n.handle(fault(2, 120));
+        assert_eq!(
+            drain(&mut n),
+            vec![Output::Send {
+                to: NodeId(1),
+                msg: PeerMsg::Request {
+                    key: key(1, 0),
+                    write: false,
+                    requester: NodeId(2),
+                    seq: 2,
+                    incarnation: 1,
+                }
+            }],
+            "asked again"
+        );
+        // Both are answered: the first copy serves the fault, the second is harmless.
+        let grant = Input::Peer {
+            from: NodeId(1),
+            msg: PeerMsg::Grant {
+                key: key(1, 0),
+                write: false,
+                copyset: NodeSet::EMPTY,
+                epoch: 0,
+                deaths: 0,
+            },
+        };
+        n.handle(grant.clone());
+        assert!(matches!(
+            drain(&mut n).as_slice(),
+            [Output::Grant {
+                id: FaultId(2),
+                access: Access::Read,
+                ..
+            }]
+        ));
+        n.handle(grant);
+        assert!(drain(&mut n).is_empty(), "no violation for the duplicate");
+        assert_eq!(n.page(key(1, 0)).access, Access::Read);
     }
 
     #[test]

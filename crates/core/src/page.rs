@@ -118,6 +118,8 @@ pub struct Busy {
     pub pending: Option<bool>,
     /// The pending request's number.
     pub pending_seq: u32,
+    /// When it was sent (ms).
+    pub pending_since_ms: u64,
     /// A request given up on when a node died (it may have died with it, or may still be
     /// answered): `Some(write)`. Its grant is still taken.
     pub abandoned: Option<bool>,
