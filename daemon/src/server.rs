@@ -475,6 +475,7 @@ impl Server {
         }
         self.members.handle(MemberInput::Tick { now_ms });
         self.drain_members();
+        self.update_fence();
         self.core.handle(Input::Tick { now_ms });
         self.drain_core();
     }
@@ -1148,6 +1149,50 @@ impl Server {
             }
         }
         self.peers.set_formed(self.members.formed());
+    }
+
+    /// Fences the core while the members this node cannot reach could form a majority without
+    /// it (they may declare it dead and take its pages over): links go down after 3 s of
+    /// silence, and the leader declares a death only `--fault-timeout-ms` after that, so the
+    /// fence comes first (see docs/protocol.md, "Fencing").
+    fn update_fence(&mut self) {
+        if !self.members.formed() {
+            return;
+        }
+        let me = self.config.node_id;
+        let alive: Vec<(NodeId, u64)> = self
+            .members
+            .members()
+            .into_iter()
+            .filter(|(_, m)| m.alive)
+            .map(|(n, m)| (n, m.incarnation))
+            .collect();
+        let unreachable: Vec<NodeId> = alive
+            .iter()
+            .filter(|&&(n, inc)| {
+                n != me && !(self.peers.is_up(n) && self.link_inc.get(&n) == Some(&inc))
+            })
+            .map(|&(n, _)| n)
+            .collect();
+        let fence = unreachable.len() * 2 > alive.len();
+        if fence == self.core.fenced() {
+            return;
+        }
+        if fence {
+            warn!(
+                "cut off from {} of {} members ({:?}): they may declare this node dead, so \
+                 its processes stop writing (writes wait, or fail after {} ms) until they are \
+                 reachable again",
+                unreachable.len(),
+                alive.len(),
+                unreachable,
+                self.config.fault_timeout_ms
+            );
+        } else {
+            info!("a majority of the members is reachable again: writes go on");
+        }
+        self.core.handle(Input::Fence { on: fence });
+        self.drain_core();
     }
 
     /// Says why a directory request failed: who could not be reached.

@@ -135,6 +135,13 @@ pub enum Input {
         /// Members dead now (not rejoined).
         down: Vec<NodeId>,
     },
+    /// The nodes this one cannot reach could form a majority without it (`on: true`), so they
+    /// may soon declare it dead and take its pages: write access stops — local writers are
+    /// revoked to read, write faults wait — until it can reach them again (`on: false`).
+    Fence {
+        /// Fenced or not.
+        on: bool,
+    },
     /// `segment` was created by an incarnation that is dead (this node's own earlier one,
     /// perhaps): no node owns its untouched pages any more.
     Orphaned {
@@ -288,6 +295,8 @@ pub struct Node {
     joined_at: u64,
     /// The latest time heard (ms), from faults and ticks.
     now_ms: u64,
+    /// Cut off from a possible majority: no write access (see `Input::Fence`).
+    fenced: bool,
     /// Node deaths heard of, and for each member the count just after its last death.
     deaths: u64,
     died_at: Vec<u64>,
@@ -367,6 +376,7 @@ impl Node {
             sent: VecDeque::new(),
             joined_at: 0,
             now_ms: 0,
+            fenced: false,
             deaths: 0,
             died_at: vec![0; members],
             outputs: VecDeque::new(),
@@ -419,7 +429,11 @@ impl Node {
     /// them. `local` itself drops only when the revocation completes, as it bounds what they may
     /// still hold.
     pub fn grantable(&self, key: PageKey) -> Access {
-        let local = self.page(key).local;
+        let local = if self.fenced {
+            self.page(key).local.min(Access::Read)
+        } else {
+            self.page(key).local
+        };
         match self.busy.get(&key).and_then(|b| b.revoking) {
             Some(AfterRevoke::ServeRead(_)) => local.min(Access::Read),
             Some(AfterRevoke::ServeWrite(_) | AfterRevoke::Invalidate(_)) => Access::None,
@@ -467,6 +481,7 @@ impl Node {
             Input::Orphaned { segment } => {
                 self.orphans.insert(segment);
             }
+            Input::Fence { on } => self.on_fence(on),
             Input::History {
                 deaths,
                 died_at,
@@ -598,6 +613,11 @@ impl Node {
             return;
         }
         let state = self.page(key);
+        if write && self.fenced && state.access == Access::Write {
+            // Ours, but no writing while fenced: wait (or time out).
+            self.busy_mut(key).faults.push(waiting);
+            return;
+        }
         if state.access >= Access::for_fault(write) {
             if write {
                 self.stats.local_writes += 1;
@@ -866,10 +886,11 @@ impl Node {
                 continue;
             }
             let access = self.page(key).access;
+            let fenced = self.fenced;
             let faults = std::mem::take(&mut self.busy_mut(key).faults);
             let (ready, still): (Vec<Waiting>, Vec<Waiting>) = faults
                 .into_iter()
-                .partition(|w| access >= Access::for_fault(w.write));
+                .partition(|w| access >= Access::for_fault(w.write) && !(fenced && w.write));
             for w in ready {
                 self.grant(w, key, true);
             }
@@ -878,7 +899,8 @@ impl Node {
                 self.serve(key, request);
                 continue;
             }
-            if !self.busy_mut(key).faults.is_empty() {
+            let held_back = fenced && access == Access::Write;
+            if !self.busy_mut(key).faults.is_empty() && !held_back {
                 self.acquire(key);
                 continue;
             }
@@ -1330,6 +1352,57 @@ impl Node {
             requester,
             seq,
         });
+    }
+
+    fn on_fence(&mut self, on: bool) {
+        if on == self.fenced {
+            return;
+        }
+        self.fenced = on;
+        if on {
+            // Local writers go down to read; pages in a revocation already go lower.
+            let writable: Vec<PageKey> = self
+                .pages
+                .iter()
+                .flat_map(|(&segment, v)| {
+                    v.iter().enumerate().filter_map(move |(i, p)| {
+                        (p.local == Access::Write).then_some(PageKey {
+                            segment,
+                            page: i as u32,
+                        })
+                    })
+                })
+                .chain(
+                    self.far
+                        .iter()
+                        .filter(|(_, p)| p.local == Access::Write)
+                        .map(|(&k, _)| k),
+                )
+                .collect();
+            for key in writable {
+                if self.busy.get(&key).is_some_and(|b| b.revoking.is_some()) {
+                    continue;
+                }
+                self.revoke(
+                    key,
+                    Access::Read,
+                    AfterRevoke::Nothing {
+                        keep: Access::Read,
+                        owner_lost: false,
+                    },
+                );
+            }
+        } else {
+            let keys: Vec<PageKey> = self.busy.keys().copied().collect();
+            for key in keys {
+                self.settle(key);
+            }
+        }
+    }
+
+    /// Whether write access is stopped (see `Input::Fence`).
+    pub fn fenced(&self) -> bool {
+        self.fenced
     }
 
     // ---- finding a page whose owner died ----
@@ -1951,6 +2024,49 @@ mod tests {
         n.handle(grant);
         assert!(drain(&mut n).is_empty(), "no violation for the duplicate");
         assert_eq!(n.page(key(1, 0)).access, Access::Read);
+    }
+
+    #[test]
+    fn a_fenced_node_stops_writing_until_it_reaches_the_majority_again() {
+        let mut n = node(1, &[1, 2, 3]);
+        let fault = |id, write| Input::Fault {
+            id: FaultId(id),
+            key: key(1, 0),
+            write,
+            pages: 1,
+            now_ms: 0,
+        };
+        n.handle(fault(1, true));
+        drain(&mut n);
+        assert_eq!(n.grantable(key(1, 0)), Access::Write);
+        n.handle(Input::Fence { on: true });
+        assert_eq!(
+            drain(&mut n),
+            vec![Output::Revoke {
+                key: key(1, 0),
+                to: Access::Read
+            }],
+            "local writers revoked"
+        );
+        assert_eq!(n.grantable(key(1, 0)), Access::Read);
+        n.handle(Input::Revoked { key: key(1, 0) });
+        drain(&mut n);
+        n.handle(fault(2, true));
+        assert!(drain(&mut n).is_empty(), "a write waits while fenced");
+        n.handle(fault(3, false));
+        assert!(
+            matches!(drain(&mut n).as_slice(), [Output::Grant { id: FaultId(3), .. }]),
+            "reads go on"
+        );
+        n.handle(Input::Fence { on: false });
+        assert!(matches!(
+            drain(&mut n).as_slice(),
+            [Output::Grant {
+                id: FaultId(2),
+                access: Access::Write,
+                ..
+            }]
+        ));
     }
 
     #[test]
