@@ -168,10 +168,24 @@ impl Daemon {
 
     /// Starts a daemon with extra arguments; `Err` with its log if it exits at start.
     pub fn try_start_with(node: u32, extra: &[&str]) -> Result<Daemon, String> {
+        Daemon::try_start_in(None, node, extra)
+    }
+
+    /// Starts a daemon in network namespace `netns` (as another host: its own addresses and
+    /// links), or in this one.
+    pub fn try_start_in(netns: Option<&str>, node: u32, extra: &[&str]) -> Result<Daemon, String> {
         let dir = TempDir::new("node");
         let socket = dir.0.join("dsmd.sock");
         let log = dir.0.join("dsmd.log");
-        let child = Command::new(&artifacts().dsmd)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&artifacts().dsmd);
+                c
+            }
+            None => Command::new(&artifacts().dsmd),
+        };
+        let child = cmd
             .arg("--node-id")
             .arg(node.to_string())
             .arg("--socket")
@@ -674,6 +688,93 @@ pub fn raw_client(d: &Daemon) -> std::os::unix::net::UnixStream {
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("read timeout");
     s
+}
+
+/// Hosts on one machine: network namespaces joined by veth links to a bridge, so that a host's
+/// link can be cut (`ip link set … down`) and healed. Removed when dropped.
+pub struct Netns {
+    /// The namespaces, host `i + 1` at index `i`.
+    pub names: Vec<String>,
+    bridge: String,
+    veths: Vec<String>,
+    subnet: u32,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    /// `n` hosts, 10.231.X.1 … 10.231.X.n.
+    pub fn new(n: usize) -> Netns {
+        let tag = std::process::id() % 10_000;
+        let subnet = std::process::id() % 250;
+        let bridge = format!("dsmbr{tag}");
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["link", "set", &bridge, "up"]);
+        let mut names = Vec::new();
+        let mut veths = Vec::new();
+        for i in 1..=n {
+            let ns = format!("dsm{tag}h{i}");
+            let veth = format!("dsmv{tag}h{i}");
+            ip(&["netns", "add", &ns]);
+            ip(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ]);
+            ip(&["link", "set", &veth, "master", &bridge, "up"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.231.{subnet}.{i}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            names.push(ns);
+            veths.push(veth);
+        }
+        Netns {
+            names,
+            bridge,
+            veths,
+            subnet,
+        }
+    }
+
+    /// Host `i`'s address.
+    pub fn addr(&self, i: usize) -> String {
+        format!("10.231.{}.{i}", self.subnet)
+    }
+
+    /// Cuts host `i` off from every other (its link to the bridge goes down).
+    pub fn cut(&self, i: usize) {
+        ip(&["link", "set", &self.veths[i - 1], "down"]);
+    }
+
+    /// Heals host `i`'s link.
+    pub fn heal(&self, i: usize) {
+        ip(&["link", "set", &self.veths[i - 1], "up"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
 }
 
 /// One frame's payload from `s`.

@@ -2055,7 +2055,10 @@ mod tests {
         assert!(drain(&mut n).is_empty(), "a write waits while fenced");
         n.handle(fault(3, false));
         assert!(
-            matches!(drain(&mut n).as_slice(), [Output::Grant { id: FaultId(3), .. }]),
+            matches!(
+                drain(&mut n).as_slice(),
+                [Output::Grant { id: FaultId(3), .. }]
+            ),
             "reads go on"
         );
         n.handle(Input::Fence { on: false });

@@ -1,0 +1,159 @@
+//! A host cut off from the others, as a real network would do it: three daemons in their own
+//! network namespaces, joined by veth links to a bridge; one host's link goes down for longer
+//! than the failure timeout, then comes back.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dsm_e2e::{
+    c_program, unique, wait_for_line, wait_limited, Cluster, Daemon, Key, Netns, Spawned,
+};
+
+const PORT: u16 = 7700;
+
+fn args(net: &Netns, key: &Key, i: usize) -> Vec<String> {
+    let mut a = vec![
+        "--listen".to_string(),
+        format!("{}:{PORT}", net.addr(i)),
+        "--fault-timeout-ms".into(),
+        "2000".into(),
+    ];
+    for j in 1..=3 {
+        if j != i {
+            a.push("--peer".into());
+            a.push(format!("{j}={}:{PORT}", net.addr(j)));
+        }
+    }
+    a.extend(key.args());
+    a
+}
+
+fn start(net: &Netns, key: &Key, i: usize) -> Daemon {
+    let a = args(net, key, i);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    Daemon::try_start_in(Some(&net.names[i - 1]), i as u32, &a).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The timestamp of the first log line containing `what` (env_logger's RFC 3339 stamps sort
+/// as text).
+fn stamp(log: &str, what: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.strip_prefix('['))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+fn wait_log(d: &Daemon, what: &str, limit: Duration) {
+    let started = Instant::now();
+    while !d.log().contains(what) {
+        assert!(
+            started.elapsed() < limit,
+            "no \"{what}\" in {limit:?}:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_host_cut_off_stops_writing_before_the_others_declare_it_dead_and_rejoins_as_new() {
+    let net = Netns::new(3);
+    let key = Key::new();
+    let nodes: Vec<Daemon> = (1..=3).map(|i| start(&net, &key, i)).collect();
+    let all_args = (1..=3).map(|i| args(&net, &key, i)).collect();
+    let mut c = Cluster {
+        nodes,
+        key,
+        args: all_args,
+    };
+    c.wait_linked();
+    // Host 3 creates a segment and a process there keeps writing a page of it.
+    let p = format!("/{}", unique("p"));
+    let mut held = c.command(3, &c_program("hold"));
+    held.args([p.as_str(), "8192"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut held = Spawned(held.spawn().unwrap());
+    wait_for_line(&mut held, "ready");
+    let mut writer = c.command(3, &c_program("write_later"));
+    writer
+        .args([p.as_str(), "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut writer = Spawned(writer.spawn().unwrap());
+    wait_for_line(&mut writer, "mapped");
+
+    net.cut(3);
+    let cut_at = Instant::now();
+    // Host 3 fences itself; hosts 1 and 2 then agree it is dead.
+    wait_log(
+        c.node(3),
+        "cut off from 2 of 3 members",
+        Duration::from_secs(15),
+    );
+    let detect = c.wait_member(1, 3, "dead", Duration::from_secs(30));
+    let fenced = stamp(&c.node(3).log(), "cut off from").unwrap();
+    let died = stamp(&c.node(1).log(), "is dead, as the cluster agreed").unwrap();
+    assert!(
+        fenced < died,
+        "host 3 fenced at {fenced}, declared dead at {died}"
+    );
+    eprintln!(
+        "cut to agreed death: {:?} ({detect:?} after the wait began)",
+        cut_at.elapsed()
+    );
+    // Cut off, host 3's process cannot write: its write waits, then fails.
+    writer
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"again\n")
+        .unwrap();
+    let status = wait_limited(
+        &mut writer,
+        Duration::from_secs(30),
+        "a write while cut off",
+    );
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "{status}");
+    // The majority goes on: new segments, and the cut-off host's only copy is lost, loudly.
+    let r = format!("/{}", unique("r"));
+    let started = Instant::now();
+    let mut fresh = c.command(1, &c_program("hold"));
+    fresh
+        .args([r.as_str(), "8192"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut fresh = Spawned(fresh.spawn().unwrap());
+    wait_for_line(&mut fresh, "ready");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let out = c
+        .command(2, &c_program("check"))
+        .args([&p, "keep"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{out:?}");
+
+    // Healed, host 3 hears it was declared dead and stops; started again it joins as new.
+    net.heal(3);
+    let exit = c.nodes[2].wait_exit(Duration::from_secs(30));
+    assert_eq!(exit.code(), Some(1), "{}", c.node(3).log());
+    assert!(
+        c.node(3).log().contains("declared this node (node 3) dead"),
+        "{}",
+        c.node(3).log()
+    );
+    drop(held);
+    c.nodes[2] = start(&net, &c.key, 3);
+    c.wait_member(1, 3, "alive", Duration::from_secs(30));
+    c.wait_member(3, 3, "alive", Duration::from_secs(30));
+    let out = c
+        .command(3, &c_program("check"))
+        .args([&r, "keep"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
