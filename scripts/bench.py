@@ -32,7 +32,7 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, n, work, insecure=False):
+    def __init__(self, n, work, insecure=False, extra=()):
         self.dir = tempfile.mkdtemp(prefix="dsm-bench-")
         ports = [free_port() for _ in range(n)]
         key = os.path.join(self.dir, "cluster.key")
@@ -44,6 +44,7 @@ class Cluster:
             args = [os.path.join(REL, "dsmd"), "--node-id", str(i + 1),
                     "--socket", self.sock(i + 1), "--listen", f"127.0.0.1:{ports[i]}"]
             args += ["--insecure"] if insecure else ["--key-file", key]
+            args += list(extra)
             for j in range(n):
                 if j != i:
                     args += ["--peer", f"{j + 1}=127.0.0.1:{ports[j]}"]
@@ -55,7 +56,11 @@ class Cluster:
             while True:
                 r = subprocess.run([os.path.join(REL, "dsmctl"), "--socket", self.sock(i), "--json", "peers"],
                                    capture_output=True, text=True)
-                if r.returncode == 0 and all(p["connected"] for p in json.loads(r.stdout)):
+                m = subprocess.run([os.path.join(REL, "dsmctl"), "--socket", self.sock(i), "--json", "members"],
+                                   capture_output=True, text=True)
+                if (r.returncode == 0 and all(p["connected"] for p in json.loads(r.stdout))
+                        and m.returncode == 0 and json.loads(m.stdout)["leader"] is not None
+                        and sum(x["state"] == "alive" for x in json.loads(m.stdout)["members"]) == n):
                     break
                 if time.time() > deadline:
                     sys.exit(f"bench: cluster did not come up; logs in {self.dir}")
@@ -79,9 +84,19 @@ class Cluster:
                            capture_output=True, text=True, check=True)
         return json.loads(r.stdout)
 
+    def members(self, node):
+        r = subprocess.run([os.path.join(REL, "dsmctl"), "--socket", self.sock(node), "--json", "members"],
+                           capture_output=True, text=True, check=True)
+        return json.loads(r.stdout)
+
+    def kill(self, node):
+        self.procs[node - 1].kill()
+        self.procs[node - 1].wait()
+
     def stop(self):
         for p in self.procs:
-            p.terminate()
+            if p.poll() is None:
+                p.terminate()
         for p in self.procs:
             p.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -93,6 +108,60 @@ def bare(work, *args):
     r = subprocess.run([work, *args], capture_output=True, text=True, check=True, timeout=300,
                        preexec_fn=lambda: os.sched_setaffinity(0, {0}))
     return json.loads(r.stdout.splitlines()[-1])
+
+
+def failure_figures(work):
+    rows = []
+    # Figure 11: failures, on a 3-node cluster with --fault-timeout-ms 2000 (the floor of each:
+    # what the configuration itself makes them wait).
+    print("== figure 11: a node dies", flush=True)
+    timeout_ms = 2000
+    f = Cluster(3, work, extra=("--fault-timeout-ms", str(timeout_ms)))
+    try:
+        leader = f.members(1)["leader"]
+        other = next(i for i in (1, 2, 3) if i != leader)
+        third = next(i for i in (1, 2, 3) if i not in (leader, other))
+        f.run(third, "first", "/b-f-dead", "64")
+        t0 = time.time()
+        f.kill(leader)
+        # 11b: shm_open (a segment created and touched) works again on a survivor.
+        while True:
+            r = subprocess.run([work, "first", f"/b-f-new-{int((time.time() - t0) * 1000)}", "1"],
+                               env=f.env(other), capture_output=True, text=True, timeout=60)
+            if r.returncode == 0:
+                break
+        reopen_ms = (time.time() - t0) * 1000
+        # 11a: the survivors agree the node is dead.
+        while not any(m["node"] == leader and m["state"] == "dead" for m in f.members(other)["members"]):
+            time.sleep(0.01)
+        detect_ms = (time.time() - t0) * 1000
+    finally:
+        f.stop()
+    # 11c: the longest a fault waits when a node dies: a page only the dead node held, asked
+    # for the moment it died (fails with SIGBUS at the fault timeout at most).
+    f = Cluster(3, work, extra=("--fault-timeout-ms", str(timeout_ms)))
+    try:
+        leader = f.members(1)["leader"]
+        other = next(i for i in (1, 2, 3) if i != leader)
+        third = next(i for i in (1, 2, 3) if i not in (leader, other))
+        f.run(third, "first", "/b-f-dead", "64")
+        f.kill(third)
+        t1 = time.time()
+        r = subprocess.run([work, "read", "/b-f-dead", "1"], env=f.env(other), capture_output=True,
+                           text=True, timeout=60)
+        stall_ms = (time.time() - t1) * 1000
+        sigbus = r.returncode == -7
+    finally:
+        f.stop()
+    rows.append({"figure": "11a SIGKILLed leader until agreed dead", "ms": detect_ms, "floor_ms": timeout_ms,
+                 "floor": "--fault-timeout-ms", "ratio": detect_ms / timeout_ms, "target": None})
+    rows.append({"figure": "11b leader SIGKILLed until shm_open works", "ms": reopen_ms, "floor_ms": 1000,
+                 "floor": "Raft election timeout (10 ticks of 100 ms)", "ratio": reopen_ms / 1000, "target": None})
+    rows.append({"figure": "11c longest fault stall, its page's node died" + ("" if sigbus else " (no SIGBUS!)"),
+                 "ms": stall_ms, "floor_ms": timeout_ms, "floor": "--fault-timeout-ms",
+                 "ratio": stall_ms / timeout_ms, "target": 1.1})
+
+    return rows
 
 
 def redis_figure(keys):
@@ -308,6 +377,8 @@ def main():
                  "floor_mb_per_s": plain_scan, "floor": "the same with --insecure",
                  "ratio": keyed_scan / plain_scan, "target": 0.9})
 
+    rows += failure_figures(work)
+
     redis = redis_figure(int(keys))
     if redis:
         best = max(redis.values())
@@ -319,7 +390,9 @@ def main():
     print()
     print(f"{'FIGURE':46} {'P50':>11} {'P99':>11} {'FLOOR':>11} {'RATIO':>7}  TARGET")
     for r in rows:
-        if "p50_us" in r:
+        if "ms" in r:
+            p50, p99, fl = f"{r['ms']:.0f} ms", "", f"{r['floor_ms']:.0f} ms"
+        elif "p50_us" in r:
             p50, p99, fl = f"{r['p50_us']:.1f} µs", f"{r['p99_us']:.1f} µs", f"{r['floor_us']:.1f} µs"
         elif "ops_per_s" in r:
             p50, p99, fl = f"{r['ops_per_s'] / 1e6:.1f}M/s", "", f"{r['floor_ops_per_s'] / 1e3:.0f}k/s"
@@ -329,8 +402,9 @@ def main():
             p50, p99, fl = f"{r['mb_per_s']:.0f} MB/s", "", f"{r['floor_mb_per_s']:.0f} MB/s"
         target = ""
         if r["target"] is not None:
-            met = r["ratio"] <= r["target"] if "p50_us" in r else r["ratio"] >= r["target"]
-            target = f"{'≤' if 'p50_us' in r else '≥'} {r['target']} {'met' if met else 'MISSED'}"
+            lower = "p50_us" in r or "ms" in r
+            met = r["ratio"] <= r["target"] if lower else r["ratio"] >= r["target"]
+            target = f"{'≤' if lower else '≥'} {r['target']} {'met' if met else 'MISSED'}"
         print(f"{r['figure']:46} {p50:>11} {p99:>11} {fl:>11} {r['ratio']:>6.2f}x  {target}")
     lock = next(r for r in rows if r["figure"].startswith("8a"))
     print(f"\nlock hand-off: node 1 (home) took {lock['home_share'] * 100:.0f}% of the acquisitions; "
