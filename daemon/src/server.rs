@@ -717,7 +717,18 @@ impl Server {
             }
             conn.kind = kind;
         }
-        self.send(token, &HelloReply::Welcome { node, session }, None);
+        // A process waits for an answer this long before it takes the daemon for stopped: the
+        // daemon's own timeouts (faults, directory requests and their cancellation) end first.
+        let limit_ms = self.config.fault_timeout_ms + 2_000;
+        self.send(
+            token,
+            &HelloReply::Welcome {
+                node,
+                session,
+                limit_ms,
+            },
+            None,
+        );
         Ok(())
     }
 

@@ -5,7 +5,8 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use dsm_e2e::{c_program, unique, wait_for_line, wait_limited, Cluster, Spawned};
+use dsm_e2e::{c_program, unique, wait_for_line, wait_limited, Cluster, Daemon, Spawned};
+use std::io::Write;
 
 fn shm_name(label: &str) -> String {
     format!("/{}", unique(label))
@@ -152,4 +153,46 @@ fn a_second_daemon_with_a_live_node_id_is_refused_and_stops() {
     // The real node 2 is untouched.
     c.wait_member(1, 2, "alive", Duration::from_secs(5));
     c.wait_linked();
+}
+
+#[test]
+fn a_stopped_daemon_holds_its_programs_no_longer_than_its_bound() {
+    let d = Daemon::start_with(1, &["--fault-timeout-ms", "1000"]);
+    let name = shm_name("stopped");
+    let mut holder = d.spawn(&c_program("hold"), &[&name, "40960", "0"]);
+    wait_for_line(&mut holder, "ready");
+    let mut toucher = d.command(&c_program("touch_later"));
+    toucher
+        .args([name.as_str(), "3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut toucher = Spawned(toucher.spawn().unwrap());
+    wait_for_line(&mut toucher, "mapped");
+    // SAFETY: signalling a child process we own.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGSTOP) };
+    let started = Instant::now();
+    toucher.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = wait_limited(
+        &mut toucher,
+        Duration::from_secs(30),
+        "a fault, dsmd stopped",
+    );
+    assert_eq!(status.signal(), Some(libc::SIGBUS), "{status}");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(toucher.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("did not answer in time: it is stopped or wedged"),
+        "{err}"
+    );
+    // A new program cannot even say hello: it is told, and gets an error, in bounded time.
+    let started = Instant::now();
+    let out = d.run(&c_program("check"), &[&name, "keep"]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("stopped or wedged"), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // SAFETY: as above.
+    unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
 }

@@ -32,8 +32,15 @@ const EMPTY: Slot = Slot {
 
 static TABLE: [Slot; SLOTS] = [EMPTY; SLOTS];
 
-/// Sends `request` on the calling thread's channel and returns the reply. Async-signal-safe.
+/// Sends `request` on the calling thread's channel and returns the reply, or `ETIMEDOUT` once
+/// the daemon's bound has passed without one (see [`wire::call_bounded`]). Async-signal-safe.
 pub fn call(request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
+    with_channel(|fd| wire::call_bounded(fd, request, fd_out))
+}
+
+/// [`call`] without a bound: for a lock or barrier wait, which may last as long as the program
+/// holds the lock elsewhere.
+pub fn call_unbounded(request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
     with_channel(|fd| wire::call(fd, request, fd_out))
 }
 

@@ -205,6 +205,9 @@ pub fn obtain(mapping: &Mapping, addr: usize, write: bool) -> Result<(), &'stati
             }
             Ok(Reply::Failed(e)) => return Err(e.describe()),
             Ok(_) => return Err(ShmError::Internal.describe()),
+            Err(libc::ETIMEDOUT) => {
+                return Err("dsmd did not answer in time: it is stopped or wedged")
+            }
             Err(e) => return Err(crate::errno_name(e)),
         }
     }

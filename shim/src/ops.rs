@@ -36,6 +36,14 @@ pub(crate) fn request(
 ) -> Result<Reply, Errno> {
     session::ensure().map_err(|_| libc::ECONNREFUSED)?;
     channels::call(req, fd_out).map_err(|e| {
+        if e == libc::ETIMEDOUT {
+            say!(
+                "{what}: dsmd at {} did not answer in {} ms: it is stopped or wedged",
+                crate::config::get().socket,
+                crate::wire::limit_ms()
+            );
+            return libc::ETIMEDOUT;
+        }
         say!(
             "{what}: lost the connection to dsmd at {} ({})",
             crate::config::get().socket,

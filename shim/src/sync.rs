@@ -43,7 +43,7 @@ fn call_as(key: SyncKey, op: SyncOp, interruptible: bool) -> Result<SyncResult, 
         };
         channels::call_interruptible(&request, &withdraw)
     } else {
-        channels::call(&request, None)
+        channels::call_unbounded(&request, None)
     };
     match reply {
         Ok(Reply::Synced(SyncResult::HomeLost)) => {

@@ -34,6 +34,59 @@ pub fn recv<'b, T: Deserialize<'b>>(
     frame::decode(&buf[..len]).map_err(|_| libc::EPROTO)
 }
 
+/// How long a bounded request waits for its reply (ms; from the daemon's welcome). 0: no bound.
+static LIMIT_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The bound on requests other than lock waits, in ms (0 before the first connection).
+pub fn limit_ms() -> u64 {
+    LIMIT_MS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// How long a new connection waits for the daemon's welcome.
+const HELLO_LIMIT_MS: u64 = 10_000;
+
+/// Waits until `fd` is readable, at most `limit_ms`; `Ok(false)` if it did not become so.
+fn wait_readable(fd: i32, limit_ms: u64) -> SysResult<bool> {
+    let deadline = sys::monotonic_ns() + limit_ms * 1_000_000;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left_ms = deadline.saturating_sub(sys::monotonic_ns()) / 1_000_000;
+        // SAFETY: one valid pollfd.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_poll,
+                &mut pfd as *mut libc::pollfd,
+                1,
+                left_ms as i32,
+            )
+        };
+        match r {
+            0 => return Ok(false),
+            r if r > 0 => return Ok(true),
+            _ if sys::errno() == libc::EINTR => continue,
+            _ => return Err(sys::errno()),
+        }
+    }
+}
+
+/// [`call`], failing with `ETIMEDOUT` if the reply does not come within the daemon's bound: a
+/// daemon that is stopped (SIGSTOP) or wedged does not hold its processes for ever. The
+/// channel is then out of step, and the caller closes it. Async-signal-safe.
+pub fn call_bounded(fd: i32, request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
+    send(fd, request)?;
+    sys::spin_until_readable(fd, crate::config::get().spin_ns);
+    let limit = limit_ms();
+    if limit > 0 && !wait_readable(fd, limit)? {
+        return Err(libc::ETIMEDOUT);
+    }
+    let mut buf = [0u8; BUF];
+    recv(fd, &mut buf, fd_out)
+}
+
 /// Sends `request` and waits for its reply.
 pub fn call(fd: i32, request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
     send(fd, request)?;
@@ -83,9 +136,25 @@ pub fn connect(role: Role) -> Result<(i32, NodeId, SessionId), Errno> {
     let fd = sys::connect_unix(addr)?;
     let result = (|| {
         send(fd, &Hello::new(role))?;
+        // A daemon that accepts but never answers (stopped, wedged) does not hold us for ever.
+        if !wait_readable(fd, HELLO_LIMIT_MS)? {
+            crate::say!(
+                "dsmd at {} accepted the connection but did not answer in {HELLO_LIMIT_MS} ms: \
+                 it is stopped or wedged",
+                config.socket
+            );
+            return Err(libc::ETIMEDOUT);
+        }
         let mut buf = [0u8; BUF];
         match recv::<HelloReply<'_>>(fd, &mut buf, None)? {
-            HelloReply::Welcome { node, session } => Ok((node, session)),
+            HelloReply::Welcome {
+                node,
+                session,
+                limit_ms,
+            } => {
+                LIMIT_MS.store(limit_ms, core::sync::atomic::Ordering::Relaxed);
+                Ok((node, session))
+            }
             HelloReply::Refused { reason } => {
                 crate::say!("dsmd at {} refused the connection: {reason}", config.socket);
                 Err(libc::ECONNREFUSED)

@@ -61,6 +61,9 @@ pub enum HelloReply<'a> {
         node: NodeId,
         /// For a `Session`, its new id; otherwise the session the connection belongs to (or 0).
         session: SessionId,
+        /// How long a request other than a lock wait may go unanswered before the process takes
+        /// the daemon for stopped or wedged (its fault timeout and a margin), in ms.
+        limit_ms: u64,
     },
     /// Refused; the daemon closes the connection after sending this.
     Refused {
