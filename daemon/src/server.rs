@@ -39,6 +39,9 @@ const PEER_LISTENER: Token = Token(2);
 const FIRST_CONN: usize = 16;
 /// How often the core hears the time and links retry (timeouts have this granularity).
 const TICK: Duration = Duration::from_millis(50);
+/// A directory request waits this much longer than a fault: long enough for a Raft election
+/// (1–2 s, a few rounds under load) after the leader died.
+const ELECTION_ALLOWANCE_MS: u64 = 5_000;
 /// Messages held at most from a peer daemon whose join has not committed.
 const MAX_HELD: usize = 65_536;
 
@@ -286,7 +289,7 @@ impl Server {
                     tick_ms: 100,
                     death_ms: config.fault_timeout_ms,
                     retry_ms: 500,
-                    timeout_ms: config.fault_timeout_ms,
+                    timeout_ms: config.fault_timeout_ms + ELECTION_ALLOWANCE_MS,
                 },
             ),
             incarnation,
@@ -382,8 +385,9 @@ impl Server {
                         let (store, core) = (&mut self.store, &self.core);
                         let (members, link_inc) = (&self.members, &self.link_inc);
                         // A grant's page is stored only if the core will accept the grant (it
-                        // asked for it) and it comes from a live member's daemon: a peer cannot
-                        // write, or grow, a copy nobody asked for.
+                        // asked for it) and it does not come from a dead member's daemon: a
+                        // peer cannot write, or grow, a copy nobody asked for. (One from a
+                        // daemon whose join has not committed here yet is stored and held.)
                         let mut sink = |from: NodeId, msg: &PeerMsg| {
                             let PeerMsg::Grant {
                                 key, write, epoch, ..
@@ -391,10 +395,12 @@ impl Server {
                             else {
                                 return None;
                             };
-                            let live = link_inc
-                                .get(&from)
-                                .is_some_and(|&i| members.is_alive(from, i));
-                            if !live || !core.expects_grant(key, write, epoch) {
+                            let dead = link_inc.get(&from).is_none_or(|&i| {
+                                members
+                                    .incarnation_of(from)
+                                    .is_some_and(|m| m.incarnation == i && !m.alive)
+                            });
+                            if dead || !core.expects_grant(key, write, epoch) {
                                 return None;
                             }
                             match store.incoming(key.segment, key.page) {
@@ -720,12 +726,14 @@ impl Server {
         // A process waits for an answer this long before it takes the daemon for stopped: the
         // daemon's own timeouts (faults, directory requests and their cancellation) end first.
         let limit_ms = self.config.fault_timeout_ms + 2_000;
+        let dir_limit_ms = self.dir_timeout_ms() + 3_000;
         self.send(
             token,
             &HelloReply::Welcome {
                 node,
                 session,
                 limit_ms,
+                dir_limit_ms,
             },
             None,
         );
@@ -1131,6 +1139,9 @@ impl Server {
                          what its processes held is released, its pages with no other copy \
                          are lost"
                     );
+                    if self.link_inc.get(&node) == Some(&incarnation) {
+                        self.held.remove(&node);
+                    }
                     let orphans: Vec<SegmentId> = self
                         .store
                         .iter()
@@ -1204,6 +1215,11 @@ impl Server {
         }
         self.core.handle(Input::Fence { on: fence });
         self.drain_core();
+    }
+
+    /// How long a directory request may take before it is cancelled.
+    fn dir_timeout_ms(&self) -> u64 {
+        self.config.fault_timeout_ms + ELECTION_ALLOWANCE_MS
     }
 
     /// Says why a directory request failed: who could not be reached.
@@ -1393,15 +1409,6 @@ impl Server {
     fn on_peer_message(&mut self, from: NodeId, incoming: Incoming) {
         if matches!(incoming, Incoming::Coherence(_) | Incoming::Sync(_)) && !self.deliverable(from)
         {
-            if let Incoming::Coherence(PeerMsg::Grant { .. }) = incoming {
-                // Its page was not stored: a daemon that is no member grants nothing.
-                limited_warn!(
-                    self.limit,
-                    "grant from a non-member",
-                    "{from} sent a grant before its join committed: dropped"
-                );
-                return;
-            }
             let held = self.held.entry(from).or_default();
             if held.len() >= MAX_HELD {
                 limited_warn!(

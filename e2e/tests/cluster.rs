@@ -300,6 +300,7 @@ fn bad_peer_input_closes_one_link_and_nothing_else() {
         requester: NodeId(1),
         seq: 1,
         incarnation: 1,
+        hops: 0,
     };
     s.write_all(&frame::encode(&PeerFrame::Coherence(absurd)).unwrap())
         .unwrap();

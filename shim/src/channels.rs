@@ -35,7 +35,12 @@ static TABLE: [Slot; SLOTS] = [EMPTY; SLOTS];
 /// Sends `request` on the calling thread's channel and returns the reply, or `ETIMEDOUT` once
 /// the daemon's bound has passed without one (see [`wire::call_bounded`]). Async-signal-safe.
 pub fn call(request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
-    with_channel(|fd| wire::call_bounded(fd, request, fd_out))
+    with_channel(|fd| wire::call_bounded(fd, request, fd_out, wire::Bound::Fault))
+}
+
+/// [`call`] for a segment directory request, bounded by the daemon's directory timeout.
+pub fn call_directory(request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
+    with_channel(|fd| wire::call_bounded(fd, request, fd_out, wire::Bound::Directory))
 }
 
 /// [`call`] without a bound: for a lock or barrier wait, which may last as long as the program

@@ -35,12 +35,12 @@ pub(crate) fn request(
     fd_out: Option<&mut i32>,
 ) -> Result<Reply, Errno> {
     session::ensure().map_err(|_| libc::ECONNREFUSED)?;
-    channels::call(req, fd_out).map_err(|e| {
+    channels::call_directory(req, fd_out).map_err(|e| {
         if e == libc::ETIMEDOUT {
             say!(
                 "{what}: dsmd at {} did not answer in {} ms: it is stopped or wedged",
                 crate::config::get().socket,
-                crate::wire::limit_ms()
+                crate::wire::limit_ms(crate::wire::Bound::Directory)
             );
             return libc::ETIMEDOUT;
         }

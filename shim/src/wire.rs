@@ -34,12 +34,26 @@ pub fn recv<'b, T: Deserialize<'b>>(
     frame::decode(&buf[..len]).map_err(|_| libc::EPROTO)
 }
 
-/// How long a bounded request waits for its reply (ms; from the daemon's welcome). 0: no bound.
+/// How long a fault, and a directory request, wait for their reply (ms; from the daemon's
+/// welcome). 0: no bound.
 static LIMIT_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static DIR_LIMIT_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// The bound on requests other than lock waits, in ms (0 before the first connection).
-pub fn limit_ms() -> u64 {
-    LIMIT_MS.load(core::sync::atomic::Ordering::Relaxed)
+/// Which bound a request has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// A fault, or a short question.
+    Fault,
+    /// A segment directory request (may wait out an election).
+    Directory,
+}
+
+/// The bound on a request of this kind, in ms (0 before the first connection: none).
+pub fn limit_ms(bound: Bound) -> u64 {
+    match bound {
+        Bound::Fault => LIMIT_MS.load(core::sync::atomic::Ordering::Relaxed),
+        Bound::Directory => DIR_LIMIT_MS.load(core::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 /// How long a new connection waits for the daemon's welcome.
@@ -76,10 +90,15 @@ fn wait_readable(fd: i32, limit_ms: u64) -> SysResult<bool> {
 /// [`call`], failing with `ETIMEDOUT` if the reply does not come within the daemon's bound: a
 /// daemon that is stopped (SIGSTOP) or wedged does not hold its processes for ever. The
 /// channel is then out of step, and the caller closes it. Async-signal-safe.
-pub fn call_bounded(fd: i32, request: &Request<'_>, fd_out: Option<&mut i32>) -> SysResult<Reply> {
+pub fn call_bounded(
+    fd: i32,
+    request: &Request<'_>,
+    fd_out: Option<&mut i32>,
+    bound: Bound,
+) -> SysResult<Reply> {
     send(fd, request)?;
     sys::spin_until_readable(fd, crate::config::get().spin_ns);
-    let limit = limit_ms();
+    let limit = limit_ms(bound);
     if limit > 0 && !wait_readable(fd, limit)? {
         return Err(libc::ETIMEDOUT);
     }
@@ -151,8 +170,10 @@ pub fn connect(role: Role) -> Result<(i32, NodeId, SessionId), Errno> {
                 node,
                 session,
                 limit_ms,
+                dir_limit_ms,
             } => {
                 LIMIT_MS.store(limit_ms, core::sync::atomic::Ordering::Relaxed);
+                DIR_LIMIT_MS.store(dir_limit_ms, core::sync::atomic::Ordering::Relaxed);
                 Ok((node, session))
             }
             HelloReply::Refused { reason } => {

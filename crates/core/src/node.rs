@@ -735,6 +735,7 @@ impl Node {
             requester: me,
             seq,
             incarnation: self.config.incarnation,
+            hops: 0,
         };
         match self.config.manager {
             ManagerKind::Dynamic => {
@@ -752,6 +753,7 @@ impl Node {
                             requester: me,
                             seq,
                             incarnation: self.config.incarnation,
+                            hops: 0,
                         },
                     );
                 } else {
@@ -928,6 +930,7 @@ impl Node {
                 requester,
                 seq,
                 incarnation,
+                hops,
             } => {
                 if requester == self.config.me {
                     // One of ours, back after an owner died on its way or it was asked again:
@@ -950,6 +953,7 @@ impl Node {
                     requester,
                     seq,
                     incarnation,
+                    hops,
                 };
                 let managing = self.config.manager != ManagerKind::Dynamic
                     && self.manager_of(key) == self.config.me
@@ -1004,14 +1008,14 @@ impl Node {
     }
 
     fn on_request(&mut self, key: PageKey, request: Queued) {
-        // Only a transition that may leave this node the owner holds a request back: a node
-        // waiting for a read copy, or locating the page, passes it on (or says it does not
-        // know) at once.
-        // Once a node has died, a page's owner may be gone and the requests waiting for it
-        // would wait on each other: a node whose own request is out passes others on too.
+        // A node in a transition holds requests back until it is over (Li & Hudak): its own
+        // request out, invalidations or a revocation under way; one merely locating the page
+        // passes them on (or says it does not know) at once. Once a node has died, a page's
+        // owner may be gone and requests held behind our own would wait on each other: a
+        // node whose own request is out passes others on too.
         let failures = self.failures;
         let holds = self.busy.get(&key).is_some_and(|b| {
-            (b.pending == Some(true) && !failures)
+            (b.pending.is_some() && !failures)
                 || b.invalidating.is_some()
                 || b.revoking.is_some()
                 || !b.requests.is_empty()
@@ -1047,8 +1051,13 @@ impl Node {
                 requester: request.requester,
                 seq: request.seq,
                 incarnation: request.incarnation,
+                hops: request.hops.saturating_add(1),
             };
-            if state.probable_owner == request.requester || self.is_down(state.probable_owner) {
+            let circling = usize::from(request.hops) >= self.config.members.len();
+            if state.probable_owner == request.requester
+                || self.is_down(state.probable_owner)
+                || circling
+            {
                 // We lost track of the owner (it died), or only know of the requester (whose
                 // own write was abandoned when a node died): the requester must locate it.
                 self.send(
@@ -1663,6 +1672,7 @@ impl Node {
                     requester: request.requester,
                     seq: request.seq,
                     incarnation: request.incarnation,
+                    hops: request.hops,
                 },
             );
         }
@@ -1753,6 +1763,7 @@ impl Node {
 
     fn on_removed(&mut self, segment: SegmentId) {
         self.pages.remove(&segment);
+        self.orphans.remove(&segment);
         self.far.retain(|k, _| k.segment != segment);
         self.managed.retain(|k, _| k.segment != segment);
         let keys: Vec<PageKey> = self
@@ -1935,6 +1946,7 @@ mod tests {
                     requester: NodeId(2),
                     seq: 1,
                     incarnation: 1,
+                    hops: 0,
                 }
             }]
         );
@@ -1997,6 +2009,7 @@ mod tests {
                     requester: NodeId(2),
                     seq: 2,
                     incarnation: 1,
+                    hops: 0,
                 }
             }],
             "asked again"
@@ -2149,6 +2162,7 @@ mod tests {
                 requester: NodeId(2),
                 seq: 1,
                 incarnation: 1,
+                hops: 0,
             },
         });
         assert_eq!(

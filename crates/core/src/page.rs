@@ -82,6 +82,8 @@ pub struct Queued {
     pub seq: u32,
     /// The requester daemon's incarnation.
     pub incarnation: u64,
+    /// Times it was passed on.
+    pub hops: u8,
 }
 
 /// Looking for a page whose owner this node lost track of (it died): every live node is asked.

@@ -113,8 +113,9 @@ fn random_schedules_with_crashes_and_restarts() {
         ManagerKind::Fixed,
         ManagerKind::Central,
     ] {
-        sweep_with(manager, 5, 4, 12, 5000, 2);
-        sweep_with(manager, 8, 2, 10, 2000, 4);
+        sweep_with(manager, 5, 4, 12, 4000, 2);
+        sweep_with(manager, 8, 2, 10, 1500, 4);
+        sweep_with(manager, 6, 3, 12, 1500, 3);
     }
 }
 

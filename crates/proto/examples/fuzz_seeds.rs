@@ -111,6 +111,7 @@ fn main() {
             requester: NodeId(2),
             seq: 1,
             incarnation: 1,
+            hops: 0,
         })),
         payload(&PeerFrame::Coherence(PeerMsg::Grant {
             key,

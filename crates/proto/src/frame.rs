@@ -14,7 +14,7 @@ pub const HEADER_LEN: usize = 4;
 pub const MAX_CLIENT_FRAME: usize = 64 * 1024;
 
 /// Largest frame between daemons (a Raft snapshot carrying the segment directory is the
-/// largest; Raft appends are cut at 64 KiB).
+/// largest; Raft appends are cut at 1 MiB).
 pub const MAX_PEER_FRAME: usize = 16 * 1024 * 1024;
 
 /// Largest frame a daemon sends to `dsmctl` (a status of many segments and pages).

@@ -61,9 +61,12 @@ pub enum HelloReply<'a> {
         node: NodeId,
         /// For a `Session`, its new id; otherwise the session the connection belongs to (or 0).
         session: SessionId,
-        /// How long a request other than a lock wait may go unanswered before the process takes
-        /// the daemon for stopped or wedged (its fault timeout and a margin), in ms.
+        /// How long a fault may go unanswered before the process takes the daemon for stopped
+        /// or wedged (its fault timeout and a margin), in ms.
         limit_ms: u64,
+        /// The same for a segment directory request (`shm_open`, `ftruncate`, …), which may
+        /// wait out a Raft election, in ms.
+        dir_limit_ms: u64,
     },
     /// Refused; the daemon closes the connection after sending this.
     Refused {

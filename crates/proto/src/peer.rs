@@ -75,6 +75,9 @@ pub enum PeerMsg {
         /// The requester daemon's incarnation: a request of a daemon that has restarted since
         /// is not served to the new one.
         incarnation: u64,
+        /// Times it was passed on: past the number of nodes it is going round in circles (hints
+        /// left by a dead owner), and its requester is told to locate the page.
+        hops: u8,
     },
     /// To a requester: its request `seq` ends here, because this node does not know where the
     /// page is (the owner it knew of died): locate the page.

@@ -75,6 +75,7 @@ pub fn node(u: &mut Unstructured<'_>, trace: bool) -> arbitrary::Result<()> {
                         requester: NodeId(u.int_in_range(0..=4)?),
                         seq: u.int_in_range(0..=3)?,
                         incarnation: u.int_in_range(0..=3)?,
+                        hops: u.int_in_range(0..=4)?,
                     },
                 };
                 Input::Peer { from, msg }
