@@ -3,8 +3,13 @@
 //! ordering the protocol relies on.
 //!
 //! A link says hello both ways (protocol version, cluster name, node id, manager) and refuses a
-//! mismatch with a reason logged on both sides. Messages sent while a link is down wait in its
-//! outbox and go out, in order, once it is up again; the dialer retries with backoff.
+//! mismatch with a reason logged on both sides. The dialer retries with backoff.
+//!
+//! Nothing is lost with a connection while both daemons live: every coherence, lock-service
+//! and Raft message is numbered and kept (page included) until the peer acknowledges it
+//! (`PeerFrame::Ack`, every tick or 256 messages); a new connection's hello says how many the
+//! peer received from this daemon, and the rest go again, in order, once. Messages kept for a
+//! daemon that has restarted since are dropped: nothing meant for it reaches its successor.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -45,6 +50,8 @@ const SILENCE: Duration = Duration::from_secs(3);
 /// A newcomer claiming the node id of a link that was heard from this recently is a second
 /// daemon with that id, not a restart.
 const ALIVE_WITHIN: Duration = Duration::from_millis(1500);
+/// Messages received between acknowledgements at most (besides one every tick).
+const ACK_EVERY: u64 = 256;
 
 /// A message from a peer.
 #[derive(Debug)]
@@ -163,8 +170,16 @@ struct Link {
     addr: SocketAddr,
     dials: bool,
     conn: Option<Conn>,
-    outbox: VecDeque<Vec<u8>>,
-    outbox_bytes: usize,
+    /// Numbered messages the peer's daemon has not acknowledged (copies, pages included),
+    /// oldest first: the first is number `acked + 1`. Written or not: after a reconnect they
+    /// go again from where the peer says it stopped.
+    unacked: VecDeque<Vec<u8>>,
+    unacked_bytes: usize,
+    acked: u64,
+    /// Numbered messages received from the peer's current daemon, and the count last
+    /// acknowledged to it.
+    received: u64,
+    ack_sent: u64,
     backoff: Duration,
     retry_at: Instant,
     up_since: Option<Instant>,
@@ -223,8 +238,11 @@ impl Peers {
                         addr,
                         dials: me.node < node,
                         conn: None,
-                        outbox: VecDeque::new(),
-                        outbox_bytes: 0,
+                        unacked: VecDeque::new(),
+                        unacked_bytes: 0,
+                        acked: 0,
+                        received: 0,
+                        ack_sent: 0,
                         backoff: FIRST_BACKOFF,
                         retry_at: now,
                         up_since: None,
@@ -297,7 +315,8 @@ impl Peers {
             .collect()
     }
 
-    fn hello(&self) -> Vec<u8> {
+    fn hello(&self, to: NodeId) -> Vec<u8> {
+        let link = self.links.get(&to);
         frame::encode(&PeerFrame::Hello(PeerHello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
@@ -306,6 +325,8 @@ impl Peers {
             manager: self.me.manager.clone(),
             incarnation: self.me.incarnation,
             formed: self.me.formed,
+            peer_incarnation: link.and_then(|l| l.incarnation).unwrap_or(0),
+            received: link.map_or(0, |l| l.received),
         }))
         .expect("hello encodes")
     }
@@ -345,7 +366,7 @@ impl Peers {
         if self.batch_depth > 0 {
             self.batch.push((to, bytes, page));
         } else {
-            self.write_now(registry, to, vec![(bytes, None)]);
+            self.write_now(registry, to, vec![(bytes, None)], true);
         }
     }
 
@@ -370,14 +391,20 @@ impl Peers {
                 .push((bytes, key.map(&mut *resolve)));
         }
         for (to, messages) in per_peer {
-            self.write_now(registry, to, messages);
+            self.write_now(registry, to, messages, true);
         }
     }
 
     /// Writes messages to `to` now if its link is up and idle, straight from the pages'
     /// mappings; whatever the socket does not take (or all, if the link is busy or down) is
     /// copied into its queue.
-    fn write_now(&mut self, registry: &Registry, to: NodeId, messages: Vec<Outgoing>) {
+    fn write_now(
+        &mut self,
+        registry: &Registry,
+        to: NodeId,
+        messages: Vec<Outgoing>,
+        numbered: bool,
+    ) {
         let Some(link) = self.links.get_mut(&to) else {
             return;
         };
@@ -389,17 +416,30 @@ impl Peers {
             all.drain(..skip);
             all
         };
-        link.last_tx = Instant::now();
-        let Some(conn) = link.conn.as_mut().filter(|c| c.greeted) else {
-            for m in messages {
-                let bytes = flat(m, 0);
-                if link.outbox_bytes + bytes.len() > MAX_OUTBOX {
-                    warn!("{to} has been down too long: dropping a message for it");
+        if numbered {
+            // Kept until acknowledged (see the module's comment).
+            for (bytes, page) in &messages {
+                let mut copy = bytes.clone();
+                if let Some(page) = page {
+                    copy.extend_from_slice(&page.to_vec());
+                }
+                if link.unacked_bytes + copy.len() > MAX_OUTBOX {
+                    limited_warn!(
+                        self.limit,
+                        "unacked overflow",
+                        "{to} has not acknowledged {} MiB of messages (down too long?): \
+                         dropping a message for it",
+                        MAX_OUTBOX >> 20
+                    );
                     continue;
                 }
-                link.outbox_bytes += bytes.len();
-                link.outbox.push_back(bytes);
+                link.unacked_bytes += copy.len();
+                link.unacked.push_back(copy);
             }
+        }
+        link.last_tx = Instant::now();
+        let Some(conn) = link.conn.as_mut().filter(|c| c.greeted) else {
+            // Down: the numbered ones go when it is up again.
             return;
         };
         let mut rest = messages.into_iter().peekable();
@@ -483,8 +523,9 @@ impl Peers {
             .collect();
         for node in quiet {
             let ping = frame::encode(&PeerFrame::Ping).expect("encodes");
-            self.write_now(registry, node, vec![(ping, None)]);
+            self.write_now(registry, node, vec![(ping, None)], false);
         }
+        self.send_acks(registry, 0);
         let due: Vec<NodeId> = self
             .links
             .iter()
@@ -496,10 +537,28 @@ impl Peers {
         }
     }
 
+    /// Acknowledges what arrived from each peer, where more than `threshold` messages since the
+    /// last acknowledgement.
+    fn send_acks(&mut self, registry: &Registry, threshold: u64) {
+        let due: Vec<(NodeId, u64)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.up_since.is_some() && l.received > l.ack_sent + threshold)
+            .map(|(&n, l)| (n, l.received))
+            .collect();
+        for (node, received) in due {
+            if let Some(link) = self.links.get_mut(&node) {
+                link.ack_sent = received;
+            }
+            let ack = frame::encode(&PeerFrame::Ack(received)).expect("encodes");
+            self.write_now(registry, node, vec![(ack, None)], false);
+        }
+    }
+
     fn dial(&mut self, registry: &Registry, node: NodeId) {
         let token = Token(self.next_token);
         self.next_token += 1;
-        let hello = self.hello();
+        let hello = self.hello(node);
         let link = self.links.get_mut(&node).expect("known");
         let mut stream = match TcpStream::connect(link.addr) {
             Ok(s) => s,
@@ -667,6 +726,7 @@ impl Peers {
             self.refuse(registry, node, &why, false);
             return;
         }
+        self.send_acks(registry, ACK_EVERY);
         if eof {
             self.drop_conn(registry, node, "closed by peer");
         }
@@ -696,6 +756,7 @@ impl Peers {
                 }
                 conn.awaiting_page = None;
                 link.stats.messages_in += 1;
+                link.received += 1;
                 arrived.push((node, Incoming::Coherence(msg)));
                 continue;
             }
@@ -718,7 +779,7 @@ impl Peers {
                         self.refuse(registry, node, &why, true);
                         return Ok(());
                     }
-                    self.greeted(registry, node, hello.incarnation, hello.formed, arrived);
+                    self.greeted(registry, node, &hello, arrived);
                 }
                 PeerFrame::Refused { reason, fatal } => {
                     link.failures = link.failures.max(1);
@@ -739,15 +800,30 @@ impl Peers {
                 }
                 PeerFrame::Coherence(msg) => {
                     link.stats.messages_in += 1;
+                    link.received += 1;
                     arrived.push((node, Incoming::Coherence(msg)));
                 }
                 PeerFrame::Raft(bytes) => {
                     link.stats.messages_in += 1;
+                    link.received += 1;
                     arrived.push((node, Incoming::Raft(bytes)));
                 }
                 PeerFrame::Ping => {}
+                PeerFrame::Ack(count) => {
+                    // The peer has the messages up to `count`: forget them.
+                    let done = count
+                        .saturating_sub(link.acked)
+                        .min(link.unacked.len() as u64);
+                    for _ in 0..done {
+                        if let Some(m) = link.unacked.pop_front() {
+                            link.unacked_bytes -= m.len();
+                        }
+                    }
+                    link.acked += done;
+                }
                 PeerFrame::Sync(msg) => {
                     link.stats.messages_in += 1;
+                    link.received += 1;
                     arrived.push((node, Incoming::Sync(msg)));
                 }
             }
@@ -783,22 +859,41 @@ impl Peers {
         &mut self,
         registry: &Registry,
         node: NodeId,
-        incarnation: u64,
-        formed: bool,
+        hello: &PeerHello,
         arrived: &mut Vec<(NodeId, Incoming)>,
     ) {
+        let (incarnation, formed) = (hello.incarnation, hello.formed);
+        let me = self.me.incarnation;
         let link = self.links.get_mut(&node).expect("known");
         if link.incarnation.is_some_and(|i| i != incarnation) {
             // Nothing meant for the old daemon reaches the new one.
-            if !link.outbox.is_empty() {
+            if !link.unacked.is_empty() {
                 info!(
-                    "{node} restarted: {} messages queued for its old daemon dropped",
-                    link.outbox.len()
+                    "{node} restarted: {} messages kept for its old daemon dropped",
+                    link.unacked.len()
                 );
             }
-            link.outbox.clear();
-            link.outbox_bytes = 0;
+            link.unacked.clear();
+            link.unacked_bytes = 0;
+            link.acked = 0;
+            link.received = 0;
+            link.ack_sent = 0;
         }
+        // What the peer already has of ours is forgotten; the rest goes again, in order.
+        let has = if hello.peer_incarnation == me {
+            hello.received
+        } else {
+            0
+        };
+        let done = has
+            .saturating_sub(link.acked)
+            .min(link.unacked.len() as u64);
+        for _ in 0..done {
+            if let Some(m) = link.unacked.pop_front() {
+                link.unacked_bytes -= m.len();
+            }
+        }
+        link.acked += done;
         arrived.push((
             node,
             Incoming::Up {
@@ -812,8 +907,7 @@ impl Peers {
         link.problem = None;
         let conn = link.conn.as_mut().expect("connected");
         conn.greeted = true;
-        conn.out.extend(link.outbox.drain(..));
-        link.outbox_bytes = 0;
+        conn.out.extend(link.unacked.iter().cloned());
         link.up_since = Some(Instant::now());
         link.backoff = FIRST_BACKOFF;
         link.failures = 0;
@@ -885,12 +979,13 @@ impl Peers {
                         h.node.0
                     ))
                 }
-                Some(_) => Ok((h.node, h.incarnation, h.formed)),
+                Some(_) => Ok(h),
             }
         });
         match verdict {
-            Ok((node, incarnation, formed)) => {
-                let hello = self.hello();
+            Ok(peer_hello) => {
+                let node = peer_hello.node;
+                let hello = self.hello(node);
                 if let Some(records) = &mut conn.crypto {
                     match records.reply(&hello) {
                         Ok(answer) => conn.raw_out.push_back(answer),
@@ -908,7 +1003,7 @@ impl Peers {
                 }
                 self.tokens.insert(token, node);
                 self.links.get_mut(&node).expect("known").conn = Some(conn);
-                self.greeted(registry, node, incarnation, formed, arrived);
+                self.greeted(registry, node, &peer_hello, arrived);
                 // Frames that came with the hello.
                 if let Err(why) = self.parse(registry, node, arrived, sink) {
                     self.refuse(registry, node, &why, false);
@@ -1012,17 +1107,8 @@ impl Peers {
         if let Some(since) = link.up_since.take() {
             warn!("link to {node} lost after {:.1?}: {why}", since.elapsed());
             self.events.push((node, Incoming::Down));
-            // A message half-written to the dead connection cannot be resumed on a new one
-            // (sealed ones wholly written are off `out` already; the rest go again, resealed).
-            let half_sealed = conn.sealed_ends.front().is_some_and(|_| conn.sent > 0);
-            if (conn.crypto.is_none() && conn.sent > 0) || half_sealed {
-                conn.out.pop_front();
-            }
-            // What was not yet written goes first when the link is back.
-            let mut requeue: VecDeque<Vec<u8>> = conn.out;
-            requeue.extend(link.outbox.drain(..));
-            link.outbox_bytes = requeue.iter().map(Vec::len).sum();
-            link.outbox = requeue;
+            // What the peer did not acknowledge is kept in `unacked` and goes again, from
+            // where the peer says it stopped, on the next connection.
             link.retry_at = Instant::now();
         } else if link.dials {
             let why = if conn.connected && conn.crypto.as_ref().is_some_and(|r| !r.is_transport()) {

@@ -805,14 +805,14 @@ impl Server {
                     flags,
                     who: self.who(session),
                 };
-                self.ask_registrar(op, Parked::Open(token, flags.write));
+                self.propose_dir(op, Parked::Open(token, flags.write));
                 return Ok(());
             }
             Request::Resize { segment, size } => {
                 if self.store.get(segment).is_none() {
                     Reply::Failed(ShmError::Gone)
                 } else {
-                    self.ask_registrar(DirOp::Resize { segment, size }, Parked::Resize(token));
+                    self.propose_dir(DirOp::Resize { segment, size }, Parked::Resize(token));
                     return Ok(());
                 }
             }
@@ -821,7 +821,7 @@ impl Server {
                     name: name.to_owned(),
                     who: self.who(session),
                 };
-                self.ask_registrar(op, Parked::Unlink(token));
+                self.propose_dir(op, Parked::Unlink(token));
                 return Ok(());
             }
             Request::Map {
@@ -868,7 +868,7 @@ impl Server {
                     who: self.who(session),
                     write,
                 };
-                self.ask_registrar(op, Parked::Open(token, write));
+                self.propose_dir(op, Parked::Open(token, write));
                 return Ok(());
             }
             Request::Chmod {
@@ -884,11 +884,11 @@ impl Server {
                     uid,
                     gid,
                 };
-                self.ask_registrar(op, Parked::Done(token));
+                self.propose_dir(op, Parked::Done(token));
                 return Ok(());
             }
             Request::UnlinkId { segment } => {
-                self.ask_registrar(
+                self.propose_dir(
                     DirOp::UnlinkId {
                         segment,
                         who: self.who(session),
@@ -973,7 +973,7 @@ impl Server {
         Ok(())
     }
 
-    /// A process maps part of a segment. The node's first mapping asks the registrar first (the
+    /// A process maps part of a segment. The node's first mapping asks the directory first (the
     /// base is fixed from then on): `None` while that answer is awaited.
     fn map(
         &mut self,
@@ -994,7 +994,7 @@ impl Server {
                 offset,
                 len,
             };
-            self.ask_registrar(DirOp::Map { segment }, parked);
+            self.propose_dir(DirOp::Map { segment }, parked);
             return None;
         }
         Some(self.mapped(session, segment, offset, len))
@@ -1024,7 +1024,7 @@ impl Server {
     }
 
     /// `session` holds `segment` (opened or maps it); the first holder on this node attaches
-    /// the node at the registrar.
+    /// the node in the directory.
     fn hold(&mut self, session: SessionId, segment: SegmentId) {
         let Some(local) = self.store.get_mut(segment) else {
             return;
@@ -1032,7 +1032,7 @@ impl Server {
         let first = local.holders.is_empty();
         local.holders.insert(session);
         if first {
-            self.ask_registrar(DirOp::Attach { segment }, Parked::Notice);
+            self.propose_dir(DirOp::Attach { segment }, Parked::Notice);
         }
     }
 
@@ -1048,7 +1048,7 @@ impl Server {
             return;
         };
         if local.holders.remove(&session) && local.holders.is_empty() {
-            self.ask_registrar(DirOp::Detach { segment }, Parked::Notice);
+            self.propose_dir(DirOp::Detach { segment }, Parked::Notice);
         }
     }
 
@@ -1059,19 +1059,21 @@ impl Server {
         // one it receives (and the end of its session settles what it never will).
     }
 
-    /// `session` maps `segment` no more; the node's last mapping tells the registrar.
+    /// `session` maps `segment` no more; the node's last mapping tells the directory.
     fn stop_mapping(&mut self, session: SessionId, segment: SegmentId) {
         let Some(local) = self.store.get_mut(segment) else {
             return;
         };
         if local.sessions.remove(&session) && local.sessions.is_empty() {
-            self.ask_registrar(DirOp::Unmap { segment }, Parked::Notice);
+            self.propose_dir(DirOp::Unmap { segment }, Parked::Notice);
         }
     }
 
     // ---- the directory ----
 
-    fn ask_registrar(&mut self, op: DirOp, parked: Parked) {
+    /// Proposes a directory operation to the replicated log; `parked` is answered when it
+    /// commits (or is cancelled).
+    fn propose_dir(&mut self, op: DirOp, parked: Parked) {
         if let Parked::Open(t, _)
         | Parked::Resize(t)
         | Parked::Unlink(t)
@@ -1332,7 +1334,7 @@ impl Server {
                 }
                 (t, Reply::Done, None)
             }
-            // A chmod/chown: every node hears the new metadata from the registrar.
+            // A chmod/chown: every node applies the new metadata from the log.
             (Parked::Done(t), Ok(_)) => (t, Reply::Done, None),
             (Parked::Open(t, write), Ok(meta)) => match self.learn(meta.clone()) {
                 Ok(_) => {

@@ -21,7 +21,7 @@ pub struct Local {
     /// Local processes that map it (revocations go to them).
     pub sessions: BTreeSet<SessionId>,
     /// Local processes that opened or map it: the node holds the segment (attached at the
-    /// registrar) while any does. The daemon cannot see `close`, so an open lasts until the
+    /// directory) while any does. The daemon cannot see `close`, so an open lasts until the
     /// process ends: a segment unlinked at once after `shm_open` stays usable, as POSIX says.
     pub holders: BTreeSet<SessionId>,
     /// Whether its name was unlinked (it lives on while mapped).

@@ -844,6 +844,8 @@ pub fn played_peer(manager: &str) -> (Daemon, impl Fn() -> std::net::TcpStream) 
         manager: manager.into(),
         incarnation: 1,
         formed: false,
+        peer_incarnation: 0,
+        received: 0,
     }))
     .expect("hello encodes");
     let connect = move || {

@@ -133,6 +133,8 @@ fn impostors_at_the_peer_port_leave_the_link_and_the_work_intact() {
         manager: "dynamic".into(),
         incarnation: 7,
         formed: true,
+        peer_incarnation: 0,
+        received: 0,
     });
     let hello = frame::encode(&impostor).unwrap();
     for i in 0..60 {

@@ -196,3 +196,50 @@ fn a_stopped_daemon_holds_its_programs_no_longer_than_its_bound() {
     // SAFETY: as above.
     unsafe { libc::kill(d.pid() as i32, libc::SIGCONT) };
 }
+
+#[test]
+fn connections_reset_under_load_lose_nothing() {
+    let c = Cluster::start(2, &[]);
+    let listen = c.node(2).status()["listen"].as_str().unwrap().to_owned();
+    let port = listen.rsplit(':').next().unwrap().to_owned();
+    let name = shm_name("reset");
+    let prog = c_program("pingpong");
+    let workers: Vec<dsm_e2e::Running> = [1, 2]
+        .iter()
+        .enumerate()
+        .map(|(role, &node)| {
+            let mut cmd = c.command(node, &prog);
+            cmd.args([&name, &role.to_string(), "2", "3000"]);
+            dsm_e2e::Running::start(cmd)
+        })
+        .collect();
+    // Meanwhile the daemons' TCP connection is reset again and again (a message in flight on
+    // it is lost with it): every turn must still see exactly the previous one.
+    let mut resets = 0;
+    let started = Instant::now();
+    while resets < 15 && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(150));
+        let out = std::process::Command::new("ss")
+            .args([
+                "-K",
+                "-t",
+                "state",
+                "established",
+                "sport",
+                "=",
+                &format!(":{port}"),
+            ])
+            .output()
+            .expect("run ss");
+        assert!(out.status.success(), "{out:?}");
+        if String::from_utf8_lossy(&out.stdout).lines().count() > 1 {
+            resets += 1;
+        }
+    }
+    for w in workers {
+        w.finish().assert_ok();
+    }
+    assert!(resets > 0, "no connection was reset");
+    let log = c.node(1).log();
+    assert!(log.contains("link to node 2 lost"), "{log}");
+}

@@ -35,7 +35,7 @@ struct Entry {
 pub struct Effect {
     /// The answer to the requester.
     pub reply: Result<SegmentMeta, ShmError>,
-    /// To send to every node (the registrar applies it to itself too).
+    /// What every node applying the operation learns (a size change, a move, a removal).
     pub broadcast: Option<DirMsg>,
 }
 

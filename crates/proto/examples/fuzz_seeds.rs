@@ -102,6 +102,8 @@ fn main() {
         manager: "dynamic".into(),
         incarnation: 1,
         formed: false,
+        peer_incarnation: 0,
+        received: 0,
     };
     let peer = vec![
         payload(&PeerFrame::Hello(hello)),

@@ -181,6 +181,12 @@ pub struct PeerHello {
     /// The sender is a member of a running cluster (a node that is not joins one; a new
     /// cluster starts only when no configured node is in one).
     pub formed: bool,
+    /// The receiver's incarnation the sender last talked to (0: none), and how many numbered
+    /// messages it received from it: if that is the receiver now, it sends again from the
+    /// next one (what a broken connection lost), and nothing twice.
+    pub peer_incarnation: u64,
+    /// See `peer_incarnation`.
+    pub received: u64,
 }
 
 /// A frame between daemons.
@@ -203,6 +209,9 @@ pub enum PeerFrame {
     /// Nothing else to say for a while: the link and the daemon behind it are alive (a link
     /// silent for longer than a few pings is taken down).
     Ping,
+    /// The sender has received this many numbered messages (coherence, lock service, Raft)
+    /// from the receiver's daemon: it may forget them.
+    Ack(u64),
     /// The lock and barrier service.
     Sync(crate::sync::SyncMsg),
 }
