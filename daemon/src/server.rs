@@ -42,6 +42,11 @@ const TICK: Duration = Duration::from_millis(50);
 /// A directory request waits this much longer than a fault: long enough for a Raft election
 /// (1–2 s, a few rounds under load) after the leader died.
 const ELECTION_ALLOWANCE_MS: u64 = 5_000;
+/// How long a directory request may take before it is cancelled.
+fn dir_timeout_ms(fault_timeout_ms: u64) -> u64 {
+    fault_timeout_ms + ELECTION_ALLOWANCE_MS
+}
+
 /// Messages held at most from a peer daemon whose join has not committed.
 const MAX_HELD: usize = 65_536;
 
@@ -289,7 +294,7 @@ impl Server {
                     tick_ms: 100,
                     death_ms: config.fault_timeout_ms,
                     retry_ms: 500,
-                    timeout_ms: config.fault_timeout_ms + ELECTION_ALLOWANCE_MS,
+                    timeout_ms: dir_timeout_ms(config.fault_timeout_ms),
                 },
             ),
             incarnation,
@@ -726,7 +731,7 @@ impl Server {
         // A process waits for an answer this long before it takes the daemon for stopped: the
         // daemon's own timeouts (faults, directory requests and their cancellation) end first.
         let limit_ms = self.config.fault_timeout_ms + 2_000;
-        let dir_limit_ms = self.dir_timeout_ms() + 3_000;
+        let dir_limit_ms = dir_timeout_ms(self.config.fault_timeout_ms) + 3_000;
         self.send(
             token,
             &HelloReply::Welcome {
@@ -1217,11 +1222,6 @@ impl Server {
         }
         self.core.handle(Input::Fence { on: fence });
         self.drain_core();
-    }
-
-    /// How long a directory request may take before it is cancelled.
-    fn dir_timeout_ms(&self) -> u64 {
-        self.config.fault_timeout_ms + ELECTION_ALLOWANCE_MS
     }
 
     /// Says why a directory request failed: who could not be reached.
