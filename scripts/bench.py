@@ -116,12 +116,18 @@ def failure_figures(work):
     # what the configuration itself makes them wait).
     print("== figure 11: a node dies", flush=True)
     timeout_ms = 2000
-    f = Cluster(3, work, extra=("--fault-timeout-ms", str(timeout_ms)))
-    try:
+
+    def three():
+        # A 3-node cluster: its leader, another node, and a third that holds 64 pages.
+        f = Cluster(3, work, extra=("--fault-timeout-ms", str(timeout_ms)))
         leader = f.members(1)["leader"]
         other = next(i for i in (1, 2, 3) if i != leader)
         third = next(i for i in (1, 2, 3) if i not in (leader, other))
         f.run(third, "first", "/b-f-dead", "64")
+        return f, leader, other, third
+
+    f, leader, other, third = three()
+    try:
         t0 = time.time()
         f.kill(leader)
         # 11b: shm_open (a segment created and touched) works again on a survivor.
@@ -139,12 +145,8 @@ def failure_figures(work):
         f.stop()
     # 11c: the longest a fault waits when a node dies: a page only the dead node held, asked
     # for the moment it died (fails with SIGBUS at the fault timeout at most).
-    f = Cluster(3, work, extra=("--fault-timeout-ms", str(timeout_ms)))
+    f, leader, other, third = three()
     try:
-        leader = f.members(1)["leader"]
-        other = next(i for i in (1, 2, 3) if i != leader)
-        third = next(i for i in (1, 2, 3) if i not in (leader, other))
-        f.run(third, "first", "/b-f-dead", "64")
         f.kill(third)
         t1 = time.time()
         r = subprocess.run([work, "read", "/b-f-dead", "1"], env=f.env(other), capture_output=True,

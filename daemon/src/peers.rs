@@ -500,12 +500,15 @@ impl Peers {
                 );
             }
         }
-        let silent: Vec<NodeId> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.up_since.is_some() && now.duration_since(l.last_rx) >= SILENCE)
-            .map(|(&n, _)| n)
-            .collect();
+        let up_links = |since: fn(&Link) -> Instant, at_least: Duration| -> Vec<NodeId> {
+            self.links
+                .iter()
+                .filter(|(_, l)| l.up_since.is_some() && now.duration_since(since(l)) >= at_least)
+                .map(|(&n, _)| n)
+                .collect()
+        };
+        let silent = up_links(|l| l.last_rx, SILENCE);
+        let quiet = up_links(|l| l.last_tx, PING_EVERY);
         for node in silent {
             self.drop_conn(
                 registry,
@@ -515,12 +518,6 @@ impl Peers {
                 ),
             );
         }
-        let quiet: Vec<NodeId> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.up_since.is_some() && now.duration_since(l.last_tx) >= PING_EVERY)
-            .map(|(&n, _)| n)
-            .collect();
         for node in quiet {
             let ping = frame::encode(&PeerFrame::Ping).expect("encodes");
             self.write_now(registry, node, vec![(ping, None)], false);
