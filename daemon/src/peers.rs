@@ -194,6 +194,19 @@ struct Link {
     last_tx: Instant,
 }
 
+impl Link {
+    /// The peer has our numbered messages up to `count`: they need not be kept any more.
+    fn forget_acked(&mut self, count: u64) {
+        let done = count
+            .saturating_sub(self.acked)
+            .min(self.unacked.len() as u64);
+        for m in self.unacked.drain(..done as usize) {
+            self.unacked_bytes -= m.len();
+        }
+        self.acked += done;
+    }
+}
+
 /// All links of this node.
 pub struct Peers {
     me: Identity,
@@ -416,18 +429,22 @@ impl Peers {
             all.drain(..skip);
             all
         };
+        let mut messages = messages;
         if numbered {
-            // Kept until acknowledged (see the module's comment).
-            for (bytes, page) in &messages {
+            // Kept until acknowledged (see the module's comment). One that cannot be kept is
+            // not sent either: every message the peer counts is one we can send again, so the
+            // numbers on both sides stay the same.
+            let mut kept = Vec::with_capacity(messages.len());
+            for (bytes, page) in messages {
                 let mut copy = bytes.clone();
-                if let Some(page) = page {
+                if let Some(page) = &page {
                     copy.extend_from_slice(&page.to_vec());
                 }
                 if link.unacked_bytes + copy.len() > MAX_OUTBOX {
                     limited_warn!(
                         self.limit,
                         "unacked overflow",
-                        "{to} has not acknowledged {} MiB of messages (down too long?): \
+                        "{to} has not acknowledged {} MiB of messages (down or stuck): \
                          dropping a message for it",
                         MAX_OUTBOX >> 20
                     );
@@ -435,7 +452,9 @@ impl Peers {
                 }
                 link.unacked_bytes += copy.len();
                 link.unacked.push_back(copy);
+                kept.push((bytes, page));
             }
+            messages = kept;
         }
         link.last_tx = Instant::now();
         let Some(conn) = link.conn.as_mut().filter(|c| c.greeted) else {
@@ -806,18 +825,7 @@ impl Peers {
                     arrived.push((node, Incoming::Raft(bytes)));
                 }
                 PeerFrame::Ping => {}
-                PeerFrame::Ack(count) => {
-                    // The peer has the messages up to `count`: forget them.
-                    let done = count
-                        .saturating_sub(link.acked)
-                        .min(link.unacked.len() as u64);
-                    for _ in 0..done {
-                        if let Some(m) = link.unacked.pop_front() {
-                            link.unacked_bytes -= m.len();
-                        }
-                    }
-                    link.acked += done;
-                }
+                PeerFrame::Ack(count) => link.forget_acked(count),
                 PeerFrame::Sync(msg) => {
                     link.stats.messages_in += 1;
                     link.received += 1;
@@ -877,20 +885,9 @@ impl Peers {
             link.ack_sent = 0;
         }
         // What the peer already has of ours is forgotten; the rest goes again, in order.
-        let has = if hello.peer_incarnation == me {
-            hello.received
-        } else {
-            0
-        };
-        let done = has
-            .saturating_sub(link.acked)
-            .min(link.unacked.len() as u64);
-        for _ in 0..done {
-            if let Some(m) = link.unacked.pop_front() {
-                link.unacked_bytes -= m.len();
-            }
+        if hello.peer_incarnation == me {
+            link.forget_acked(hello.received);
         }
-        link.acked += done;
         arrived.push((
             node,
             Incoming::Up {
