@@ -1203,18 +1203,29 @@ impl Server {
             })
             .map(|&(n, _)| n)
             .collect();
-        let fence = unreachable.len() * 2 > alive.len();
+        // A node that hears no leader may be one the leader cannot reach (a link down one
+        // way round the cluster): it may be declared dead as surely as one cut off.
+        let leaderless = self.members.leader().is_none();
+        let cut_off = unreachable.len() * 2 > alive.len();
+        let fence = cut_off || leaderless;
         if fence == self.core.fenced() {
             return;
         }
         if fence {
+            let why = if cut_off {
+                format!(
+                    "cut off from {} of {} members ({:?})",
+                    unreachable.len(),
+                    alive.len(),
+                    unreachable
+                )
+            } else {
+                "no Raft leader heard".to_string()
+            };
             warn!(
-                "cut off from {} of {} members ({:?}): they may declare this node dead, so \
-                 its processes stop writing (writes wait, or fail after {} ms) until they are \
-                 reachable again",
-                unreachable.len(),
-                alive.len(),
-                unreachable,
+                "fenced ({why}): the others may declare this node dead and take its pages over, so its \
+                 processes stop writing, and reading pages others could change (they wait, or \
+                 fail after {} ms) until it hears a majority again",
                 self.config.fault_timeout_ms
             );
         } else {
@@ -1735,6 +1746,9 @@ impl Server {
             remote_writes: s.remote_writes,
             upgrades: s.upgrades,
             failed: s.failed,
+            lost: s.lost,
+            located: s.located,
+            adopted: s.adopted,
             forwarded: s.forwarded,
             invalidations_sent: s.invalidations_sent,
             pages_sent: s.pages_sent,

@@ -19,7 +19,7 @@ use dsm_proto::peer::{NodeSet, PageKey, PeerMsg};
 use dsm_proto::{Access, NodeId, SegmentId};
 
 use crate::page::{
-    later, latest, AfterRevoke, Busy, Locating, Managed, PageState, Queued, Waiting,
+    later, latest, AfterRevoke, Busy, Freeze, Locating, Managed, PageState, Queued, Report, Waiting,
 };
 
 /// The probable owner of a page whose owner this node lost track of (it died): the page must
@@ -239,6 +239,8 @@ pub struct Stats {
     pub located: u64,
     /// Faults failed because no copy of their page survives.
     pub lost: u64,
+    /// Pages whose owner died taken over from a surviving copy (decided here).
+    pub adopted: u64,
 }
 
 /// A segment's run of read misses, for read-ahead.
@@ -257,6 +259,17 @@ struct Sent {
     key: PageKey,
     requester: NodeId,
     seq: u32,
+}
+
+/// What local processes of a fenced node (see `Input::Fence`) may have of a page: nothing
+/// written, and nothing read that another node could take over and change — only a page this
+/// node owns with no copy elsewhere stays readable.
+fn fence_cap(me: NodeId, page: &PageState) -> Access {
+    if page.probable_owner == me && page.copyset.is_empty() {
+        Access::Read
+    } else {
+        Access::None
+    }
 }
 
 /// Requests remembered (see [`Node::record`]); an older one lost with a node that died is
@@ -285,6 +298,8 @@ pub struct Node {
     orphans: std::collections::BTreeSet<SegmentId>,
     /// Number of this node's next request.
     next_seq: u32,
+    /// Number of this node's last round of locating.
+    next_round: u32,
     /// A node has died (since then, requests may be answered twice: not a violation).
     failures: bool,
     /// Each member's daemon incarnation as last heard (0: not yet).
@@ -371,6 +386,7 @@ impl Node {
             down: NodeSet::EMPTY,
             orphans: Default::default(),
             next_seq: 0,
+            next_round: 0,
             failures: false,
             incarnations: vec![0; members],
             sent: VecDeque::new(),
@@ -429,11 +445,7 @@ impl Node {
     /// them. `local` itself drops only when the revocation completes, as it bounds what they may
     /// still hold.
     pub fn grantable(&self, key: PageKey) -> Access {
-        let local = if self.fenced {
-            self.page(key).local.min(Access::Read)
-        } else {
-            self.page(key).local
-        };
+        let local = self.page(key).local.min(self.cap(key));
         match self.busy.get(&key).and_then(|b| b.revoking) {
             Some(AfterRevoke::ServeRead(_)) => local.min(Access::Read),
             Some(AfterRevoke::ServeWrite(_) | AfterRevoke::Invalidate(_)) => Access::None,
@@ -459,6 +471,19 @@ impl Node {
 
     /// Feeds one event; afterwards drain [`Node::poll_output`].
     pub fn handle(&mut self, input: Input) {
+        let key = match &input {
+            Input::Fault { key, .. } | Input::Revoked { key } => Some(*key),
+            Input::Peer { msg, .. } => Some(msg.key()),
+            _ => None,
+        };
+        self.handle_input(input);
+        match key {
+            Some(key) => self.report_changes(key),
+            None => self.report_all_changes(),
+        }
+    }
+
+    fn handle_input(&mut self, input: Input) {
         match input {
             Input::Fault {
                 id,
@@ -476,6 +501,15 @@ impl Node {
                 if let Some(i) = self.index_of(node) {
                     self.down = self.down.without(i);
                     self.incarnations[i] = incarnation;
+                    // Pages being located are asked of it too.
+                    let locating: Vec<(PageKey, NodeSet)> = self
+                        .busy
+                        .iter()
+                        .filter_map(|(&k, b)| b.locating.as_ref().map(|l| (k, l.asked)))
+                        .collect();
+                    for (key, asked) in locating {
+                        self.start_round(key, asked);
+                    }
                 }
             }
             Input::Orphaned { segment } => {
@@ -576,9 +610,10 @@ impl Node {
     }
 
     fn grant(&mut self, w: Waiting, key: PageKey, waited: bool) {
+        let cap = self.cap(key);
         let state = self.state_mut(key);
-        state.local = state.local.max(state.access);
-        let access = state.access;
+        let access = state.access.min(cap);
+        state.local = state.local.max(access);
         self.outputs.push_back(Output::Grant {
             id: w.id,
             key,
@@ -613,8 +648,8 @@ impl Node {
             return;
         }
         let state = self.page(key);
-        if write && self.fenced && state.access == Access::Write {
-            // Ours, but no writing while fenced: wait (or time out).
+        if self.fenced && self.cap(key) < Access::for_fault(write) {
+            // No such access while fenced: wait (or time out).
             self.busy_mut(key).faults.push(waiting);
             return;
         }
@@ -763,17 +798,10 @@ impl Node {
         }
     }
 
-    /// Asks every live node who owns `key` (the owner this node knew of died).
+    /// Asks every live node who owns `key` and who holds a copy (the owner this node knew of
+    /// died), freezing them for it until this node decides (see `PeerMsg::Locate`).
     fn locate(&mut self, key: PageKey) {
-        let me_index = self.me_index;
-        let live = (0..self.config.members.len())
-            .filter(|&i| i != me_index && !self.down.contains(i))
-            .fold(NodeSet::EMPTY, NodeSet::with);
         self.state_mut(key).probable_owner = LOST;
-        if live.is_empty() {
-            self.lose(key);
-            return;
-        }
         self.stats.located += 1;
         // Requests held here would wait for a page we do not know where to find: their
         // requesters locate it too.
@@ -781,22 +809,54 @@ impl Node {
         for request in held {
             self.serve(key, request);
         }
-        self.busy_mut(key).locating = Some(Locating { waiting: live });
+        self.start_round(key, NodeSet::EMPTY);
+    }
+
+    /// Sends a round of `Locate`s (a new one when a node died or joined meanwhile: answers
+    /// given before then may miss what the dead node sent).
+    fn start_round(&mut self, key: PageKey, asked: NodeSet) {
+        let me_index = self.me_index;
+        let live = (0..self.config.members.len())
+            .filter(|&i| i != me_index && !self.down.contains(i))
+            .fold(NodeSet::EMPTY, NodeSet::with);
+        let deaths = self.deaths;
+        self.next_round = self.next_round.wrapping_add(1);
+        let round = self.next_round;
+        let since_ms = self
+            .busy
+            .get(&key)
+            .and_then(|b| b.locating.as_ref())
+            .map_or(self.now_ms, |l| l.since_ms);
+        self.busy_mut(key).locating = Some(Locating {
+            since_ms,
+            waiting: live,
+            asked: NodeSet(asked.0 | live.0),
+            round,
+            answers: vec![None; self.config.members.len()],
+        });
         for i in live.iter() {
             let to = self.config.members[i];
-            self.send(to, PeerMsg::Locate { key });
+            self.send(to, PeerMsg::Locate { key, deaths, round });
+        }
+        if live.is_empty() {
+            self.decide(key);
         }
     }
 
     /// No copy of `key` survives: the faults waiting for it fail.
     fn lose(&mut self, key: PageKey) {
+        if let Some(asked) = self
+            .busy
+            .get(&key)
+            .and_then(|b| b.locating.as_ref())
+            .map(|l| l.asked)
+        {
+            self.thaw_all(key, asked, LOST);
+        }
         let faults = self
             .busy
             .get_mut(&key)
-            .map(|b| {
-                b.locating = None;
-                std::mem::take(&mut b.faults)
-            })
+            .map(|b| std::mem::take(&mut b.faults))
             .unwrap_or_default();
         for w in faults {
             self.stats.failed += 1;
@@ -861,12 +921,8 @@ impl Node {
             let Some(busy) = self.busy.get(&key) else {
                 return;
             };
-            if busy.pending.is_none() && !busy.locators.is_empty() {
-                let locators = std::mem::take(&mut self.busy_mut(key).locators);
-                self.answer_locators(key, locators);
-                continue;
-            }
             let only_locating = busy.locating.is_some()
+                && !self.is_owner(key)
                 && busy.pending.is_none()
                 && busy.invalidating.is_none()
                 && busy.revoking.is_none();
@@ -883,25 +939,30 @@ impl Node {
                 // Only set while a read was pending, and the read has completed.
                 self.busy_mut(key).deferred_invalidate = None;
                 let state = self.state_mut(key);
-                state.epoch = latest(state.epoch, epoch);
+                state.learn(epoch);
                 self.invalidate_now(key, new_owner);
                 continue;
             }
-            let access = self.page(key).access;
+            let access = self.page(key).access.min(self.cap(key));
             let fenced = self.fenced;
             let faults = std::mem::take(&mut self.busy_mut(key).faults);
             let (ready, still): (Vec<Waiting>, Vec<Waiting>) = faults
                 .into_iter()
-                .partition(|w| access >= Access::for_fault(w.write) && !(fenced && w.write));
+                .partition(|w| access >= Access::for_fault(w.write));
             for w in ready {
                 self.grant(w, key, true);
             }
             self.busy_mut(key).faults = still;
+            if self.frozen_owner(key) {
+                // A locator must see this ownership stay put until it decides.
+                return;
+            }
             if let Some(request) = self.busy_mut(key).requests.pop_front() {
                 self.serve(key, request);
                 continue;
             }
-            let held_back = fenced && access == Access::Write;
+            // Fenced: nothing more is asked for (it could not be used).
+            let held_back = fenced;
             if !self.busy_mut(key).faults.is_empty() && !held_back {
                 self.acquire(key);
                 continue;
@@ -966,10 +1027,11 @@ impl Node {
             }
             PeerMsg::Unknown { key, seq } => {
                 self.failures = true;
-                let ours = self
-                    .busy
-                    .get(&key)
-                    .is_some_and(|b| b.pending.is_some() && b.pending_seq == seq);
+                let ours = !self.is_owner(key)
+                    && self
+                        .busy
+                        .get(&key)
+                        .is_some_and(|b| b.pending.is_some() && b.pending_seq == seq);
                 if ours {
                     // Our request ended at a node that lost track of the owner: locate it.
                     self.busy_mut(key).pending = None;
@@ -977,8 +1039,31 @@ impl Node {
                     self.settle(key);
                 }
             }
-            PeerMsg::Locate { key } => self.on_locate(from, key),
-            PeerMsg::Located { key, owner } => self.on_located(from, key, owner),
+            PeerMsg::Locate { key, deaths, round } => self.on_locate(from, key, deaths, round),
+            PeerMsg::Located {
+                key,
+                round,
+                owner,
+                copy,
+                epoch,
+                handed,
+            } => self.on_located(
+                from,
+                key,
+                round,
+                Report {
+                    owner,
+                    copy,
+                    epoch,
+                    handed,
+                },
+            ),
+            PeerMsg::Adopt {
+                key,
+                epoch,
+                copyset,
+            } => self.adopt(from, key, epoch, copyset),
+            PeerMsg::Thaw { key, owner } => self.on_thaw(from, key, owner),
             PeerMsg::Lost { key } => {
                 // Only ever sent after a death, which this node may not have heard of yet.
                 self.failures = true;
@@ -1014,12 +1099,14 @@ impl Node {
         // owner may be gone and requests held behind our own would wait on each other: a
         // node whose own request is out passes others on too.
         let failures = self.failures;
-        let holds = self.busy.get(&key).is_some_and(|b| {
-            (b.pending.is_some() && !failures)
-                || b.invalidating.is_some()
-                || b.revoking.is_some()
-                || !b.requests.is_empty()
-        });
+        let frozen = self.frozen_owner(key);
+        let holds = frozen
+            || self.busy.get(&key).is_some_and(|b| {
+                (b.pending.is_some() && !failures)
+                    || b.invalidating.is_some()
+                    || b.revoking.is_some()
+                    || !b.requests.is_empty()
+            });
         if holds {
             self.busy_mut(key).requests.push_back(request);
             return;
@@ -1029,6 +1116,10 @@ impl Node {
 
     /// Serves (or passes on) a request; the page is not in transition.
     fn serve(&mut self, key: PageKey, request: Queued) {
+        if self.frozen_owner(key) {
+            self.busy_mut(key).requests.push_back(request);
+            return;
+        }
         let state = self.page(key);
         if !self.is_owner(key) && self.config.manager != ManagerKind::Dynamic {
             // The manager sends requests to the owner only: this one was not for us.
@@ -1113,7 +1204,9 @@ impl Node {
         let state = self.state_mut(key);
         let copyset = state.copyset.without(index);
         state.access = Access::None;
-        state.copyset = NodeSet::EMPTY;
+        // Remembered until a later epoch is heard of: the grant may still be on its way when
+        // a locator asks (see `decide`).
+        state.copyset = NodeSet::EMPTY.with(index);
         state.probable_owner = requester;
         state.epoch = state.epoch.wrapping_add(1);
         let epoch = state.epoch;
@@ -1210,7 +1303,10 @@ impl Node {
             // Owner now: any other request of ours for it is moot (it comes back to us).
             busy.pending = None;
             busy.abandoned = None;
-            busy.locating = None;
+            if let Some(asked) = busy.locating.as_ref().map(|l| l.asked) {
+                let me = self.config.me;
+                self.thaw_all(key, asked, me);
+            }
         } else if busy.pending == Some(false) {
             busy.pending = None;
         } else if busy.abandoned == Some(false) {
@@ -1228,6 +1324,7 @@ impl Node {
             // Our copy (if any) is the owner's copy until we write: keep reading it meanwhile.
             state.access = state.access.max(Access::Read);
             state.probable_owner = me;
+            state.copyset = NodeSet::EMPTY;
             state.epoch = epoch;
             let holders = copyset.without(self.me_index);
             self.start_invalidations(key, holders);
@@ -1238,7 +1335,7 @@ impl Node {
             // an upper bound, so raising it only means a revocation asks them later.
             state.local = state.local.max(Access::Read);
             state.probable_owner = from;
-            state.epoch = latest(state.epoch, epoch);
+            state.learn(epoch);
             if answered_pending && std::mem::take(&mut self.busy_mut(key).confirm) {
                 self.confirm(key);
             }
@@ -1262,12 +1359,12 @@ impl Node {
             // stale, and the read asked again.)
             self.busy_mut(key).deferred_invalidate = Some((new_owner, epoch));
             let state = self.state_mut(key);
-            state.epoch = latest(state.epoch, epoch.wrapping_sub(1));
+            state.learn(epoch.wrapping_sub(1));
             return;
         }
         // An abandoned read's grant, if it still comes, is older than this: refused then.
         let state = self.state_mut(key);
-        state.epoch = latest(state.epoch, epoch);
+        state.learn(epoch);
         self.invalidate_now(key, new_owner);
     }
 
@@ -1329,9 +1426,11 @@ impl Node {
                 }
             }
             AfterRevoke::Nothing { keep, owner_lost } => {
+                let me = self.config.me;
                 let state = self.state_mut(key);
                 state.local = state.local.min(keep);
-                if owner_lost {
+                // (Unless this node adopted the page meanwhile.)
+                if owner_lost && state.probable_owner != me {
                     state.probable_owner = LOST;
                 }
             }
@@ -1345,6 +1444,19 @@ impl Node {
                     self.finish_invalidate(key, new_owner);
                 }
             }
+        }
+        if self.fenced && self.page(key).local > self.cap(key) {
+            // Fenced meanwhile: local processes go down further.
+            let keep = self.cap(key);
+            self.revoke(
+                key,
+                keep,
+                AfterRevoke::Nothing {
+                    keep,
+                    owner_lost: false,
+                },
+            );
+            return;
         }
         self.settle(key);
     }
@@ -1369,34 +1481,33 @@ impl Node {
         }
         self.fenced = on;
         if on {
-            // Local writers go down to read; pages in a revocation already go lower.
-            let writable: Vec<PageKey> = self
+            // Local access goes down to what a fenced node may keep; pages in a revocation
+            // already go lower.
+            let me = self.config.me;
+            let over = |p: &PageState| p.local > fence_cap(me, p);
+            let keys: Vec<PageKey> = self
                 .pages
                 .iter()
                 .flat_map(|(&segment, v)| {
                     v.iter().enumerate().filter_map(move |(i, p)| {
-                        (p.local == Access::Write).then_some(PageKey {
+                        over(p).then_some(PageKey {
                             segment,
                             page: i as u32,
                         })
                     })
                 })
-                .chain(
-                    self.far
-                        .iter()
-                        .filter(|(_, p)| p.local == Access::Write)
-                        .map(|(&k, _)| k),
-                )
+                .chain(self.far.iter().filter(|(_, p)| over(p)).map(|(&k, _)| k))
                 .collect();
-            for key in writable {
+            for key in keys {
                 if self.busy.get(&key).is_some_and(|b| b.revoking.is_some()) {
                     continue;
                 }
+                let keep = fence_cap(me, &self.page(key));
                 self.revoke(
                     key,
-                    Access::Read,
+                    keep,
                     AfterRevoke::Nothing {
-                        keep: Access::Read,
+                        keep,
                         owner_lost: false,
                     },
                 );
@@ -1409,6 +1520,15 @@ impl Node {
         }
     }
 
+    /// The most local processes may have of `key` now.
+    fn cap(&self, key: PageKey) -> Access {
+        if self.fenced {
+            fence_cap(self.config.me, &self.page(key))
+        } else {
+            Access::Write
+        }
+    }
+
     /// Whether write access is stopped (see `Input::Fence`).
     pub fn fenced(&self) -> bool {
         self.fenced
@@ -1416,49 +1536,287 @@ impl Node {
 
     // ---- finding a page whose owner died ----
 
-    fn on_locate(&mut self, from: NodeId, key: PageKey) {
-        let Some(index) = self.index_of(from) else {
-            return;
-        };
-        if !self.is_owner(key) && self.busy.get(&key).is_some_and(|b| b.pending.is_some()) {
-            // Ownership may be on its way to us: answer once our request is in.
-            let b = self.busy_mut(key);
-            b.locators = b.locators.with(index);
-            return;
-        }
-        self.answer_locators(key, NodeSet::EMPTY.with(index));
-    }
-
-    fn answer_locators(&mut self, key: PageKey, locators: NodeSet) {
-        let owner = self.is_owner(key);
-        for index in locators.iter() {
-            let to = self.config.members[index];
-            self.send(to, PeerMsg::Located { key, owner });
+    /// What this node tells a locator of `key`.
+    fn report(&self, key: PageKey) -> Report {
+        let state = self.page(key);
+        let owner = state.probable_owner == self.config.me;
+        Report {
+            owner,
+            copy: state.access >= Access::Read,
+            epoch: state.epoch,
+            handed: if owner {
+                None
+            } else {
+                state.handed().map(|i| self.config.members[i])
+            },
         }
     }
 
-    fn on_located(&mut self, from: NodeId, key: PageKey, owner: bool) {
+    /// Whether this node owns `key` and is frozen for it by a locator: it grants nothing and
+    /// starts no invalidation until thawed.
+    fn frozen_owner(&self, key: PageKey) -> bool {
+        self.is_owner(key) && self.busy.get(&key).is_some_and(|b| !b.frozen.is_empty())
+    }
+
+    fn on_locate(&mut self, from: NodeId, key: PageKey, deaths: u64, round: u32) {
         let Some(index) = self.index_of(from) else {
             return;
         };
-        let Some(mut locating) = self.busy.get(&key).and_then(|b| b.locating) else {
-            return; // answered already, or given up
+        if self.config.manager != ManagerKind::Dynamic {
+            self.outputs.push_back(Output::Violation {
+                from,
+                what: "locate under a fixed or central manager",
+            });
+            return;
+        }
+        let b = self.busy_mut(key);
+        b.frozen.retain(|f| f.by != index);
+        // Answered once the deaths it heard of are heard of here (`report_changes`): nothing
+        // more comes from the dead then.
+        b.frozen.push(Freeze {
+            by: index,
+            round,
+            deaths,
+            answered: false,
+        });
+    }
+
+    fn send_report(&mut self, to: NodeId, key: PageKey, round: u32, r: Report) {
+        self.send(
+            to,
+            PeerMsg::Located {
+                key,
+                round,
+                owner: r.owner,
+                copy: r.copy,
+                epoch: r.epoch,
+                handed: r.handed,
+            },
+        );
+    }
+
+    /// A frozen node answers its locators once it has heard of the deaths they had, and tells
+    /// them whatever changed of its answer since (a grant that was on its way arrived, a
+    /// revocation ended).
+    fn report_changes(&mut self, key: PageKey) {
+        let Some(b) = self.busy.get(&key) else {
+            return;
         };
-        if !locating.waiting.contains(index) {
+        if b.frozen.is_empty() {
             return;
         }
-        if owner {
-            self.busy_mut(key).locating = None;
-            self.state_mut(key).probable_owner = from;
-            self.settle(key);
-            return;
+        let deaths = self.deaths;
+        let report = self.report(key);
+        let changed = b.reported != Some(report);
+        let to: Vec<(usize, u32)> = b
+            .frozen
+            .iter()
+            .filter(|f| f.deaths <= deaths && (changed || !f.answered))
+            .map(|f| (f.by, f.round))
+            .collect();
+        let b = self.busy_mut(key);
+        b.reported = Some(report);
+        for f in &mut b.frozen {
+            if f.deaths <= deaths {
+                f.answered = true;
+            }
         }
+        for (i, round) in to {
+            let node = self.config.members[i];
+            self.send_report(node, key, round, report);
+        }
+    }
+
+    /// Every frozen page's [`Node::report_changes`] (after an input that may touch many).
+    fn report_all_changes(&mut self) {
+        let frozen: Vec<PageKey> = self
+            .busy
+            .iter()
+            .filter(|(_, b)| !b.frozen.is_empty())
+            .map(|(&k, _)| k)
+            .collect();
+        for key in frozen {
+            self.report_changes(key);
+        }
+    }
+
+    fn on_located(&mut self, from: NodeId, key: PageKey, round: u32, report: Report) {
+        let Some(index) = self.index_of(from) else {
+            return;
+        };
+        let Some(locating) = self.busy.get_mut(&key).and_then(|b| b.locating.as_mut()) else {
+            return; // decided already, or given up
+        };
+        if round != locating.round || !locating.asked.contains(index) {
+            return; // of an earlier round: it may miss what a dead node sent
+        }
+        locating.answers[index] = Some(report);
         locating.waiting = locating.waiting.without(index);
         if locating.waiting.is_empty() {
-            self.lose(key);
-        } else {
-            self.busy_mut(key).locating = Some(locating);
+            self.decide(key);
         }
+    }
+
+    /// Every live node has answered (and is frozen): if one owns the page, there it is; if
+    /// ownership is on its way to a live node, wait for that node to say it arrived; else no
+    /// live node owns the page and none can come to, so a surviving copy — each is the latest,
+    /// as a copy lives only while nobody writes — becomes the page: the holder at the latest
+    /// epoch (the lowest id among equals, so concurrent locators choose alike) adopts it. No
+    /// copy: the page is lost.
+    fn decide(&mut self, key: PageKey) {
+        let Some(locating) = self.busy.get(&key).and_then(|b| b.locating.clone()) else {
+            return;
+        };
+        if !locating.waiting.is_empty() {
+            return;
+        }
+        let mut reports: Vec<(usize, Report)> = locating
+            .answers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.map(|r| (i, r)))
+            .filter(|&(i, _)| !self.down.contains(i))
+            .collect();
+        reports.push((self.me_index, self.report(key)));
+        if let Some(&(i, _)) = reports.iter().find(|(_, r)| r.owner) {
+            let owner = self.config.members[i];
+            self.end_locating(key, locating.asked, owner);
+            return;
+        }
+        for (_, r) in &reports {
+            let Some(to) = r.handed.and_then(|n| self.index_of(n)) else {
+                continue;
+            };
+            if self.down.contains(to) {
+                continue; // lost with its receiver
+            }
+            let arrived = reports
+                .iter()
+                .find(|&&(i, _)| i == to)
+                .is_some_and(|(_, t)| !later(r.epoch, t.epoch));
+            if !arrived {
+                return; // on its way: its receiver says so when it lands
+            }
+        }
+        let adopter = reports
+            .iter()
+            .filter(|(_, r)| r.copy)
+            .min_by(|(i, a), (j, b)| {
+                if later(a.epoch, b.epoch) {
+                    std::cmp::Ordering::Less
+                } else if later(b.epoch, a.epoch) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    i.cmp(j)
+                }
+            })
+            .map(|&(i, _)| i);
+        let Some(adopter) = adopter else {
+            self.end_locating(key, locating.asked, LOST);
+            return;
+        };
+        let epoch = reports
+            .iter()
+            .fold(reports[0].1.epoch, |e, (_, r)| latest(e, r.epoch))
+            .wrapping_add(1);
+        let copyset = reports
+            .iter()
+            .filter(|(i, r)| r.copy && *i != adopter)
+            .fold(NodeSet::EMPTY, |set, &(i, _)| set.with(i));
+        self.stats.adopted += 1;
+        let owner = self.config.members[adopter];
+        if adopter == self.me_index {
+            self.adopt(owner, key, epoch, copyset);
+        } else {
+            self.send(
+                owner,
+                PeerMsg::Adopt {
+                    key,
+                    epoch,
+                    copyset,
+                },
+            );
+        }
+        self.end_locating(key, locating.asked, owner);
+    }
+
+    /// Thaws every node asked; the page is at `owner` ([`LOST`]: no copy survives, and the
+    /// faults waiting for it fail).
+    fn end_locating(&mut self, key: PageKey, asked: NodeSet, owner: NodeId) {
+        self.thaw_all(key, asked, owner);
+        if owner == LOST {
+            self.lose(key);
+            return;
+        }
+        if !self.is_owner(key) {
+            self.state_mut(key).probable_owner = owner;
+        }
+        self.settle(key);
+    }
+
+    fn thaw_all(&mut self, key: PageKey, asked: NodeSet, owner: NodeId) {
+        for i in asked.iter() {
+            if i != self.me_index {
+                let to = self.config.members[i];
+                self.send(to, PeerMsg::Thaw { key, owner });
+            }
+        }
+        self.busy_mut(key).locating = None;
+    }
+
+    /// A locator decided this node's copy is the page now.
+    fn adopt(&mut self, from: NodeId, key: PageKey, epoch: u16, copyset: NodeSet) {
+        let me = self.config.me;
+        let me_index = self.me_index;
+        let members = self.config.members.len();
+        let state = self.state_mut(key);
+        if state.access == Access::None || (members < 64 && copyset.0 >> members != 0) {
+            self.outputs.push_back(Output::Violation {
+                from,
+                what: "adoption by a node without a copy, or of a copyset outside the cluster",
+            });
+            return;
+        }
+        let already = state.probable_owner == me;
+        state.probable_owner = me;
+        state.epoch = latest(state.epoch, epoch);
+        let others = copyset.without(me_index);
+        state.copyset = if already {
+            NodeSet(state.copyset.0 | others.0)
+        } else {
+            others
+        };
+        let down = self.down;
+        let state = self.state_mut(key);
+        state.copyset = NodeSet(state.copyset.0 & !down.0);
+        // Owner now: a request of ours still out is moot (a grant for it is refused), and so
+        // is our own locating.
+        let b = self.busy_mut(key);
+        b.pending = None;
+        b.abandoned = None;
+        b.confirm = false;
+        if let Some(asked) = b.locating.as_ref().map(|l| l.asked) {
+            self.thaw_all(key, asked, me);
+        }
+        self.settle(key);
+    }
+
+    fn on_thaw(&mut self, from: NodeId, key: PageKey, owner: NodeId) {
+        let Some(index) = self.index_of(from) else {
+            return;
+        };
+        let Some(b) = self.busy.get_mut(&key) else {
+            return;
+        };
+        b.frozen.retain(|f| f.by != index);
+        if b.frozen.is_empty() {
+            b.reported = None;
+        }
+        let hint = self.page(key).probable_owner;
+        if owner != LOST && owner != self.config.me && !self.is_owner(key) && self.is_down(hint) {
+            self.state_mut(key).probable_owner = owner;
+        }
+        self.settle(key);
     }
 
     // ---- a node died ----
@@ -1498,9 +1856,9 @@ impl Node {
         {
             if state.probable_owner == node {
                 state.probable_owner = LOST;
-            } else if state.probable_owner == me {
-                state.copyset = state.copyset.without(index);
             }
+            // A holder's copy, or ownership handed to it and maybe not landed: gone with it.
+            state.copyset = state.copyset.without(index);
         }
         let mut restart = Vec::new();
         for (&key, entry) in &mut self.managed {
@@ -1573,7 +1931,7 @@ impl Node {
             let dynamic = self.config.manager == ManagerKind::Dynamic;
             let b = self.busy_mut(key);
             b.requests.retain(|q| q.requester != node);
-            b.locators = b.locators.without(index);
+            b.frozen.retain(|f| f.by != index);
             if b.deferred_invalidate.is_some_and(|(n, _)| n == node) {
                 b.deferred_invalidate = None;
             }
@@ -1599,15 +1957,9 @@ impl Node {
                 self.lose(key);
                 continue;
             }
-            let mut lost = false;
-            if let Some(mut locating) = b.locating {
-                locating.waiting = locating.waiting.without(index);
-                if locating.waiting.is_empty() {
-                    lost = true;
-                } else {
-                    b.locating = Some(locating);
-                }
-            }
+            // A page being located is asked again: answers given before this death may miss
+            // what the dead node sent.
+            let relocate = b.locating.as_ref().map(|l| l.asked.without(index));
             let mut written = false;
             if let Some(holders) = b.invalidating {
                 let left = holders.without(index);
@@ -1617,9 +1969,10 @@ impl Node {
                     b.invalidating = Some(left);
                 }
             }
-            if lost {
-                self.lose(key);
-            } else if written {
+            if let Some(asked) = relocate {
+                self.start_round(key, asked);
+            }
+            if written {
                 self.complete_write(key);
             } else {
                 self.settle(key);
@@ -1735,6 +2088,19 @@ impl Node {
                 id,
                 error: FaultError::TimedOut,
             });
+        }
+        // A page located for longer than the fault timeout (a node that should answer is
+        // cut off, not yet agreed dead): its faults failed above; the nodes asked are thawed.
+        let stale: Vec<(PageKey, NodeSet)> = self
+            .busy
+            .iter()
+            .filter_map(|(&k, b)| b.locating.as_ref().map(|l| (k, l)))
+            .filter(|(_, l)| now_ms.saturating_sub(l.since_ms) >= timeout)
+            .map(|(k, l)| (k, l.asked))
+            .collect();
+        for (key, asked) in stale {
+            self.thaw_all(key, asked, LOST);
+            self.settle(key);
         }
         // A request out for longer than the fault timeout was lost (with a link that broke,
         // or a node): given up, so that the page is not busy for ever. Its grant, if it still

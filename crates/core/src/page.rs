@@ -20,7 +20,9 @@ pub struct PageState {
     pub local: Access,
     /// Who owns the page, as far as this node knows (itself, if it owns it).
     pub probable_owner: NodeId,
-    /// Owner only: the nodes holding read copies.
+    /// The owner: the nodes holding read copies. Any other node: the node it handed ownership
+    /// to at `epoch`, if it did (emptied once it hears of a later epoch) — a grant that may
+    /// still be on its way when a dead owner's page is located.
     pub copyset: NodeSet,
     /// The latest ownership epoch this node knows of (each change of owner is one more): a
     /// read grant from an earlier epoch than an invalidation acknowledged here is stale.
@@ -43,6 +45,20 @@ pub fn latest(a: u16, b: u16) -> u16 {
 }
 
 impl PageState {
+    /// Hears of ownership epoch `epoch` (a non-owner): past the one it knew, a handover it
+    /// remembered (`copyset`) has landed.
+    pub fn learn(&mut self, epoch: u16) {
+        if later(epoch, self.epoch) {
+            self.epoch = epoch;
+            self.copyset = NodeSet::EMPTY;
+        }
+    }
+
+    /// Whom this node (not the owner) handed ownership to at its `epoch`, if it did.
+    pub fn handed(&self) -> Option<usize> {
+        self.copyset.iter().next()
+    }
+
     /// The state of a page nobody has touched: owned by `creator`, whose copy (zeros) is
     /// writable.
     pub fn untouched(me: NodeId, creator: NodeId) -> PageState {
@@ -86,11 +102,46 @@ pub struct Queued {
     pub hops: u8,
 }
 
-/// Looking for a page whose owner this node lost track of (it died): every live node is asked.
+/// What a node says of a page when it is located (`PeerMsg::Located`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Report {
+    /// It owns the page.
+    pub owner: bool,
+    /// It holds a copy.
+    pub copy: bool,
+    /// The latest ownership epoch it knows of.
+    pub epoch: u16,
+    /// Whom it handed ownership to at `epoch`, if it did.
+    pub handed: Option<NodeId>,
+}
+
+/// A locator this node is frozen for (see `PeerMsg::Locate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Freeze {
+    /// The locator, by member index.
+    pub by: usize,
+    /// Its round, echoed in every answer.
+    pub round: u32,
+    /// Deaths to hear of before answering.
+    pub deaths: u64,
+    /// Answered (then every change is sent too).
+    pub answered: bool,
+}
+
+/// Looking for a page whose owner this node lost track of (it died): every live node is asked,
+/// and frozen for the page until this node decides (see `PeerMsg::Locate`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Locating {
+    /// When the page was first located (ms).
+    pub since_ms: u64,
     /// The nodes yet to answer.
     pub waiting: NodeSet,
+    /// Every node asked (and so frozen) since the page was first located: thawed at the end.
+    pub asked: NodeSet,
+    /// This round's number (answers to earlier ones are ignored).
+    pub round: u32,
+    /// Each member's latest answer this round, by member index.
+    pub answers: Vec<Option<Report>>,
 }
 
 /// What to do once local processes have given up access.
@@ -127,8 +178,10 @@ pub struct Busy {
     pub abandoned: Option<bool>,
     /// Asking every live node who owns the page.
     pub locating: Option<Locating>,
-    /// Nodes that asked who owns the page while our own request was out: answered once it is in.
-    pub locators: NodeSet,
+    /// Locators this node is frozen for (see `PeerMsg::Locate`), at most one per member.
+    pub frozen: Vec<Freeze>,
+    /// What this node last told its locators.
+    pub reported: Option<Report>,
     /// We are the new owner (or an upgrading owner) waiting for these nodes' acks.
     pub invalidating: Option<NodeSet>,
     /// Local processes are being revoked; then this.
@@ -157,7 +210,7 @@ impl Busy {
     pub fn is_idle(&self) -> bool {
         !self.in_transition()
             && self.abandoned.is_none()
-            && self.locators.is_empty()
+            && self.frozen.is_empty()
             && self.deferred_invalidate.is_none()
             && self.faults.is_empty()
             && self.requests.is_empty()

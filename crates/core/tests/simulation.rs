@@ -33,7 +33,7 @@ fn run(
     pages: usize,
     ops: u8,
     failures: u8,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64, u64), String> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut world = World::new(nodes, pages, ops, manager).with_failures(failures, failures);
     let limit = 200_000u64;
@@ -47,7 +47,7 @@ fn run(
                     world.describe()
                 ));
             }
-            return Ok((taken, world.messages()));
+            return Ok((taken, world.messages(), world.adopted()));
         }
         // Bias towards delivering messages sometimes, so both queue-heavy and eager schedules
         // are common.
@@ -80,12 +80,13 @@ fn sweep_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: 
         assert!(result.is_ok(), "seed {seed}: {}", result.unwrap_err());
         return;
     }
-    let (mut steps, mut messages) = (0, 0);
+    let (mut steps, mut messages, mut adopted) = (0, 0, 0);
     for seed in 0..seeds {
         match run(seed, manager, nodes, pages, ops, failures) {
-            Ok((s, m)) => {
+            Ok((s, m, a)) => {
                 steps += s;
                 messages += m;
+                adopted += a;
             }
             Err(e) => panic!(
                 "{} manager, seed {seed}: {e}\nreplay: DSM_SIM_SEED={seed} cargo test -p dsm-core --test simulation",
@@ -94,9 +95,10 @@ fn sweep_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: 
         }
     }
     report(format_args!(
-        "simulation {}: {seeds} schedules of {nodes} nodes, {pages} pages, {ops} ops each{}: {steps} steps, {messages} messages, all invariants held",
+        "simulation {}: {seeds} schedules of {nodes} nodes, {pages} pages, {ops} ops each{}: {steps} steps, {messages} messages{}, all invariants held",
         manager.as_str(),
-        if failures > 0 { format!(", up to {failures} crashes and restarts") } else { String::new() }
+        if failures > 0 { format!(", up to {failures} crashes and restarts") } else { String::new() },
+        if adopted > 0 { format!(", {adopted} pages taken over from a surviving copy") } else { String::new() }
     ));
 }
 

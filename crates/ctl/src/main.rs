@@ -337,7 +337,16 @@ fn print_stats(s: &Stats) {
             ],
         ],
     );
-    println!("failed faults: {}", s.failed);
+    println!(
+        "failed faults: {} (no surviving copy: {})",
+        s.failed, s.lost
+    );
+    if s.located > 0 {
+        println!(
+            "pages whose owner died: located {}, taken over from a surviving copy {}",
+            s.located, s.adopted
+        );
+    }
     println!();
     table::print(
         &["MESSAGES", "COUNT"],

@@ -169,6 +169,12 @@ pub struct Stats {
     pub upgrades: u64,
     /// Faults that failed.
     pub failed: u64,
+    /// Of those, faults on a page no copy of which survived a node's death (SIGBUS).
+    pub lost: u64,
+    /// Pages looked for among the live nodes (the owner this node knew of died).
+    pub located: u64,
+    /// Pages whose owner died taken over from a surviving copy (as decided here).
+    pub adopted: u64,
     /// Requests passed on to another node.
     pub forwarded: u64,
     /// Invalidations sent.

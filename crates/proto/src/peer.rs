@@ -87,18 +87,54 @@ pub enum PeerMsg {
         /// The request.
         seq: u32,
     },
-    /// Who owns `key`? Asked of every live node when the owner this node knew of died.
+    /// Who owns `key`, and who holds a copy? Asked of every live node when the owner this node
+    /// knew of died (dynamic manager). Answered with [`PeerMsg::Located`] once the answering
+    /// node has heard of `deaths` deaths (so nothing more arrives from the dead); from then on
+    /// the answering node is *frozen* for `key` until the sender's [`PeerMsg::Thaw`]: as the
+    /// owner it grants nothing and starts no invalidation, and every change of what it answered
+    /// is sent again.
     Locate {
         /// The page.
         key: PageKey,
+        /// How many node deaths the sender had heard of.
+        deaths: u64,
+        /// The sender's number for this round of asking (a new one each time it asks again).
+        round: u32,
     },
-    /// The answer to [`PeerMsg::Locate`] (given once the answering node is not waiting for the
-    /// page itself).
+    /// The answer to [`PeerMsg::Locate`], and again whenever it changes while frozen.
     Located {
         /// The page.
         key: PageKey,
+        /// The round answered.
+        round: u32,
         /// The sender owns it.
         owner: bool,
+        /// The sender holds a copy (not being invalidated).
+        copy: bool,
+        /// The latest ownership epoch the sender knows of.
+        epoch: u16,
+        /// The node the sender handed ownership to at `epoch`, if it did (that grant may still
+        /// be on its way).
+        handed: Option<NodeId>,
+    },
+    /// The locator's decision: the page's owner died, no live node owns it and no ownership is
+    /// on its way, and the receiver's copy (the latest) is the page now. The receiver owns it
+    /// from `epoch` on; `copyset` holds the other surviving copies.
+    Adopt {
+        /// The page.
+        key: PageKey,
+        /// The new ownership epoch (later than any a live node knew of).
+        epoch: u16,
+        /// The other holders of copies.
+        copyset: NodeSet,
+    },
+    /// The end of a [`PeerMsg::Locate`]: the receiver is no longer frozen for `key` by the
+    /// sender; `owner` is where the page is now (`NodeId(0)` if no copy survived).
+    Thaw {
+        /// The page.
+        key: PageKey,
+        /// The page's owner.
+        owner: NodeId,
     },
     /// Fixed and central managers: the page's owner died and no copy is known to survive.
     Lost {
@@ -155,8 +191,10 @@ impl PeerMsg {
             | PeerMsg::InvalidateAck { key }
             | PeerMsg::Confirm { key }
             | PeerMsg::Unknown { key, .. }
-            | PeerMsg::Locate { key }
+            | PeerMsg::Locate { key, .. }
             | PeerMsg::Located { key, .. }
+            | PeerMsg::Adopt { key, .. }
+            | PeerMsg::Thaw { key, .. }
             | PeerMsg::Lost { key } => key,
         }
     }

@@ -485,6 +485,11 @@ impl World {
         out
     }
 
+    /// Pages taken over from a surviving copy so far (for the simulator's statistics).
+    pub fn adopted(&self) -> u64 {
+        self.nodes.iter().map(|x| x.stats().adopted).sum()
+    }
+
     /// Total messages sent so far (for the simulator's statistics).
     pub fn messages(&self) -> u64 {
         self.nodes.iter().map(|x| x.stats().messages_sent).sum()
