@@ -54,7 +54,9 @@ pub struct Config {
     pub manager: ManagerKind,
 
     /// A fault still waiting for its page after this many milliseconds fails: the process gets
-    /// SIGBUS and the log names the page and the peer (a peer that is down or unreachable).
+    /// SIGBUS and the log names the page and the peer (a peer that is down or unreachable). A
+    /// host whose link stays down for half of it (at least 1 s) is declared dead, its pages taken
+    /// over from surviving copies.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub fault_timeout_ms: u64,
 

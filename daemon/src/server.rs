@@ -47,6 +47,14 @@ fn dir_timeout_ms(fault_timeout_ms: u64) -> u64 {
     fault_timeout_ms + ELECTION_ALLOWANCE_MS
 }
 
+/// How long a link stays down before the leader declares its node dead: half the fault
+/// timeout (at least 1 s), so that a fault waiting on a dead node (an invalidation it will never
+/// acknowledge, a page it held) is answered — by the takeover, or `Lost` — before it times out.
+/// A cut-off node fences itself sooner (no leader heard after 1–2 s; 3 s of silence).
+fn death_ms(fault_timeout_ms: u64) -> u64 {
+    (fault_timeout_ms / 2).max(1_000)
+}
+
 /// Messages held at most from a peer daemon whose join has not committed.
 const MAX_HELD: usize = 65_536;
 
@@ -292,7 +300,7 @@ impl Server {
                 &config.peers.iter().map(|p| p.node).collect::<Vec<_>>(),
                 Timing {
                     tick_ms: 100,
-                    death_ms: config.fault_timeout_ms,
+                    death_ms: death_ms(config.fault_timeout_ms),
                     retry_ms: 500,
                     timeout_ms: dir_timeout_ms(config.fault_timeout_ms),
                 },
@@ -1438,10 +1446,18 @@ impl Server {
             Incoming::Coherence(msg) => {
                 debug!("from {from}: {msg:?}");
                 let key = msg.key();
+                let in_span = |span: u64| u64::from(key.page) < span / PAGE_SIZE as u64;
                 let plausible = match self.store.get(key.segment) {
-                    Some(local) => u64::from(key.page) < local.meta.span / PAGE_SIZE as u64,
-                    // Only a manager hears of pages of segments it never opened.
-                    None => self.config.manager != dsm_core::ManagerKind::Dynamic,
+                    Some(local) => in_span(local.meta.span),
+                    // A manager hears of pages of segments it never opened, and every live node
+                    // is asked who holds a page whose owner died (it answers: not this one).
+                    None => {
+                        self.config.manager != dsm_core::ManagerKind::Dynamic
+                            || (matches!(msg, PeerMsg::Locate { .. } | PeerMsg::Thaw { .. })
+                                && self.members.with_directory(|d| {
+                                    d.get(key.segment).is_some_and(|m| in_span(m.span))
+                                }))
+                    }
                 };
                 if !plausible {
                     warn!("{from} sent {msg:?}, for a page this node cannot have: ignored");

@@ -104,6 +104,12 @@ fn a_dead_owners_pages_live_on_in_surviving_copies_and_its_restart_is_never_a_se
     let started = Instant::now();
     let out = check(&c, 1, &[&only, "keep"]);
     assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{out:?}");
+    // (As lost, once the death is agreed: not by running out of time asking nodes that never
+    // opened the segment.)
+    assert!(
+        out.stderr.contains("no copy of the page survives"),
+        "{out:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
