@@ -1212,8 +1212,9 @@ impl Server {
             .map(|&(n, _)| n)
             .collect();
         // A node that hears no leader may be one the leader cannot reach (a link down one
-        // way round the cluster): it may be declared dead as surely as one cut off.
-        let leaderless = self.members.leader().is_none();
+        // way round the cluster): it may be declared dead as surely as one cut off. (Not in a
+        // cluster of two: there no death can be agreed without both, so nothing is taken over.)
+        let leaderless = self.members.leader().is_none() && alive.len() >= 3;
         let cut_off = unreachable.len() * 2 > alive.len();
         let fence = cut_off || leaderless;
         if fence == self.core.fenced() {
