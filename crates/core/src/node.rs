@@ -2451,6 +2451,59 @@ mod tests {
         ));
     }
 
+    /// A fenced node's read copy could be taken over and changed by the majority: its readers
+    /// stop too, until the fence lifts.
+    #[test]
+    fn a_fenced_node_stops_reading_copies_others_could_change() {
+        let mut n = node(2, &[1, 2, 3]);
+        let read = |id| Input::Fault {
+            id: FaultId(id),
+            key: key(1, 0),
+            write: false,
+            pages: 1,
+            now_ms: 0,
+        };
+        n.handle(read(1));
+        drain(&mut n);
+        n.handle(Input::Peer {
+            from: NodeId(1),
+            msg: PeerMsg::Grant {
+                key: key(1, 0),
+                write: false,
+                copyset: NodeSet::EMPTY,
+                epoch: 0,
+                deaths: 0,
+            },
+        });
+        drain(&mut n);
+        assert_eq!(n.grantable(key(1, 0)), Access::Read);
+        n.handle(Input::Fence { on: true });
+        assert_eq!(
+            drain(&mut n),
+            vec![Output::Revoke {
+                key: key(1, 0),
+                to: Access::None
+            }]
+        );
+        assert_eq!(n.grantable(key(1, 0)), Access::None);
+        n.handle(Input::Revoked { key: key(1, 0) });
+        drain(&mut n);
+        n.handle(read(2));
+        assert!(
+            drain(&mut n).is_empty(),
+            "a read of the copy waits while fenced"
+        );
+        n.handle(Input::Fence { on: false });
+        assert!(matches!(
+            drain(&mut n).as_slice(),
+            [Output::Grant {
+                id: FaultId(2),
+                access: Access::Read,
+                ..
+            }]
+        ));
+    }
+
     #[test]
     fn removal_fails_waiting_faults() {
         let mut n = node(2, &[1, 2]);
