@@ -936,7 +936,7 @@ impl Node {
                 return;
             }
             if let Some((new_owner, epoch)) = busy.deferred_invalidate {
-                // Only set while a read was pending, and the read has completed.
+                // Set while a read was pending or a revocation ran: it is over.
                 self.busy_mut(key).deferred_invalidate = None;
                 let state = self.state_mut(key);
                 state.learn(epoch);
@@ -1360,6 +1360,13 @@ impl Node {
             self.busy_mut(key).deferred_invalidate = Some((new_owner, epoch));
             let state = self.state_mut(key);
             state.learn(epoch.wrapping_sub(1));
+            return;
+        }
+        if self.busy.get(&key).is_some_and(|b| b.revoking.is_some()) {
+            // Local processes are still giving up access for an earlier reason (an owner that
+            // died invalidating us; the page was taken over since): this invalidation follows.
+            self.busy_mut(key).deferred_invalidate = Some((new_owner, epoch));
+            self.state_mut(key).learn(epoch);
             return;
         }
         // An abandoned read's grant, if it still comes, is older than this: refused then.

@@ -2,7 +2,8 @@
 //! operations than the model checker can reach, also with daemons dying (SIGKILL: copies and
 //! messages to them lost, messages from them arriving or not) and coming back as new
 //! incarnations. Each run is a seed; a failure prints it, and
-//! `DSM_SIM_SEED=<seed> cargo test -p dsm-core --test simulation` replays exactly that run.
+//! `DSM_SIM_SEED=<seed> cargo test -p dsm-core --test simulation` replays exactly that run;
+//! `DSM_SIM_SCALE=<n>` runs n times as many seeds.
 
 mod common;
 
@@ -80,6 +81,12 @@ fn sweep_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: 
         assert!(result.is_ok(), "seed {seed}: {}", result.unwrap_err());
         return;
     }
+    // `DSM_SIM_SCALE=N` runs N times as many seeds (a longer sweep by hand).
+    let scale: u64 = std::env::var("DSM_SIM_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let seeds = seeds * scale;
     let (mut steps, mut messages, mut adopted) = (0, 0, 0);
     for seed in 0..seeds {
         match run(seed, manager, nodes, pages, ops, failures) {
