@@ -1726,10 +1726,12 @@ impl Node {
             .iter()
             .fold(reports[0].1.epoch, |e, (_, r)| latest(e, r.epoch))
             .wrapping_add(1);
-        let copyset = reports
-            .iter()
-            .filter(|(i, r)| r.copy && *i != adopter)
-            .fold(NodeSet::EMPTY, |set, &(i, _)| set.with(i));
+        // Every other live node, not only those that said they hold a copy: a read grant its
+        // owner sent before handing the page to a node that then died may still land after its
+        // receiver answered. Invalidating a node without a copy costs one message.
+        let copyset = (0..self.config.members.len())
+            .filter(|&i| i != adopter && !self.down.contains(i))
+            .fold(NodeSet::EMPTY, NodeSet::with);
         self.stats.adopted += 1;
         let owner = self.config.members[adopter];
         if adopter == self.me_index {

@@ -119,7 +119,7 @@ pub enum PeerMsg {
     },
     /// The locator's decision: the page's owner died, no live node owns it and no ownership is
     /// on its way, and the receiver's copy (the latest) is the page now. The receiver owns it
-    /// from `epoch` on; `copyset` holds the other surviving copies.
+    /// from `epoch` on; `copyset` holds every other live node (any may hold a copy).
     Adopt {
         /// The page.
         key: PageKey,
