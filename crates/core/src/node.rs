@@ -530,6 +530,9 @@ impl Node {
                     }
                 }
                 self.deaths = self.deaths.max(deaths);
+                // Nodes died before: their requests may be answered twice, their pages taken
+                // over (an adopter invalidates nodes whose read is still queued at it).
+                self.failures |= deaths > 0;
                 for (node, at) in died_at {
                     if let Some(i) = self.index_of(node) {
                         self.died_at[i] = self.died_at[i].max(at);
