@@ -1050,6 +1050,7 @@ impl Node {
                 copy,
                 epoch,
                 handed,
+                deaths,
             } => self.on_located(
                 from,
                 key,
@@ -1059,6 +1060,7 @@ impl Node {
                     copy,
                     epoch,
                     handed,
+                    deaths,
                 },
             ),
             PeerMsg::Adopt {
@@ -1559,6 +1561,7 @@ impl Node {
             } else {
                 state.handed().map(|i| self.config.members[i])
             },
+            deaths: self.deaths,
         }
     }
 
@@ -1601,6 +1604,7 @@ impl Node {
                 copy: r.copy,
                 epoch: r.epoch,
                 handed: r.handed,
+                deaths: r.deaths,
             },
         );
     }
@@ -1688,6 +1692,11 @@ impl Node {
             .filter(|&(i, _)| !self.down.contains(i))
             .collect();
         reports.push((self.me_index, self.report(key)));
+        if reports.iter().any(|(_, r)| r.deaths > self.deaths) {
+            // An answer rests on a death this node has not heard of yet: once it has, it asks
+            // again (`on_peer_down`).
+            return;
+        }
         if let Some(&(i, _)) = reports.iter().find(|(_, r)| r.owner) {
             let owner = self.config.members[i];
             self.end_locating(key, locating.asked, owner);

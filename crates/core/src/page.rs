@@ -113,6 +113,9 @@ pub struct Report {
     pub epoch: u16,
     /// Whom it handed ownership to at `epoch`, if it did.
     pub handed: Option<NodeId>,
+    /// Node deaths it had heard of (a report made after a death the locator has not heard of
+    /// yet may rest on it: the locator waits until it has, and asks again).
+    pub deaths: u64,
 }
 
 /// A locator this node is frozen for (see `PeerMsg::Locate`).

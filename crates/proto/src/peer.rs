@@ -116,6 +116,8 @@ pub enum PeerMsg {
         /// The node the sender handed ownership to at `epoch`, if it did (that grant may still
         /// be on its way).
         handed: Option<NodeId>,
+        /// How many node deaths the sender had heard of.
+        deaths: u64,
     },
     /// The locator's decision: the page's owner died, no live node owns it and no ownership is
     /// on its way, and the receiver's copy (the latest) is the page now. The receiver owns it
