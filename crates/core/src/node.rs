@@ -1684,6 +1684,17 @@ impl Node {
         if !locating.waiting.is_empty() {
             return;
         }
+        let me_index = self.me_index;
+        if self
+            .busy
+            .get(&key)
+            .is_some_and(|b| b.frozen.iter().any(|f| f.by < me_index))
+        {
+            // A node of lower id is locating the page too and has this one frozen: it decides
+            // first (two locators whose answers differ — a copy landed between them — could
+            // choose two adopters); its `Thaw` starts a new round here.
+            return;
+        }
         let mut reports: Vec<(usize, Report)> = locating
             .answers
             .iter()
@@ -1757,6 +1768,11 @@ impl Node {
                     copyset,
                 },
             );
+            // Ownership is on its way to the adopter, as if handed over by this node: another
+            // locator that asks before the adopter has it waits for it.
+            let state = self.state_mut(key);
+            state.learn(epoch);
+            state.copyset = NodeSet::EMPTY.with(adopter);
         }
         self.end_locating(key, locating.asked, owner);
     }
@@ -1836,6 +1852,17 @@ impl Node {
         let hint = self.page(key).probable_owner;
         if owner != LOST && owner != self.config.me && !self.is_owner(key) && self.is_down(hint) {
             self.state_mut(key).probable_owner = owner;
+        }
+        let relocate = self
+            .busy
+            .get(&key)
+            .and_then(|b| b.locating.as_ref())
+            .filter(|_| index < self.me_index)
+            .map(|l| l.asked);
+        if let Some(asked) = relocate {
+            // A locator that went first is done: ask again (the page may have an owner now).
+            self.start_round(key, asked);
+            return;
         }
         self.settle(key);
     }

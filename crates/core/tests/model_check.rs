@@ -91,12 +91,17 @@ fn check(manager: ManagerKind, nodes: usize, pages: usize, ops: u8) {
 }
 
 fn check_failures(manager: ManagerKind, nodes: usize, pages: usize, ops: u8) {
+    check_crashes(manager, nodes, pages, ops, 1);
+}
+
+fn check_crashes(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, restarts: u8) {
     let started = Instant::now();
-    let world = World::new(nodes, pages, ops, manager).with_failures(1, 1);
+    let world = World::new(nodes, pages, ops, manager).with_failures(1, restarts);
     match explore(world) {
         Ok(r) => report(format_args!(
-            "model check {} with a crash and a restart: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
+            "model check {} with a crash{}: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
             manager.as_str(),
+            if restarts > 0 { " and a restart" } else { "" },
             r.states,
             r.terminal,
             r.max_depth,
@@ -106,9 +111,25 @@ fn check_failures(manager: ManagerKind, nodes: usize, pages: usize, ops: u8) {
     }
 }
 
+/// The dynamic manager takes a dead owner's pages over (locate, freeze, adopt), which makes its
+/// world with a crash and a restart on 2 pages too large for every CI run (tens of millions of
+/// states): run by hand with `cargo test --release -p dsm-core --test model_check -- --ignored`
+/// (result in docs/protocol.md). CI explores the same world with one page, and with two pages
+/// and a crash without the restart.
 #[test]
+#[ignore]
 fn dynamic_manager_crash_and_restart() {
     check_failures(ManagerKind::Dynamic, 3, 2, 1);
+}
+
+#[test]
+fn dynamic_manager_crash_and_restart_one_page() {
+    check_failures(ManagerKind::Dynamic, 3, 1, 1);
+}
+
+#[test]
+fn dynamic_manager_crash_two_pages() {
+    check_crashes(ManagerKind::Dynamic, 3, 2, 1, 0);
 }
 
 #[test]
