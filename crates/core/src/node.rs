@@ -924,13 +924,13 @@ impl Node {
             let Some(busy) = self.busy.get(&key) else {
                 return;
             };
-            let only_locating = busy.locating.is_some()
+            // Locating, or (once a node has died) waiting for our own request: requests held
+            // while a revocation ran are passed on (see `locate` and `on_request`).
+            let passes_on = (busy.locating.is_some() || (self.failures && busy.pending.is_some()))
                 && !self.is_owner(key)
-                && busy.pending.is_none()
                 && busy.invalidating.is_none()
                 && busy.revoking.is_none();
-            if only_locating && !busy.requests.is_empty() {
-                // Held while a revocation ran: pass them on (see `locate`).
+            if passes_on && !busy.requests.is_empty() {
                 let request = self.busy_mut(key).requests.pop_front().expect("not empty");
                 self.serve(key, request);
                 continue;
