@@ -922,9 +922,11 @@ impl Members {
         // Deaths and joins before the snapshot are facts now: say what the driver must know.
         let members = self.members();
         for (node, m) in members {
-            if node == self.me {
+            if node == self.me && m.incarnation != self.incarnation {
                 continue;
             }
+            // (This daemon's own join too, when the snapshot holds it: the driver then tells
+            // the coherence core the deaths before it.)
             if m.alive {
                 self.outputs.push_back(MemberOutput::Joined {
                     node,
