@@ -146,6 +146,35 @@ fn a_dead_owners_pages_live_on_in_surviving_copies_and_its_restart_is_never_a_se
 }
 
 #[test]
+fn a_read_copy_holder_that_dies_fails_no_write_of_its_page() {
+    let mut c = Cluster::start(3, &["--fault-timeout-ms", "2000"]);
+    let s = shm_name("s");
+    let _held = hold(&c, 1, &s, "8192");
+    // Node 3 holds a read copy of both pages; then it dies.
+    check(&c, 3, &[&s, "keep"]).assert_ok();
+    c.kill(3);
+    // Node 1's write must invalidate node 3's copy: it waits for node 3's death to be agreed
+    // (half the fault timeout), then goes on — no SIGBUS.
+    let started = Instant::now();
+    let mut writer = c.command(1, &c_program("write_later"));
+    writer
+        .args([s.as_str(), "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut writer = Spawned(writer.spawn().unwrap());
+    wait_for_line(&mut writer, "mapped");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // And the survivor that reads next sees that write.
+    let out = check(&c, 2, &[&s, "keep"]);
+    assert!(out.stdout.contains("1 of 2048 words wrong"), "{out:?}");
+}
+
+#[test]
 fn a_second_daemon_with_a_live_node_id_is_refused_and_stops() {
     let c = Cluster::start(3, &[]);
     // Another daemon calling itself node 2 (it dials node 3, which knows node 2 is alive).
