@@ -35,6 +35,18 @@ fn check(c: &Cluster, id: usize, args: &[&str]) -> dsm_e2e::Outcome {
     dsm_e2e::run(cmd)
 }
 
+/// Starts `write_later NAME PAGE` on node `id` (it writes the page once) and waits until it has.
+fn write_later(c: &Cluster, id: usize, name: &str, page: &str) -> Spawned {
+    let mut cmd = c.command(id, &c_program("write_later"));
+    cmd.args([name, page])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut writer = Spawned(cmd.spawn().unwrap());
+    wait_for_line(&mut writer, "mapped");
+    writer
+}
+
 /// Starts `hold NAME SIZE` on node `id` and waits for it to say it is ready.
 fn hold(c: &Cluster, id: usize, name: &str, size: &str) -> Spawned {
     let mut cmd = c.command(id, &c_program("hold"));
@@ -123,14 +135,7 @@ fn a_dead_owners_pages_live_on_in_surviving_copies_and_its_restart_is_never_a_se
     // reads the current data, and its write is the one every node sees (never a second writer
     // beside node 3's or node 1's copies).
     check(&c, 2, &[&s, "keep"]).assert_ok();
-    let mut writer = c.command(2, &c_program("write_later"));
-    writer
-        .args([s.as_str(), "1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut writer = Spawned(writer.spawn().unwrap());
-    wait_for_line(&mut writer, "mapped");
+    let writer = write_later(&c, 2, &s, "1");
     for node in [1, 3] {
         let out = check(&c, node, &[&s, "keep"]);
         assert!(
@@ -156,14 +161,7 @@ fn a_read_copy_holder_that_dies_fails_no_write_of_its_page() {
     // Node 1's write must invalidate node 3's copy: it waits for node 3's death to be agreed
     // (half the fault timeout), then goes on — no SIGBUS.
     let started = Instant::now();
-    let mut writer = c.command(1, &c_program("write_later"));
-    writer
-        .args([s.as_str(), "0"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut writer = Spawned(writer.spawn().unwrap());
-    wait_for_line(&mut writer, "mapped");
+    let _writer = write_later(&c, 1, &s, "0");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",

@@ -1804,8 +1804,9 @@ impl Node {
     /// A locator decided this node's copy is the page now.
     fn adopt(&mut self, from: NodeId, key: PageKey, epoch: u16, copyset: NodeSet) {
         let me = self.config.me;
-        let me_index = self.me_index;
         let members = self.config.members.len();
+        // The other holders that are alive.
+        let others = NodeSet(copyset.without(self.me_index).0 & !self.down.0);
         let state = self.state_mut(key);
         if state.access == Access::None || (members < 64 && copyset.0 >> members != 0) {
             self.outputs.push_back(Output::Violation {
@@ -1814,18 +1815,15 @@ impl Node {
             });
             return;
         }
-        let already = state.probable_owner == me;
+        // Adopted already (a second locator chose alike): its copyset grows.
+        let kept = if state.probable_owner == me {
+            state.copyset
+        } else {
+            NodeSet::EMPTY
+        };
         state.probable_owner = me;
         state.epoch = latest(state.epoch, epoch);
-        let others = copyset.without(me_index);
-        state.copyset = if already {
-            NodeSet(state.copyset.0 | others.0)
-        } else {
-            others
-        };
-        let down = self.down;
-        let state = self.state_mut(key);
-        state.copyset = NodeSet(state.copyset.0 & !down.0);
+        state.copyset = NodeSet(kept.0 | others.0);
         // Owner now: a request of ours still out is moot (a grant for it is refused), and so
         // is our own locating.
         let b = self.busy_mut(key);
@@ -2231,6 +2229,17 @@ mod tests {
         })
     }
 
+    /// A local fault on page 0 of node 1's segment.
+    fn fault_on_page_0(id: u64, write: bool) -> Input {
+        Input::Fault {
+            id: FaultId(id),
+            key: key(1, 0),
+            write,
+            pages: 1,
+            now_ms: 0,
+        }
+    }
+
     fn drain(node: &mut Node) -> Vec<Output> {
         std::iter::from_fn(|| node.poll_output()).collect()
     }
@@ -2456,13 +2465,7 @@ mod tests {
     #[test]
     fn a_fenced_node_stops_writing_until_it_reaches_the_majority_again() {
         let mut n = node(1, &[1, 2, 3]);
-        let fault = |id, write| Input::Fault {
-            id: FaultId(id),
-            key: key(1, 0),
-            write,
-            pages: 1,
-            now_ms: 0,
-        };
+        let fault = fault_on_page_0;
         n.handle(fault(1, true));
         drain(&mut n);
         assert_eq!(n.grantable(key(1, 0)), Access::Write);
@@ -2504,13 +2507,7 @@ mod tests {
     #[test]
     fn a_fenced_node_stops_reading_copies_others_could_change() {
         let mut n = node(2, &[1, 2, 3]);
-        let read = |id| Input::Fault {
-            id: FaultId(id),
-            key: key(1, 0),
-            write: false,
-            pages: 1,
-            now_ms: 0,
-        };
+        let read = |id| fault_on_page_0(id, false);
         n.handle(read(1));
         drain(&mut n);
         n.handle(Input::Peer {
