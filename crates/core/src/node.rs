@@ -59,7 +59,8 @@ impl ManagerKind {
 pub struct Config {
     /// This node.
     pub me: NodeId,
-    /// Every node of the cluster, this one included (at most 64).
+    /// The nodes the cluster was formed of (ids 1 to 64): the fixed and central managers'
+    /// nodes. Nodes that join later are members too (`Input::PeerUp`), never managers.
     pub members: Vec<NodeId>,
     /// The manager algorithm (the same on every node).
     pub manager: ManagerKind,
@@ -272,6 +273,17 @@ fn fence_cap(me: NodeId, page: &PageState) -> Access {
     }
 }
 
+/// A node's index in node sets ([`NodeSet`]): its id − 1, for ids 1 to 64 (a cluster's
+/// node ids), so that every node agrees on it however and whenever nodes joined.
+pub fn index(node: NodeId) -> Option<usize> {
+    (1..=64).contains(&node.0).then(|| node.0 as usize - 1)
+}
+
+/// The node of index `i` (see [`index`]).
+fn node_at(i: usize) -> NodeId {
+    NodeId(i as u32 + 1)
+}
+
 /// Requests remembered (see [`Node::record`]); an older one lost with a node that died is
 /// found by its requester's fault timeout instead.
 const MAX_SENT: usize = 4096;
@@ -285,6 +297,9 @@ const DENSE_GAP: usize = 1 << 16;
 pub struct Node {
     config: Config,
     me_index: usize,
+    /// Every member known, by index (node id − 1): the founders, this node, and every node
+    /// that joined since.
+    known: NodeSet,
     pages: BTreeMap<SegmentId, Vec<PageState>>,
     /// Pages far past the end of their segment's dense run (more than [`DENSE_GAP`] pages on):
     /// kept apart, so that a page index from a peer never allocates room for every page below it.
@@ -328,6 +343,7 @@ impl PartialEq for Node {
             && self.busy == other.busy
             && self.managed == other.managed
             && self.runs == other.runs
+            && self.known == other.known
             && self.down == other.down
             && self.orphans == other.orphans
             && self.failures == other.failures
@@ -348,6 +364,7 @@ impl Hash for Node {
         self.busy.hash(state);
         self.managed.hash(state);
         self.runs.hash(state);
+        self.known.hash(state);
         self.down.hash(state);
         self.orphans.hash(state);
         self.failures.hash(state);
@@ -363,21 +380,23 @@ impl Node {
     /// A node that knows no pages yet.
     ///
     /// # Panics
-    /// If `config.me` is not among `config.members`, or there are more than 64 members.
+    /// If a node id (this one's or a founder's) is outside 1 to 64, or there are no founders.
     pub fn new(mut config: Config) -> Node {
         config.members.sort();
         config.members.dedup();
-        let members = config.members.len();
-        assert!(config.members.len() <= 64, "at most 64 nodes");
-        let me_index = config
+        assert!(!config.members.is_empty(), "a cluster has founders");
+        let me_index = index(config.me).expect("node ids are 1 to 64");
+        let known = config
             .members
             .iter()
-            .position(|m| *m == config.me)
-            .expect("this node is a member");
+            .map(|&m| index(m).expect("node ids are 1 to 64"))
+            .fold(NodeSet::EMPTY.with(me_index), NodeSet::with);
+        let members = known.iter().last().map_or(0, |i| i + 1);
 
         Node {
             config,
             me_index,
+            known,
             pages: BTreeMap::new(),
             far: BTreeMap::new(),
             busy: BTreeMap::new(),
@@ -498,7 +517,8 @@ impl Node {
             Input::SegmentRemoved { segment } => self.on_removed(segment),
             Input::PeerDown { node } => self.on_peer_down(node),
             Input::PeerUp { node, incarnation } => {
-                if let Some(i) = self.index_of(node) {
+                if self.admit(node) {
+                    let i = index(node).expect("admitted");
                     self.down = self.down.without(i);
                     self.incarnations[i] = incarnation;
                     // Pages being located are asked of it too.
@@ -524,6 +544,7 @@ impl Node {
             } => {
                 self.joined_at = joined_at;
                 for node in down {
+                    self.admit(node);
                     if let Some(i) = self.index_of(node).filter(|&i| i != self.me_index) {
                         self.down = self.down.with(i);
                         self.failures = true;
@@ -534,6 +555,7 @@ impl Node {
                 // over (an adopter invalidates nodes whose read is still queued at it).
                 self.failures |= deaths > 0;
                 for (node, at) in died_at {
+                    self.admit(node);
                     if let Some(i) = self.index_of(node) {
                         self.died_at[i] = self.died_at[i].max(at);
                     }
@@ -544,8 +566,26 @@ impl Node {
 
     // ---- small helpers ----
 
+    /// A member's index in node sets (see [`index`]), if it is a member.
     fn index_of(&self, node: NodeId) -> Option<usize> {
-        self.config.members.iter().position(|m| *m == node)
+        index(node).filter(|&i| self.known.contains(i))
+    }
+
+    /// Every member's index, this node's included, ascending.
+    fn member_indices(&self) -> impl Iterator<Item = usize> {
+        self.known.iter()
+    }
+
+    /// Makes `node` a member (it joined, or a peer names it), with room for its per-node
+    /// state. False if its id cannot be a member's.
+    fn admit(&mut self, node: NodeId) -> bool {
+        let Some(i) = index(node) else { return false };
+        self.known = self.known.with(i);
+        if self.incarnations.len() <= i {
+            self.incarnations.resize(i + 1, 0);
+            self.died_at.resize(i + 1, 0);
+        }
+        true
     }
 
     /// Whether `node` is unreachable for good: dead, or the [`LOST`] owner.
@@ -819,7 +859,8 @@ impl Node {
     /// given before then may miss what the dead node sent).
     fn start_round(&mut self, key: PageKey, asked: NodeSet) {
         let me_index = self.me_index;
-        let live = (0..self.config.members.len())
+        let live = self
+            .member_indices()
             .filter(|&i| i != me_index && !self.down.contains(i))
             .fold(NodeSet::EMPTY, NodeSet::with);
         let deaths = self.deaths;
@@ -835,10 +876,10 @@ impl Node {
             waiting: live,
             asked: NodeSet(asked.0 | live.0),
             round,
-            answers: vec![None; self.config.members.len()],
+            answers: vec![None; self.incarnations.len()],
         });
         for i in live.iter() {
-            let to = self.config.members[i];
+            let to = node_at(i);
             self.send(to, PeerMsg::Locate { key, deaths, round });
         }
         if live.is_empty() {
@@ -882,7 +923,7 @@ impl Node {
         let epoch = self.page(key).epoch;
         for index in holders.iter() {
             self.stats.invalidations_sent += 1;
-            let to = self.config.members[index];
+            let to = node_at(index);
             self.send(
                 to,
                 PeerMsg::Invalidate {
@@ -1149,7 +1190,7 @@ impl Node {
                 incarnation: request.incarnation,
                 hops: request.hops.saturating_add(1),
             };
-            let circling = usize::from(request.hops) >= self.config.members.len();
+            let circling = usize::from(request.hops) >= self.known.iter().count();
             if state.probable_owner == request.requester
                 || self.is_down(state.probable_owner)
                 || circling
@@ -1293,13 +1334,11 @@ impl Node {
             // already. Not taken; its sender's copyset names us, so it invalidates us in vain.
             return;
         }
-        let members = self.config.members.len();
-        if members < 64 && copyset.0 >> members != 0 {
-            self.outputs.push_back(Output::Violation {
-                from,
-                what: "grant whose copyset names nodes outside the cluster",
-            });
-            return;
+        if copyset.0 & !self.known.0 != 0 {
+            // It names a node whose join this node has not applied yet: one that joined.
+            for i in copyset.iter() {
+                self.admit(node_at(i));
+            }
         }
         self.stats.pages_received += 1;
         let busy = self.busy_mut(key);
@@ -1559,7 +1598,7 @@ impl Node {
             handed: if owner {
                 None
             } else {
-                state.handed().map(|i| self.config.members[i])
+                state.handed().map(node_at)
             },
             deaths: self.deaths,
         }
@@ -1636,7 +1675,7 @@ impl Node {
             }
         }
         for (i, round) in to {
-            let node = self.config.members[i];
+            let node = node_at(i);
             self.send_report(node, key, round, report);
         }
     }
@@ -1664,7 +1703,10 @@ impl Node {
         if round != locating.round || !locating.asked.contains(index) {
             return; // of an earlier round: it may miss what a dead node sent
         }
-        locating.answers[index] = Some(report);
+        let Some(slot) = locating.answers.get_mut(index) else {
+            return;
+        };
+        *slot = Some(report);
         locating.waiting = locating.waiting.without(index);
         if locating.waiting.is_empty() {
             self.decide(key);
@@ -1709,7 +1751,7 @@ impl Node {
             return;
         }
         if let Some(&(i, _)) = reports.iter().find(|(_, r)| r.owner) {
-            let owner = self.config.members[i];
+            let owner = node_at(i);
             self.end_locating(key, locating.asked, owner);
             return;
         }
@@ -1752,11 +1794,12 @@ impl Node {
         // Every other live node, not only those that said they hold a copy: a read grant its
         // owner sent before handing the page to a node that then died may still land after its
         // receiver answered. Invalidating a node without a copy costs one message.
-        let copyset = (0..self.config.members.len())
+        let copyset = self
+            .member_indices()
             .filter(|&i| i != adopter && !self.down.contains(i))
             .fold(NodeSet::EMPTY, NodeSet::with);
         self.stats.adopted += 1;
-        let owner = self.config.members[adopter];
+        let owner = node_at(adopter);
         if adopter == self.me_index {
             self.adopt(owner, key, epoch, copyset);
         } else {
@@ -1794,7 +1837,7 @@ impl Node {
     fn thaw_all(&mut self, key: PageKey, asked: NodeSet, owner: NodeId) {
         for i in asked.iter() {
             if i != self.me_index {
-                let to = self.config.members[i];
+                let to = node_at(i);
                 self.send(to, PeerMsg::Thaw { key, owner });
             }
         }
@@ -1804,14 +1847,16 @@ impl Node {
     /// A locator decided this node's copy is the page now.
     fn adopt(&mut self, from: NodeId, key: PageKey, epoch: u16, copyset: NodeSet) {
         let me = self.config.me;
-        let members = self.config.members.len();
+        for i in NodeSet(copyset.0 & !self.known.0).iter() {
+            self.admit(node_at(i));
+        }
         // The other holders that are alive.
         let others = NodeSet(copyset.without(self.me_index).0 & !self.down.0);
         let state = self.state_mut(key);
-        if state.access == Access::None || (members < 64 && copyset.0 >> members != 0) {
+        if state.access == Access::None {
             self.outputs.push_back(Output::Violation {
                 from,
-                what: "adoption by a node without a copy, or of a copyset outside the cluster",
+                what: "adoption by a node without a copy",
             });
             return;
         }
@@ -2251,10 +2296,11 @@ mod tests {
         }
     }
 
-    /// A peer's write grant whose copyset names member 63 (of a 2-node cluster) is refused as a
-    /// violation; it once indexed the member list out of bounds.
+    /// A peer's write grant whose copyset names node 64, which joined the cluster but whose
+    /// join this node has not applied yet: it is a member now and is invalidated (this once
+    /// indexed a fixed member list out of bounds).
     #[test]
-    fn a_grant_with_a_copyset_outside_the_cluster_is_a_violation() {
+    fn a_grant_naming_a_node_that_joined_meanwhile_invalidates_it() {
         let mut n = node(2, &[1, 2]);
         n.handle(Input::Fault {
             id: FaultId(1),
@@ -2274,16 +2320,16 @@ mod tests {
                 deaths: 0,
             },
         });
-        assert!(matches!(
-            drain(&mut n).as_slice(),
-            [Output::Violation {
-                from: NodeId(1),
-                ..
-            }]
-        ));
+        let out = drain(&mut n);
         assert!(
-            n.expects_grant(key(1, 0), true, 0),
-            "the real grant may still come"
+            out.iter().any(|o| matches!(
+                o,
+                Output::Send {
+                    to: NodeId(64),
+                    msg: PeerMsg::Invalidate { .. }
+                }
+            )),
+            "{out:?}"
         );
     }
 
