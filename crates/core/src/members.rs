@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use dsm_proto::client::ShmError;
@@ -53,6 +54,9 @@ pub enum Command {
         node: NodeId,
         /// Its daemon's incarnation.
         incarnation: u64,
+        /// Where its peers reach it, if the proposer knows (a node that joined with `--join`
+        /// is dialled there by members it has not met).
+        addr: Option<SocketAddr>,
     },
     /// `node`'s daemon `incarnation` is dead: what it held is gone, nothing is sent to it again.
     Died {
@@ -94,6 +98,8 @@ pub struct Member {
     pub died_at: u64,
     /// The log index of its incarnation's join.
     pub joined_at: u64,
+    /// Where its peers reach it, as last said in the log.
+    pub addr: Option<SocketAddr>,
 }
 
 /// Requests remembered per asker: enough to recognise a retry, bounded.
@@ -104,6 +110,9 @@ const DONE_KEPT: usize = 4096;
 pub struct Cluster {
     /// Every node that ever joined, with its latest incarnation.
     pub members: BTreeMap<NodeId, Member>,
+    /// The nodes the cluster was started with (its `--peer` list): the fixed and central
+    /// managers' nodes and the lock service's homes. Nodes that join later are neither.
+    pub founders: Vec<NodeId>,
     /// The segments.
     pub directory: Directory,
     /// Requests applied or cancelled, per asker's incarnation.
@@ -157,15 +166,24 @@ enum Applied {
 impl Cluster {
     fn apply(&mut self, index: u64, command: Command) -> Applied {
         match command {
-            Command::Join { node, incarnation } => {
+            Command::Join {
+                node,
+                incarnation,
+                addr,
+            } => {
                 let m = self.members.entry(node).or_insert(Member {
                     incarnation,
                     alive: false,
                     died_at: 0,
                     joined_at: index,
+                    addr,
                 });
-                if m.alive && m.incarnation != incarnation {
-                    // The leader commits the old one's death first; never two incarnations.
+                if addr.is_some() {
+                    m.addr = addr;
+                }
+                if m.alive {
+                    // The leader commits the old one's death first, never two incarnations;
+                    // and a join proposed twice applies once.
                     return Applied::Nothing;
                 }
                 m.incarnation = incarnation;
@@ -322,6 +340,8 @@ pub enum MemberInput {
         incarnation: u64,
         /// Whether it is a member of a running cluster already.
         formed: bool,
+        /// Where it is reached, if known (recorded with its join).
+        addr: Option<SocketAddr>,
         /// Now, in ms.
         now_ms: u64,
     },
@@ -395,6 +415,7 @@ struct Link {
     up: bool,
     incarnation: Option<u64>,
     formed: bool,
+    addr: Option<SocketAddr>,
     /// When the link went down (or the node was first expected), if it is down.
     down_since_ms: Option<u64>,
 }
@@ -431,6 +452,8 @@ pub struct Members {
     outputs: VecDeque<MemberOutput>,
     logger: slog::Logger,
     expelled: bool,
+    /// Started with `--join`: never starts a cluster.
+    joins: bool,
 }
 
 fn raft_config(id: u64) -> raft::Config {
@@ -447,14 +470,32 @@ fn raft_config(id: u64) -> raft::Config {
 }
 
 impl Members {
-    /// A node that is in no cluster yet; `peers` are the configured ones (`--peer`).
+    /// A node that joins a running cluster (`--join`): it never starts one, and waits for
+    /// the cluster's leader to add it once a member has linked to it.
+    pub fn joining(me: NodeId, incarnation: u64, timing: Timing) -> Members {
+        Members::build(me, incarnation, &[], timing, true)
+    }
+
+    /// A node that is in no cluster yet; `peers` are the configured ones (`--peer`). Without
+    /// peers it starts a cluster of its own at once.
     pub fn new(me: NodeId, incarnation: u64, peers: &[NodeId], timing: Timing) -> Members {
+        Members::build(me, incarnation, peers, timing, false)
+    }
+
+    fn build(
+        me: NodeId,
+        incarnation: u64,
+        peers: &[NodeId],
+        timing: Timing,
+        joins: bool,
+    ) -> Members {
         let mut configured: Vec<NodeId> = peers.to_vec();
         configured.push(me);
         configured.sort();
         configured.dedup();
         let links = peers
             .iter()
+            .filter(|&&n| n != me)
             .map(|&n| {
                 (
                     n,
@@ -462,6 +503,7 @@ impl Members {
                         up: false,
                         incarnation: None,
                         formed: false,
+                        addr: None,
                         down_since_ms: Some(0),
                     },
                 )
@@ -483,11 +525,18 @@ impl Members {
             outputs: VecDeque::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             expelled: false,
+            joins,
         };
-        if peers.is_empty() {
+        if !joins && peers.iter().all(|&n| n == me) {
             members.bootstrap();
         }
         members
+    }
+
+    /// The nodes the cluster was started with (empty until this node has the cluster's
+    /// state): the fixed and central managers' nodes, the lock service's homes.
+    pub fn founders(&self) -> Vec<NodeId> {
+        self.state.borrow().founders.clone()
     }
 
     /// This node's Raft id.
@@ -586,17 +635,21 @@ impl Members {
                 node,
                 incarnation,
                 formed,
+                addr,
                 now_ms,
             } => {
                 self.now_ms = self.now_ms.max(now_ms);
-                if let Some(link) = self.links.get_mut(&node) {
-                    *link = Link {
+                // A node not configured here (one that joins, or joined): linked all the same.
+                self.links.insert(
+                    node,
+                    Link {
                         up: true,
                         incarnation: Some(incarnation),
                         formed,
+                        addr,
                         down_since_ms: None,
-                    };
-                }
+                    },
+                );
                 self.maybe_bootstrap();
                 self.reconcile();
             }
@@ -685,7 +738,7 @@ impl Members {
     /// A new cluster starts at its lowest configured node, once every configured node has
     /// said (in its hello) that it is in no cluster: then no running cluster can be missed.
     fn maybe_bootstrap(&mut self) {
-        if self.raw.is_some() || self.configured.first() != Some(&self.me) {
+        if self.raw.is_some() || self.joins || self.configured.first() != Some(&self.me) {
             return;
         }
         let all_fresh = self
@@ -707,8 +760,10 @@ impl Members {
                     alive: true,
                     died_at: 0,
                     joined_at: 1,
+                    addr: None,
                 },
             );
+            state.founders = self.configured.clone();
             state.applied = 1;
         }
         self.start_group(1);
@@ -1018,6 +1073,18 @@ impl Members {
             }
             Applied::Joined(node, incarnation) => {
                 log::info!("{node} (incarnation {incarnation:#x}) joined the cluster");
+                if node != self.me {
+                    // A node that joined through another member: the leader declares it dead
+                    // if it never links to it either.
+                    let now = self.now_ms;
+                    self.links.entry(node).or_insert(Link {
+                        up: false,
+                        incarnation: None,
+                        formed: false,
+                        addr: None,
+                        down_since_ms: Some(now),
+                    });
+                }
                 self.outputs
                     .push_back(MemberOutput::Joined { node, incarnation });
             }
@@ -1038,6 +1105,43 @@ impl Members {
         }
     }
 
+    /// Not the leader: a node never seen in the cluster linked to this one (it joins through
+    /// it, `--join`), so its join is proposed here (Raft forwards it to the leader), with its
+    /// address: then every member, the leader too, can reach it.
+    fn introduce(&mut self) {
+        if !self.formed() {
+            return;
+        }
+        let known = self.members();
+        let newcomer = self.links.iter().find_map(|(&node, l)| {
+            let inc = l.incarnation.filter(|_| l.up)?;
+            (!known.contains_key(&node)).then_some((node, inc, l.addr))
+        });
+        let Some((node, incarnation, addr)) = newcomer else {
+            self.intents.clear();
+            return;
+        };
+        let intent = format!("introduce {node:?} {incarnation:#x}");
+        if self
+            .intents
+            .get(&intent)
+            .is_some_and(|&t| self.now_ms.saturating_sub(t) < self.timing.retry_ms)
+        {
+            return;
+        }
+        self.intents.insert(intent, self.now_ms);
+        let command = Command::Join {
+            node,
+            incarnation,
+            addr,
+        };
+        log::info!("proposing {command:?} (it linked to this node)");
+        let data = postcard::to_allocvec(&command).expect("encodes");
+        if let Some(raw) = &mut self.raw {
+            let _ = raw.propose(vec![], data);
+        }
+    }
+
     /// Leader only: one step towards the membership the links show. Joins of new incarnations
     /// (after their old one's death), deaths of members unreachable too long, and the Raft
     /// voters following the members. One step proposed at a time; again after a while if it
@@ -1045,7 +1149,11 @@ impl Members {
     fn reconcile(&mut self) {
         self.maybe_go_on_alone();
         let Some(raw) = &self.raw else { return };
-        if raw.raft.state != StateRole::Leader || raw.raft.has_pending_conf() {
+        if raw.raft.state != StateRole::Leader {
+            self.introduce();
+            return;
+        }
+        if raw.raft.has_pending_conf() {
             return;
         }
         let members = self.members();
@@ -1094,6 +1202,7 @@ impl Members {
                     (_, Some(inc)) => Some(Ok(Command::Join {
                         node,
                         incarnation: inc,
+                        addr: link.addr,
                     })),
                     (Some(m), None) if m.alive && unreachable => Some(Ok(Command::Died {
                         node,

@@ -19,6 +19,10 @@ struct Net {
     next_inc: u64,
 }
 
+fn addr(n: NodeId) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([10, 0, 0, n.0 as u8], 7700))
+}
+
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
     (a.min(b), a.max(b))
 }
@@ -48,6 +52,13 @@ impl Net {
         self.nodes.insert(me, (m, self.next_inc));
     }
 
+    /// Starts `me` with `--join`: no configured peers.
+    fn start_joining(&mut self, me: NodeId) {
+        self.next_inc += 0x100;
+        let m = Members::joining(me, self.next_inc, Timing::default());
+        self.nodes.insert(me, (m, self.next_inc));
+    }
+
     /// Tells every node which of its links are up (after a start or a cut).
     fn relink(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
@@ -68,6 +79,7 @@ impl Net {
                         node: b,
                         incarnation: inc_b,
                         formed: formed_b,
+                        addr: Some(addr(b)),
                         now_ms,
                     }
                 };
@@ -258,4 +270,45 @@ fn two_nodes_survive_a_restart_of_either() {
         net.run(1000);
         assert_eq!(net.replies[&(other, 3)].as_ref().map(|m| m.id), Ok(a.id));
     }
+}
+
+#[test]
+fn a_node_joins_through_a_member_that_is_not_the_leader() {
+    let mut net = Net::new(3);
+    net.run(3000);
+    let leader = net.leader().expect("a leader");
+    let seed = (1..=3).map(NodeId).find(|&n| n != leader).unwrap();
+    net.open(NodeId(2), 1, "/a", true);
+    net.run(500);
+    let a = net.replies[&(NodeId(2), 1)].clone().expect("created");
+    // Node 9 knows only the seed's address: linked to it alone.
+    let joiner = NodeId(9);
+    net.start_joining(joiner);
+    for n in 1..=3 {
+        if NodeId(n) != seed {
+            net.cut.insert(pair(NodeId(n), joiner));
+        }
+    }
+    net.relink();
+    net.run(2000);
+    for (&n, (m, _)) in &net.nodes {
+        if n != joiner {
+            let nine = m.incarnation_of(joiner).expect("its join committed everywhere");
+            assert_eq!(nine.addr, Some(addr(joiner)), "with its address");
+        }
+    }
+    // Every member dials the address it learned from the log.
+    net.cut.clear();
+    net.relink();
+    net.run(3000);
+    let (m9, inc9) = &net.nodes[&joiner];
+    assert!(m9.is_alive(joiner, *inc9) && m9.formed());
+    assert_eq!(m9.founders(), vec![NodeId(1), NodeId(2), NodeId(3)]);
+    assert_eq!(m9.with_directory(|d| d.get(a.id).cloned()), Some(a));
+    // It is a voter: with node 9, four voters, and a create still commits with one founder
+    // down.
+    net.kill(NodeId(3));
+    net.open(joiner, 1, "/b", true);
+    net.run(6000);
+    assert!(net.replies[&(joiner, 1)].is_ok(), "{:?}", net.replies);
 }
