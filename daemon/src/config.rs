@@ -21,17 +21,23 @@ pub const DEFAULT_SOCKET: &str = "/run/dsm/dsmd.sock";
 ///
 ///   dsmd --node-id 1 --socket /tmp/dsm/1.sock
 ///
-/// Three hosts: every node lists the others, with the same --manager and --cluster.
+/// Three hosts: every node lists the others, with the same --manager, --cluster and key.
 ///
 ///   host1$ dsmd --node-id 1 --listen 0.0.0.0:7700 --peer 2=10.0.0.2:7700 --peer 3=10.0.0.3:7700
 ///   host2$ dsmd --node-id 2 --listen 0.0.0.0:7700 --peer 1=10.0.0.1:7700 --peer 3=10.0.0.3:7700
 ///   host3$ dsmd --node-id 3 --listen 0.0.0.0:7700 --peer 1=10.0.0.1:7700 --peer 2=10.0.0.2:7700
 ///
-/// The lowest node id keeps the cluster's segment directory. `dsmctl` shows what a node does.
+/// (each with --key-file, the same on every host: see `dsmctl keygen`). A fourth host joins
+/// the running cluster through any member:
+///
+///   host4$ dsmd --node-id 4 --listen 0.0.0.0:7700 --join 10.0.0.1:7700
+///
+/// The members keep the segment directory and membership on Raft: any majority serves it.
+/// `dsmctl members` shows them; `dsmctl` shows what a node does.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 pub struct Config {
-    /// This node's id, unique in the cluster (a small positive number).
+    /// This node's id, unique in the cluster: 1 to 64.
     #[arg(long, value_name = "N", value_parser = parse_node_id)]
     pub node_id: NodeId,
 
@@ -39,9 +45,22 @@ pub struct Config {
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
 
-    /// A peer daemon, as ID=ADDR:PORT. Repeat for each peer; none means a one-node cluster.
+    /// A peer daemon, as ID=ADDR:PORT. Repeat for each peer; none (and no --join) means a
+    /// one-node cluster. The nodes listed together form the cluster when all are up.
     #[arg(long = "peer", value_name = "ID=ADDR:PORT")]
     pub peers: Vec<PeerAddr>,
+
+    /// Join a running cluster through any of its members, at ADDR:PORT (its --listen). The
+    /// member tells this node where the others are; the cluster adds it once the leader
+    /// reaches it. Repeat to name several members (the first to answer is used). Instead of
+    /// --peer.
+    #[arg(long = "join", value_name = "ADDR:PORT", conflicts_with = "peers")]
+    pub joins: Vec<SocketAddr>,
+
+    /// The address the other nodes reach this one at, if not --listen's (e.g. behind NAT). By
+    /// default --listen's; if that is 0.0.0.0, the address this node's connections come from.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub advertise: Option<SocketAddr>,
 
     /// The cluster's name: daemons refuse peers of another cluster.
     #[arg(long, value_name = "NAME", default_value = "dsm")]
@@ -96,7 +115,7 @@ impl Config {
     pub fn cluster_key(&self) -> Result<Option<crate::noise::Psk>, String> {
         use std::os::unix::fs::PermissionsExt;
         let Some(path) = &self.key_file else {
-            if self.peers.is_empty() || self.insecure {
+            if (self.peers.is_empty() && self.joins.is_empty()) || self.insecure {
                 return Ok(None);
             }
             return Err(
@@ -166,16 +185,16 @@ fn parse_manager(s: &str) -> Result<ManagerKind, String> {
 
 fn parse_node_id(s: &str) -> Result<NodeId, String> {
     match s.parse::<u32>() {
-        Ok(n) if n > 0 => Ok(NodeId(n)),
+        Ok(n @ 1..=64) => Ok(NodeId(n)),
         _ => Err(format!(
-            "`{s}` is not a node id (a number from 1 to {})",
-            u32::MAX
+            "`{s}` is not a node id (a number from 1 to 64: a cluster has at most 64 nodes)"
         )),
     }
 }
 
 impl Config {
-    /// Every member of the cluster, this node included.
+    /// The nodes configured to form the cluster, this one included (just this one with
+    /// `--join`: the cluster's founders come with its state).
     pub fn members(&self) -> Vec<NodeId> {
         let mut m: Vec<NodeId> = self.peers.iter().map(|p| p.node).collect();
         m.push(self.node_id);
@@ -202,6 +221,21 @@ impl Config {
         }
         if !self.peers.is_empty() && self.listen.is_none() {
             return Err("--peer needs --listen ADDR:PORT so the peers can reach this node".into());
+        }
+        if !self.joins.is_empty() && self.listen.is_none() {
+            return Err(
+                "--join needs --listen ADDR:PORT so the cluster's members can reach this node"
+                    .into(),
+            );
+        }
+        if self
+            .advertise
+            .is_some_and(|a| a.ip().is_unspecified() || a.port() == 0)
+        {
+            return Err(
+                "--advertise must be an address the others can dial (not 0.0.0.0, not port 0)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -238,5 +272,19 @@ mod tests {
         ])
         .unwrap();
         assert!(own.validate().unwrap_err().contains("own id"));
+        assert!(Config::try_parse_from(["dsmd", "--node-id", "65"]).is_err());
+        let join =
+            Config::try_parse_from(["dsmd", "--node-id", "4", "--join", "10.0.0.1:7700"]).unwrap();
+        assert!(join.validate().unwrap_err().contains("--listen"));
+        assert!(Config::try_parse_from([
+            "dsmd",
+            "--node-id",
+            "4",
+            "--join",
+            "10.0.0.1:7700",
+            "--peer",
+            "1=10.0.0.1:7700"
+        ])
+        .is_err());
     }
 }

@@ -5,6 +5,12 @@
 //! A link says hello both ways (protocol version, cluster name, node id, manager) and refuses a
 //! mismatch with a reason logged on both sides. The dialer retries with backoff.
 //!
+//! Links are made as nodes are learned: the configured `--peer`s; a node that dials this one
+//! (it joins, and says in its hello where it listens); the members another node's hello lists
+//! (its roster); the members the Raft log names. A daemon started with `--join` dials its
+//! seeds (members' addresses, node ids unknown) until one answers: that connection becomes
+//! the link to the member behind it, and its roster gives the rest.
+//!
 //! Nothing is lost with a connection while both daemons live: every coherence, lock-service
 //! and Raft message is numbered and kept (page included) until the peer acknowledges it
 //! (`PeerFrame::Ack`, every tick or 256 messages); a new connection's hello says how many the
@@ -99,6 +105,8 @@ pub struct Identity {
     pub key: Option<Psk>,
     /// Whether this node is in a running cluster (said in the hello).
     pub formed: bool,
+    /// Where this node's peers reach it (`--advertise`, else `--listen`), if it listens.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Counters for one link.
@@ -167,7 +175,9 @@ impl Conn {
 }
 
 struct Link {
-    addr: SocketAddr,
+    /// Where the peer listens (`None`: not known yet — a node named in a copyset before its
+    /// join reached this node's log; messages wait for it as for a link that is down).
+    addr: Option<SocketAddr>,
     dials: bool,
     conn: Option<Conn>,
     /// Numbered messages the peer's daemon has not acknowledged (copies, pages included),
@@ -195,6 +205,29 @@ struct Link {
 }
 
 impl Link {
+    fn new(addr: Option<SocketAddr>, dials: bool) -> Link {
+        let now = Instant::now();
+        Link {
+            addr,
+            dials,
+            conn: None,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            acked: 0,
+            received: 0,
+            ack_sent: 0,
+            backoff: FIRST_BACKOFF,
+            retry_at: now,
+            up_since: None,
+            incarnation: None,
+            failures: 0,
+            stats: LinkStats::default(),
+            problem: None,
+            last_rx: now,
+            last_tx: now,
+        }
+    }
+
     /// The peer has our numbered messages up to `count`: they need not be kept any more.
     fn forget_acked(&mut self, count: u64) {
         let done = count
@@ -207,10 +240,23 @@ impl Link {
     }
 }
 
+/// A member to join through (`--join`): an address, its node id unknown until it answers.
+struct Seed {
+    addr: SocketAddr,
+    conn: Option<Conn>,
+    retry_at: Instant,
+    backoff: Duration,
+    /// It is this very node, or refused this one for good: never dialled again.
+    done: bool,
+}
+
 /// All links of this node.
 pub struct Peers {
     me: Identity,
     links: BTreeMap<NodeId, Link>,
+    seeds: Vec<Seed>,
+    /// Seeds' connections, by token.
+    seed_tokens: HashMap<Token, usize>,
     /// Accepted connections whose hello has not arrived.
     strangers: HashMap<Token, Conn>,
     limit: crate::ratelimit::RateLimit,
@@ -228,8 +274,8 @@ pub struct Peers {
 pub struct PeerView {
     /// The peer.
     pub node: NodeId,
-    /// Its address.
-    pub addr: SocketAddr,
+    /// Its address, if known.
+    pub addr: Option<SocketAddr>,
     /// Up since, if up.
     pub up_since: Option<Instant>,
     /// Counters.
@@ -239,39 +285,28 @@ pub struct PeerView {
 }
 
 impl Peers {
-    /// Links to `peers`, none connected yet.
-    pub fn new(me: Identity, peers: &[(NodeId, SocketAddr)]) -> Peers {
+    /// Links to `peers`, none connected yet; `seeds` are members to join through (`--join`).
+    pub fn new(me: Identity, peers: &[(NodeId, SocketAddr)], seeds: &[SocketAddr]) -> Peers {
         let now = Instant::now();
         let links = peers
             .iter()
-            .map(|&(node, addr)| {
-                (
-                    node,
-                    Link {
-                        addr,
-                        dials: me.node < node,
-                        conn: None,
-                        unacked: VecDeque::new(),
-                        unacked_bytes: 0,
-                        acked: 0,
-                        received: 0,
-                        ack_sent: 0,
-                        backoff: FIRST_BACKOFF,
-                        retry_at: now,
-                        up_since: None,
-                        incarnation: None,
-                        failures: 0,
-                        stats: LinkStats::default(),
-                        problem: None,
-                        last_rx: now,
-                        last_tx: now,
-                    },
-                )
+            .map(|&(node, addr)| (node, Link::new(Some(addr), me.node < node)))
+            .collect();
+        let seeds = seeds
+            .iter()
+            .map(|&addr| Seed {
+                addr,
+                conn: None,
+                retry_at: now,
+                backoff: FIRST_BACKOFF,
+                done: false,
             })
             .collect();
         Peers {
             me,
             links,
+            seeds,
+            seed_tokens: HashMap::new(),
             strangers: HashMap::new(),
             limit: Default::default(),
             tokens: HashMap::new(),
@@ -290,6 +325,34 @@ impl Peers {
     /// Says in later hellos whether this node is in a running cluster.
     pub fn set_formed(&mut self, formed: bool) {
         self.me.formed = formed;
+    }
+
+    /// A member learned (from the log, a hello's roster, or its own hello): a link to it,
+    /// dialled by the lower node id, once its address is known. Node ids outside 1 to 64 are
+    /// not members'.
+    pub fn add(&mut self, node: NodeId, addr: Option<SocketAddr>) {
+        if node == self.me.node || !(1..=64).contains(&node.0) {
+            return;
+        }
+        let dials = self.me.node < node;
+        let link = self
+            .links
+            .entry(node)
+            .or_insert_with(|| Link::new(None, dials));
+        if let Some(addr) = addr {
+            if link.addr != Some(addr) {
+                if link.addr.is_some() {
+                    info!("{node} is at {addr} now");
+                }
+                link.addr = Some(addr);
+                link.retry_at = Instant::now();
+            }
+        }
+    }
+
+    /// Where `node` listens, if known.
+    pub fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
+        self.links.get(&node).and_then(|l| l.addr)
     }
 
     /// Sends a Raft message to `to` if its link is up to daemon `incarnation`; otherwise drops
@@ -330,6 +393,12 @@ impl Peers {
 
     fn hello(&self, to: NodeId) -> Vec<u8> {
         let link = self.links.get(&to);
+        let roster = self
+            .links
+            .iter()
+            .filter(|&(&n, _)| n != to)
+            .filter_map(|(&n, l)| Some((n, l.addr?)))
+            .collect();
         frame::encode(&PeerFrame::Hello(PeerHello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
@@ -340,6 +409,8 @@ impl Peers {
             formed: self.me.formed,
             peer_incarnation: link.and_then(|l| l.incarnation).unwrap_or(0),
             received: link.map_or(0, |l| l.received),
+            listen: self.me.listen,
+            roster,
         }))
         .expect("hello encodes")
     }
@@ -370,6 +441,11 @@ impl Peers {
                 return;
             }
         };
+        if !self.links.contains_key(&to) {
+            // A member this node has not linked to yet (its join is not in this node's log
+            // yet): the message waits for the link, as for one that is down.
+            self.add(to, None);
+        }
         let Some(link) = self.links.get_mut(&to) else {
             warn!("no link to {to}: not a member of this cluster");
             return;
@@ -545,11 +621,188 @@ impl Peers {
         let due: Vec<NodeId> = self
             .links
             .iter()
-            .filter(|(_, l)| l.dials && l.conn.is_none() && l.retry_at <= now)
+            .filter(|(_, l)| l.dials && l.addr.is_some() && l.conn.is_none() && l.retry_at <= now)
             .map(|(&n, _)| n)
             .collect();
         for node in due {
             self.dial(registry, node);
+        }
+        // Joining (`--join`): the seeds are dialled until a link is up.
+        let joining = !self.me.formed && !self.links.values().any(|l| l.up_since.is_some());
+        if joining {
+            for i in 0..self.seeds.len() {
+                let seed = &self.seeds[i];
+                if !seed.done && seed.conn.is_none() && seed.retry_at <= now {
+                    self.dial_seed(registry, i);
+                }
+            }
+        }
+    }
+
+    /// Opens a connection to seed `i` and says hello (to a node it does not know yet).
+    fn dial_seed(&mut self, registry: &Registry, i: usize) {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let hello = self.hello(self.me.node);
+        let seed = &mut self.seeds[i];
+        let mut stream = match TcpStream::connect(seed.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("cannot connect to {}: {e}", seed.addr);
+                Self::seed_failed(seed, &why);
+                return;
+            }
+        };
+        if let Err(e) =
+            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            warn!("cannot register a connection to {}: {e}", seed.addr);
+            return;
+        }
+        let mut conn = Conn::new(stream, token, false);
+        match &self.me.key {
+            Some(psk) => match Records::initiator(psk, &hello) {
+                Ok((records, first)) => {
+                    conn.crypto = Some(records);
+                    conn.raw_out.push_back(first);
+                }
+                Err(e) => {
+                    warn!("cannot start a handshake with {}: {e}", seed.addr);
+                    return;
+                }
+            },
+            None => conn.out.push_back(hello),
+        }
+        conn.want_write = true;
+        seed.conn = Some(conn);
+        self.seed_tokens.insert(token, i);
+    }
+
+    fn seed_failed(seed: &mut Seed, why: &str) {
+        if seed.backoff == FIRST_BACKOFF {
+            warn!("joining through {}: {why}; retrying", seed.addr);
+        } else {
+            debug!("joining through {}: {why}", seed.addr);
+        }
+        seed.retry_at = Instant::now() + seed.backoff;
+        seed.backoff = (seed.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn drop_seed(&mut self, registry: &Registry, i: usize, why: &str) {
+        let seed = &mut self.seeds[i];
+        if let Some(mut conn) = seed.conn.take() {
+            let _ = registry.deregister(&mut conn.stream);
+            self.seed_tokens.remove(&conn.token);
+            if conn.connected && conn.crypto.as_ref().is_some_and(|r| !r.is_transport()) {
+                seed.done = true;
+                let why = format!(
+                    "the member at {} closed the connection during the handshake: a different \
+                     cluster key, or not a dsm daemon",
+                    seed.addr
+                );
+                self.events.push((self.me.node, Incoming::Mismatch(why)));
+            }
+        }
+        if !self.seeds[i].done {
+            Self::seed_failed(&mut self.seeds[i], why);
+        }
+    }
+
+    /// Readiness of a seed's connection: connected, writable, or its answer arrived.
+    fn on_seed(
+        &mut self,
+        registry: &Registry,
+        i: usize,
+        readable: bool,
+        arrived: &mut Vec<(NodeId, Incoming)>,
+        sink: &mut PageSink<'_>,
+    ) {
+        let addr = self.seeds[i].addr;
+        let Some(conn) = self.seeds[i].conn.as_mut() else {
+            return;
+        };
+        if !conn.connected {
+            match conn.stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    self.drop_seed(registry, i, &format!("cannot connect to {addr}: {e}"));
+                    return;
+                }
+                Ok(None) => {}
+            }
+            if conn.stream.peer_addr().is_err() {
+                return; // still connecting
+            }
+            conn.connected = true;
+            let _ = conn.stream.set_nodelay(true);
+        }
+        if let Err(e) = flush_conn(registry, conn) {
+            self.drop_seed(registry, i, &format!("write failed: {e}"));
+            return;
+        }
+        if !readable {
+            return;
+        }
+        let eof = match fill(conn) {
+            Ok((eof, _)) => eof,
+            Err(e) => {
+                self.drop_seed(registry, i, &format!("read failed: {e}"));
+                return;
+            }
+        };
+        let first = match conn.frames.pop() {
+            Ok(Some(payload)) => frame::decode::<PeerFrame>(&payload).map_err(|e| e.to_string()),
+            Ok(None) if eof => Err("closed before its hello".into()),
+            Ok(None) => return,
+            Err(e) => Err(e.to_string()),
+        };
+        let hello = match first {
+            Ok(PeerFrame::Hello(h)) => h,
+            Ok(PeerFrame::Refused { reason, fatal }) => {
+                if fatal {
+                    let why = format!("the member at {addr} refused this node: {reason}");
+                    self.events.push((self.me.node, Incoming::Mismatch(why)));
+                    self.seeds[i].done = true;
+                }
+                self.drop_seed(registry, i, &format!("refused: {reason}"));
+                return;
+            }
+            Ok(_) => {
+                self.drop_seed(registry, i, "a message before the hello");
+                return;
+            }
+            Err(why) => {
+                self.drop_seed(registry, i, &why);
+                return;
+            }
+        };
+        if let Err(why) = self.check_hello(&hello) {
+            let why = format!("the member at {addr} ({}) runs {why}", hello.node);
+            self.events
+                .push((self.me.node, Incoming::Mismatch(why.clone())));
+            self.drop_seed(registry, i, &why);
+            return;
+        }
+        if hello.node == self.me.node {
+            warn!("--join {addr} is this node itself: not dialled again");
+            self.seeds[i].done = true;
+            self.drop_seed(registry, i, "it is this node");
+            return;
+        }
+        // The seed is `hello.node`: its connection becomes that link's.
+        let node = hello.node;
+        self.add(node, Some(addr));
+        let mut conn = self.seeds[i].conn.take().expect("checked");
+        self.seed_tokens.remove(&conn.token);
+        self.seeds[i].backoff = FIRST_BACKOFF;
+        if self.links[&node].conn.is_some() {
+            let _ = registry.deregister(&mut conn.stream);
+            return;
+        }
+        self.tokens.insert(conn.token, node);
+        self.links.get_mut(&node).expect("added").conn = Some(conn);
+        self.greeted(registry, node, &hello, arrived);
+        if let Err(why) = self.parse(registry, node, arrived, sink) {
+            self.refuse(registry, node, &why, false);
         }
     }
 
@@ -576,10 +829,11 @@ impl Peers {
         self.next_token += 1;
         let hello = self.hello(node);
         let link = self.links.get_mut(&node).expect("known");
-        let mut stream = match TcpStream::connect(link.addr) {
+        let Some(addr) = link.addr else { return };
+        let mut stream = match TcpStream::connect(addr) {
             Ok(s) => s,
             Err(e) => {
-                Self::failed(link, node, &format!("cannot connect to {}: {e}", link.addr));
+                Self::failed(link, node, &format!("cannot connect to {addr}: {e}"));
                 return;
             }
         };
@@ -689,6 +943,8 @@ impl Peers {
             if readable {
                 self.on_readable(registry, node, &mut arrived, sink);
             }
+        } else if let Some(&i) = self.seed_tokens.get(&token) {
+            self.on_seed(registry, i, readable, &mut arrived, sink);
         } else if self.strangers.contains_key(&token) && readable {
             self.on_stranger(registry, token, &mut arrived, sink);
         }
@@ -703,7 +959,7 @@ impl Peers {
         if !conn.connected {
             match conn.stream.take_error() {
                 Ok(Some(e)) | Err(e) => {
-                    let why = format!("cannot connect to {}: {e}", link.addr);
+                    let why = format!("cannot connect to {}: {e}", shown(link.addr));
                     self.drop_conn(registry, node, &why);
                     return;
                 }
@@ -867,6 +1123,11 @@ impl Peers {
         hello: &PeerHello,
         arrived: &mut Vec<(NodeId, Incoming)>,
     ) {
+        for &(member, addr) in &hello.roster {
+            if self.links.get(&member).is_none_or(|l| l.addr.is_none()) {
+                self.add(member, Some(addr));
+            }
+        }
         let (incarnation, formed) = (hello.incarnation, hello.formed);
         let me = self.me.incarnation;
         let link = self.links.get_mut(&node).expect("known");
@@ -905,7 +1166,7 @@ impl Peers {
         link.up_since = Some(Instant::now());
         link.backoff = FIRST_BACKOFF;
         link.failures = 0;
-        info!("link to {node} at {} is up", link.addr);
+        info!("link to {node} at {} is up", shown(link.addr));
         self.flush(registry, node);
     }
 
@@ -947,12 +1208,25 @@ impl Peers {
                 fatal = true;
                 return Err(why);
             }
+            if h.node == self.me.node {
+                fatal = true;
+                return Err(format!(
+                    "node {} is this node's id: two daemons cannot share --node-id {}",
+                    h.node.0, h.node.0
+                ));
+            }
             match self.links.get(&h.node) {
-                None => Err(format!(
-                    "node {} is not a member here (no --peer for it)",
+                None if h.listen.is_none() => Err(format!(
+                    "node {} is not a member here (no --peer for it), and gave no --listen \
+                     address to be reached at",
                     h.node.0
                 )),
-                Some(l) if l.dials => Err(format!(
+                None if !(1..=64).contains(&h.node.0) => {
+                    fatal = true;
+                    Err(format!("node id {} is not 1 to 64", h.node.0))
+                }
+                None => Ok(h),
+                Some(l) if l.dials && l.addr.is_some() => Err(format!(
                     "node {} should wait for this node ({}) to dial it",
                     h.node.0, self.me.node.0
                 )),
@@ -979,6 +1253,19 @@ impl Peers {
         match verdict {
             Ok(peer_hello) => {
                 let node = peer_hello.node;
+                // A node not met before (it joins) is reached where it says it listens; an
+                // unspecified IP there means the one it connects from.
+                let said = peer_hello.listen.map(|mut a| {
+                    if a.ip().is_unspecified() {
+                        if let Ok(from) = conn.stream.peer_addr() {
+                            a.set_ip(from.ip());
+                        }
+                    }
+                    a
+                });
+                if self.links.get(&node).is_none_or(|l| l.addr.is_none()) {
+                    self.add(node, said);
+                }
                 let hello = self.hello(node);
                 if let Some(records) = &mut conn.crypto {
                     match records.reply(&hello) {
@@ -1052,40 +1339,8 @@ impl Peers {
             return;
         };
         let Some(conn) = &mut link.conn else { return };
-        if !conn.connected {
-            return;
-        }
-        if conn.crypto.is_some() {
-            if let Err(e) = flush_sealed(conn) {
-                self.drop_conn(registry, node, &format!("write failed: {e}"));
-                return;
-            }
-        }
-        while let Some(front) = conn.out.front().filter(|_| conn.crypto.is_none()) {
-            match conn.stream.write(&front[conn.sent..]) {
-                Ok(n) => {
-                    conn.sent += n;
-                    if conn.sent == front.len() {
-                        conn.out.pop_front();
-                        conn.sent = 0;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.drop_conn(registry, node, &format!("write failed: {e}"));
-                    return;
-                }
-            }
-        }
-        let more = !conn.out.is_empty() || !conn.raw_out.is_empty();
-        if more != conn.want_write {
-            conn.want_write = more;
-            let interest = crate::conn::interest(more);
-            let token = conn.token;
-            if let Err(e) = registry.reregister(&mut conn.stream, token, interest) {
-                self.drop_conn(registry, node, &format!("cannot reregister: {e}"));
-            }
+        if let Err(e) = flush_conn(registry, conn) {
+            self.drop_conn(registry, node, &format!("write failed: {e}"));
         }
     }
 
@@ -1111,7 +1366,7 @@ impl Peers {
                 );
                 self.events.push((
                     node,
-                    Incoming::Mismatch(format!("{node} at {}: {why}", link.addr)),
+                    Incoming::Mismatch(format!("{node} at {}: {why}", shown(link.addr))),
                 ));
                 why
             } else {
@@ -1120,6 +1375,43 @@ impl Peers {
             Self::failed(link, node, &why);
         }
     }
+}
+
+/// Writes what a connection can take now, and asks for writability while more waits.
+fn flush_conn(registry: &Registry, conn: &mut Conn) -> io::Result<()> {
+    if !conn.connected {
+        return Ok(());
+    }
+    if conn.crypto.is_some() {
+        flush_sealed(conn)?;
+    }
+    while let Some(front) = conn.out.front().filter(|_| conn.crypto.is_none()) {
+        match conn.stream.write(&front[conn.sent..]) {
+            Ok(n) => {
+                conn.sent += n;
+                if conn.sent == front.len() {
+                    conn.out.pop_front();
+                    conn.sent = 0;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let more = !conn.out.is_empty() || !conn.raw_out.is_empty();
+    if more != conn.want_write {
+        conn.want_write = more;
+        let interest = crate::conn::interest(more);
+        let token = conn.token;
+        registry.reregister(&mut conn.stream, token, interest)?;
+    }
+    Ok(())
+}
+
+/// An address for the log, `?` if unknown.
+fn shown(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "?".into(), |a| a.to_string())
 }
 
 /// Reads everything available; returns (end of stream, bytes read).

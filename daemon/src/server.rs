@@ -161,6 +161,8 @@ pub struct Server {
     next_session: u64,
     /// Membership and the directory (Raft).
     members: Members,
+    /// The nodes the coherence core and the lock service take as the cluster's founders.
+    founders: Vec<NodeId>,
     /// This daemon's incarnation.
     incarnation: u64,
     /// Why the daemon must stop, once it must (checked by the event loop).
@@ -231,7 +233,7 @@ impl Server {
     /// Binds the sockets and installs the signal handlers.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let key = config.cluster_key().map_err(ServerError::Config)?;
-        if key.is_none() && !config.peers.is_empty() {
+        if key.is_none() && !(config.peers.is_empty() && config.joins.is_empty()) {
             warn!("--insecure: peer links are neither authenticated nor encrypted");
         }
         let poll = Poll::new().map_err(io_context("cannot create the event loop"))?;
@@ -277,14 +279,22 @@ impl Server {
                 manager: config.manager.as_str().into(),
                 incarnation,
                 key: key.clone(),
-                formed: config.peers.is_empty(),
+                formed: config.peers.is_empty() && config.joins.is_empty(),
+                listen: config.advertise.or(config.listen),
             },
             &config
                 .peers
                 .iter()
                 .map(|p| (p.node, p.addr))
                 .collect::<Vec<_>>(),
+            &config.joins,
         );
+        let timing = Timing {
+            tick_ms: 100,
+            death_ms: death_ms(config.fault_timeout_ms),
+            retry_ms: 500,
+            timeout_ms: dir_timeout_ms(config.fault_timeout_ms),
+        };
         Ok(Server {
             core: Node::new(dsm_core::Config {
                 me,
@@ -294,17 +304,16 @@ impl Server {
                 readahead: config.readahead,
                 incarnation,
             }),
-            members: Members::new(
-                me,
-                incarnation,
-                &config.peers.iter().map(|p| p.node).collect::<Vec<_>>(),
-                Timing {
-                    tick_ms: 100,
-                    death_ms: death_ms(config.fault_timeout_ms),
-                    retry_ms: 500,
-                    timeout_ms: dir_timeout_ms(config.fault_timeout_ms),
-                },
-            ),
+            members: if config.joins.is_empty() {
+                Members::new(
+                    me,
+                    incarnation,
+                    &config.peers.iter().map(|p| p.node).collect::<Vec<_>>(),
+                    timing,
+                )
+            } else {
+                Members::joining(me, incarnation, timing)
+            },
             incarnation,
             fatal: None,
             link_inc: BTreeMap::new(),
@@ -334,6 +343,7 @@ impl Server {
             latency: Default::default(),
             started: Instant::now(),
             sync: Service::new(me, members.clone()),
+            founders: members,
             tickets: HashMap::new(),
             // Tickets of one incarnation never look like another's (answers may outlive it).
             next_ticket: incarnation | 1,
@@ -347,12 +357,24 @@ impl Server {
     /// Serves until SIGTERM or SIGINT, then removes the socket file.
     pub fn run(mut self) -> Result<(), ServerError> {
         info!(
-            "dsmd {} node {} (incarnation {:#x}) of cluster `{}` ({} nodes, {} manager) serving {}{}",
+            "dsmd {} node {} (incarnation {:#x}) of cluster `{}` ({}, {} manager) serving {}{}",
             env!("CARGO_PKG_VERSION"),
             self.config.node_id.0,
             self.incarnation,
             self.config.cluster,
-            self.config.members().len(),
+            if self.config.joins.is_empty() {
+                format!("{} nodes", self.config.members().len())
+            } else {
+                format!(
+                    "joining through {}",
+                    self.config
+                        .joins
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
             self.config.manager.as_str(),
             self.config.socket.display(),
             match self.config.listen {
@@ -942,7 +964,13 @@ impl Server {
             }
             Request::Info => Reply::Info {
                 node: self.config.node_id,
-                nodes: self.config.members().len() as u32,
+                nodes: self
+                    .members
+                    .members()
+                    .values()
+                    .filter(|m| m.alive)
+                    .count()
+                    .max(1) as u32,
             },
             Request::Counters => Reply::Counters(self.counters()),
             Request::Fault {
@@ -1135,6 +1163,7 @@ impl Server {
                 MemberOutput::Joined { node, incarnation } => {
                     debug!("{node} (incarnation {incarnation:#x}) is a member");
                     if node == self.config.node_id {
+                        self.take_founders();
                         let (deaths, died_at, joined_at, down) = self.members.history();
                         self.core.handle(Input::History {
                             deaths,
@@ -1143,6 +1172,9 @@ impl Server {
                             down,
                         });
                     } else {
+                        // Where it listens, for a node this one never met (it joined).
+                        let addr = self.members.incarnation_of(node).and_then(|m| m.addr);
+                        self.peers.add(node, addr);
                         self.core.handle(Input::PeerUp { node, incarnation });
                         self.drain_core();
                         self.release_held(node);
@@ -1186,6 +1218,42 @@ impl Server {
             }
         }
         self.peers.set_formed(self.members.formed());
+    }
+
+    /// This node joined: the fixed and central managers' nodes and the lock service's homes
+    /// are the cluster's founders, as its log says — not this node's own `--peer` list, which
+    /// may differ (and is empty with `--join`). Nothing is shared before the join, so the
+    /// coherence core starts again with them.
+    fn take_founders(&mut self) {
+        let founders = self.members.founders();
+        if founders.is_empty() || founders == self.founders {
+            return;
+        }
+        if self.config.joins.is_empty() {
+            warn!(
+                "this node's --peer list names nodes {:?} but the cluster was formed of {:?}: \
+                 the cluster's is used",
+                self.founders.iter().map(|n| n.0).collect::<Vec<_>>(),
+                founders.iter().map(|n| n.0).collect::<Vec<_>>()
+            );
+        }
+        if self.store.iter().next().is_some() {
+            warn!(
+                "cannot change the founders with segments open: kept {:?}",
+                self.founders
+            );
+            return;
+        }
+        self.core = Node::new(dsm_core::Config {
+            me: self.config.node_id,
+            members: founders.clone(),
+            manager: self.config.manager,
+            fault_timeout_ms: self.config.fault_timeout_ms,
+            readahead: self.config.readahead,
+            incarnation: self.incarnation,
+        });
+        self.sync.set_homes(founders.clone());
+        self.founders = founders;
     }
 
     /// Fences the core while the members this node cannot reach could form a majority without
@@ -1247,11 +1315,14 @@ impl Server {
     /// Says why a directory request failed: who could not be reached.
     fn log_no_quorum(&mut self, after: Duration) {
         let down: Vec<String> = self
-            .config
             .peers
+            .view()
             .iter()
-            .filter(|p| !self.peers.is_up(p.node))
-            .map(|p| format!("{} ({})", p.node, p.addr))
+            .filter(|p| p.up_since.is_none())
+            .map(|p| match p.addr {
+                Some(a) => format!("{} ({a})", p.node),
+                None => p.node.to_string(),
+            })
             .collect();
         let leader = self.members.leader();
         limited_warn!(
@@ -1483,10 +1554,12 @@ impl Server {
                 }
                 self.unreachable.remove(&from);
                 let now_ms = self.now_ms();
+                let addr = self.peers.addr_of(from);
                 self.members.handle(MemberInput::LinkUp {
                     node: from,
                     incarnation,
                     formed,
+                    addr,
                     now_ms,
                 });
                 self.drain_members();
@@ -1720,7 +1793,6 @@ impl Server {
             .store
             .iter()
             .find(|s| (!s.unlinked && s.meta.name == name) || Some(s.meta.id.0) == id)?;
-        let members = &self.config.members();
         let me = self.config.node_id;
         let pages = (0..seg.pages())
             .map(|page| {
@@ -1737,7 +1809,7 @@ impl Server {
                     owner,
                     probable_owner: state.probable_owner.0,
                     copyset: if owner {
-                        state.copyset.iter().map(|i| members[i].0).collect()
+                        state.copyset.iter().map(|i| i as u32 + 1).collect()
                     } else {
                         Vec::new()
                     },
@@ -1834,7 +1906,7 @@ impl Server {
                 .into_iter()
                 .map(|p| PeerStatus {
                     node: p.node,
-                    addr: p.addr.to_string(),
+                    addr: p.addr.map_or_else(String::new, |a| a.to_string()),
                     connected: p.up_since.is_some(),
                     up_for_ms: p.up_since.map(|t| t.elapsed().as_millis() as u64),
                     messages_out: p.stats.messages_out,
@@ -1857,14 +1929,14 @@ impl Server {
                         node,
                         addr: if me {
                             self.config
-                                .listen
+                                .advertise
+                                .or(self.config.listen)
                                 .map_or_else(String::new, |a| a.to_string())
                         } else {
-                            self.config
-                                .peers
-                                .iter()
-                                .find(|p| p.node == node)
-                                .map_or_else(String::new, |p| p.addr.to_string())
+                            self.peers
+                                .addr_of(node)
+                                .or(m.addr)
+                                .map_or_else(String::new, |a| a.to_string())
                         },
                         incarnation: m.incarnation,
                         state: if m.alive { "alive" } else { "dead" }.into(),

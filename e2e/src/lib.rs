@@ -846,6 +846,8 @@ pub fn played_peer(manager: &str) -> (Daemon, impl Fn() -> std::net::TcpStream) 
         formed: false,
         peer_incarnation: 0,
         received: 0,
+        listen: None,
+        roster: Vec::new(),
     }))
     .expect("hello encodes");
     let connect = move || {

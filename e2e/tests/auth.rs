@@ -135,6 +135,8 @@ fn impostors_at_the_peer_port_leave_the_link_and_the_work_intact() {
         formed: true,
         peer_incarnation: 0,
         received: 0,
+        listen: None,
+        roster: Vec::new(),
     });
     let hello = frame::encode(&impostor).unwrap();
     for i in 0..60 {

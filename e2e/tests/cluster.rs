@@ -403,3 +403,100 @@ fn python_shared_memory_across_nodes() {
     out.assert_ok();
     assert!(out.stdout.contains("helloworld"), "{}", out.stdout);
 }
+
+/// `dsmd --join`: a fourth host joins a running cluster knowing one member's address (not
+/// the lowest id's), is linked by every member, sees memory written before it came and shares
+/// locks and pages with everyone; a joiner of another cluster is refused and says why.
+#[test]
+fn a_node_joins_a_running_cluster_through_one_member() {
+    let mut c = Cluster::start(3, &[]);
+    let before = shm_name("before");
+    c.command(3, &c_program("examples/writer"))
+        .args([&before, "20000"])
+        .status()
+        .map(|s| assert!(s.success()))
+        .unwrap();
+    let seed = c.node(2).status()["listen"].as_str().unwrap().to_owned();
+    let [kf, key] = c.key.args();
+    let args: Vec<String> = vec![
+        "--listen".into(),
+        format!("127.0.0.1:{}", dsm_e2e::free_port()),
+        "--join".into(),
+        seed.clone(),
+        kf.clone(),
+        key.clone(),
+    ];
+    let joiner =
+        dsm_e2e::Daemon::start_with(4, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    c.nodes.push(joiner);
+    c.args.push(args);
+    // Every member links to it (nodes 1 to 3 dial the address the log gives them) and agrees
+    // it is alive; it knows them all.
+    c.wait_linked();
+    let members = c.node(4).status()["members"].as_array().unwrap().clone();
+    assert_eq!(members.len(), 4, "{members:?}");
+    assert!(
+        c.node(1).log().contains("node 4") && c.node(4).log().contains("joining through"),
+        "{}",
+        c.node(4).log()
+    );
+    // Memory from before it joined, read on it as on another host; memory it makes, read on
+    // node 1.
+    let mut read = c.command(4, &c_program("examples/reader"));
+    read.arg(&before);
+    dsm_e2e::run(read).assert_ok();
+    let made = shm_name("made");
+    let mut write = c.command(4, &c_program("examples/writer"));
+    write.args([&made, "20000"]);
+    dsm_e2e::run(write).assert_ok();
+    c.node(1)
+        .run(&c_program("examples/reader"), &[&made])
+        .assert_ok();
+    // A process-shared mutex and pages shared by all four nodes: the counter is exact.
+    let name = shm_name("counter");
+    let out = c.run_all(&c_program("counter"), &[1, 2, 3, 4], |role| {
+        vec![name.clone(), role.to_string(), "4".into(), "500".into()]
+    });
+    all_ok(&out);
+    for o in &out {
+        assert!(o.stdout.contains("sees 2000 (want 2000)"), "{}", o.stdout);
+    }
+    // Killed and started again the same way, it rejoins as a new incarnation.
+    c.kill(4);
+    c.wait_member(1, 4, "dead", Duration::from_secs(20));
+    c.restart(4);
+    c.wait_linked();
+    let again = shm_name("again");
+    c.node(1)
+        .run(&c_program("examples/writer"), &[&again, "20000"])
+        .assert_ok();
+    let mut read = c.command(4, &c_program("examples/reader"));
+    read.arg(&again);
+    dsm_e2e::run(read).assert_ok();
+    // A joiner of another cluster stops with a line naming both sides.
+    let other = dsm_e2e::Daemon::try_start_with(
+        5,
+        &[
+            "--listen",
+            &format!("127.0.0.1:{}", dsm_e2e::free_port()),
+            "--join",
+            &seed,
+            "--cluster",
+            "other",
+            &kf,
+            &key,
+        ],
+    );
+    let log = match other {
+        Err(log) => log,
+        Ok(mut d) => {
+            let exit = d.wait_exit(Duration::from_secs(10));
+            assert_eq!(exit.code(), Some(1), "{}", d.log());
+            d.log()
+        }
+    };
+    assert!(
+        log.contains("cluster `other`") && log.contains("`dsm`"),
+        "{log}"
+    );
+}

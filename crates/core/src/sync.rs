@@ -131,6 +131,16 @@ impl Service {
         }
     }
 
+    /// The cluster's founders changed (this node joined a running cluster, and learned them
+    /// from its log): objects are homed among them from now on.
+    pub fn set_homes(&mut self, mut members: Vec<NodeId>) {
+        members.sort();
+        members.dedup();
+        if !members.is_empty() {
+            self.members = members;
+        }
+    }
+
     /// A message from a peer. `Err` names a message this node should not have been sent.
     pub fn on_peer(&mut self, from: NodeId, msg: SyncMsg, now_ms: u64) -> Result<(), String> {
         match msg {

@@ -293,7 +293,9 @@ fn a_node_joins_through_a_member_that_is_not_the_leader() {
     net.run(2000);
     for (&n, (m, _)) in &net.nodes {
         if n != joiner {
-            let nine = m.incarnation_of(joiner).expect("its join committed everywhere");
+            let nine = m
+                .incarnation_of(joiner)
+                .expect("its join committed everywhere");
             assert_eq!(nine.addr, Some(addr(joiner)), "with its address");
         }
     }

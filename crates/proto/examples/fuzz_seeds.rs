@@ -104,6 +104,8 @@ fn main() {
         formed: false,
         peer_incarnation: 0,
         received: 0,
+        listen: None,
+        roster: Vec::new(),
     };
     let peer = vec![
         payload(&PeerFrame::Hello(hello)),

@@ -227,6 +227,12 @@ pub struct PeerHello {
     pub peer_incarnation: u64,
     /// See `peer_incarnation`.
     pub received: u64,
+    /// Where the sender's peers reach it (`--advertise`, else `--listen`; an unspecified IP
+    /// there means the one this connection comes from), if it listens.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The members the sender knows and where they listen: a node that joins through it
+    /// (`--join`) links to them all.
+    pub roster: Vec<(NodeId, std::net::SocketAddr)>,
 }
 
 /// A frame between daemons.
