@@ -713,8 +713,12 @@ fn ip(args: &[&str]) {
 impl Netns {
     /// `n` hosts, 10.231.X.1 … 10.231.X.n.
     pub fn new(n: usize) -> Netns {
-        let tag = std::process::id() % 10_000;
-        let subnet = std::process::id() % 250;
+        // Unique among this machine's test processes, and among the tests of this one (they
+        // run on threads of one process).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() % 1000) * 10 + seq % 10;
+        let subnet = (std::process::id() + seq * 37) % 250;
         let bridge = format!("dsmbr{tag}");
         ip(&["link", "add", &bridge, "type", "bridge"]);
         ip(&["link", "set", &bridge, "up"]);

@@ -154,3 +154,52 @@ fn a_host_cut_off_stops_writing_before_the_others_declare_it_dead_and_rejoins_as
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 }
+
+/// A fourth host joins through host 3 with `--listen 0.0.0.0:PORT`: the members learn where to
+/// reach it from the address its connection comes from, dial it there across the bridge, and
+/// it reads what host 2 wrote.
+#[test]
+fn a_host_listening_on_every_address_joins_and_is_reached_where_it_connects_from() {
+    let net = Netns::new(4);
+    let key = Key::new();
+    let nodes: Vec<Daemon> = (1..=3).map(|i| start(&net, &key, i)).collect();
+    let mut all_args: Vec<Vec<String>> = (1..=3).map(|i| args(&net, &key, i)).collect();
+    let mut joiner_args = vec![
+        "--listen".to_string(),
+        format!("0.0.0.0:{PORT}"),
+        "--join".into(),
+        format!("{}:{PORT}", net.addr(3)),
+    ];
+    joiner_args.extend(key.args());
+    let mut c = Cluster {
+        nodes,
+        key,
+        args: Vec::new(),
+    };
+    c.wait_linked();
+    let name = format!("/{}", unique("joined"));
+    let mut write = c.command(2, &c_program("examples/writer"));
+    write.args([name.as_str(), "50000"]);
+    dsm_e2e::run(write).assert_ok();
+    let a: Vec<&str> = joiner_args.iter().map(String::as_str).collect();
+    let joiner = Daemon::try_start_in(Some(&net.names[3]), 4, &a).unwrap_or_else(|e| panic!("{e}"));
+    c.nodes.push(joiner);
+    all_args.push(joiner_args);
+    c.args = all_args;
+    c.wait_linked();
+    let want = format!("{}:{PORT}", net.addr(4));
+    for i in 1..=3 {
+        let members = c.node(i).status()["members"].clone();
+        let four = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["node"] == 4)
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(four["addr"], want.as_str(), "node {i}: {members}");
+    }
+    let mut read = c.command(4, &c_program("examples/reader"));
+    read.arg(&name);
+    dsm_e2e::run(read).assert_ok();
+}
