@@ -84,6 +84,19 @@ pub struct Config {
     #[arg(long, value_name = "PAGES", default_value_t = 1024)]
     pub readahead: u32,
 
+    /// Other nodes that get a copy of every page written on this node at each release point
+    /// (a process-shared mutex or rwlock unlocked, a semaphore posted, a condition signalled,
+    /// a barrier reached, a process exiting, and every --replica-interval-ms): the death of
+    /// this host then loses no write released before it. 0 turns replication off (a dead
+    /// host's pages with no copy elsewhere are lost: SIGBUS).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub replicas: u8,
+
+    /// Replicate pages written since the last release at least this often, for programs that
+    /// never release (0: only at release points).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub replica_interval_ms: u64,
+
     /// After handling anything, keep polling for this many microseconds before sleeping: the
     /// next message of a burst then finds the daemon awake (a wake-up on another CPU costs tens
     /// of microseconds) at the price of CPU time. Worth it on hosts with a core to spare; 0 (the

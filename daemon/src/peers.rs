@@ -1067,7 +1067,7 @@ impl Peers {
                 }
                 _ if !greeted => return Err("a message before the hello".into()),
                 PeerFrame::Hello(_) => return Err("a second hello".into()),
-                PeerFrame::Coherence(msg @ PeerMsg::Grant { .. }) => {
+                PeerFrame::Coherence(msg @ (PeerMsg::Grant { .. } | PeerMsg::Replica { .. })) => {
                     conn.awaiting_page = Some(msg);
                 }
                 PeerFrame::Coherence(msg) => {

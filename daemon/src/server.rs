@@ -33,6 +33,8 @@ use crate::store::Store;
 
 mod locks;
 
+use locks::AfterRelease;
+
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const PEER_LISTENER: Token = Token(2);
@@ -163,6 +165,12 @@ pub struct Server {
     members: Members,
     /// The nodes the coherence core and the lock service take as the cluster's founders.
     founders: Vec<NodeId>,
+    /// Releases under way (`--replicas`), with the lock request each holds back.
+    releasing: HashMap<u64, Option<AfterRelease>>,
+    /// Replicas kept of other nodes' pages.
+    replicas: crate::page_store::Replicas,
+    next_release: u64,
+    last_release: Instant,
     /// This daemon's incarnation.
     incarnation: u64,
     /// Why the daemon must stop, once it must (checked by the event loop).
@@ -302,6 +310,7 @@ impl Server {
                 manager: config.manager,
                 fault_timeout_ms: config.fault_timeout_ms,
                 readahead: config.readahead,
+                replicas: config.replicas,
                 incarnation,
             }),
             members: if config.joins.is_empty() {
@@ -344,6 +353,10 @@ impl Server {
             started: Instant::now(),
             sync: Service::new(me, members.clone()),
             founders: members,
+            releasing: HashMap::new(),
+            replicas: Default::default(),
+            next_release: 1,
+            last_release: Instant::now(),
             tickets: HashMap::new(),
             // Tickets of one incarnation never look like another's (answers may outlive it).
             next_ticket: incarnation | 1,
@@ -419,24 +432,40 @@ impl Server {
                     token if Peers::owns(token) => {
                         let (store, core) = (&mut self.store, &self.core);
                         let (members, link_inc) = (&self.members, &self.link_inc);
+                        let replicas = &mut self.replicas;
                         // A grant's page is stored only if the core will accept the grant (it
                         // asked for it) and it does not come from a dead member's daemon: a
                         // peer cannot write, or grow, a copy nobody asked for. (One from a
                         // daemon whose join has not committed here yet is stored and held.)
                         let mut sink = |from: NodeId, msg: &PeerMsg| {
-                            let PeerMsg::Grant {
-                                key, write, epoch, ..
-                            } = *msg
-                            else {
-                                return None;
+                            let (key, wanted) = match *msg {
+                                PeerMsg::Grant {
+                                    key, write, epoch, ..
+                                } => (key, core.expects_grant(key, write, epoch)),
+                                PeerMsg::Replica {
+                                    key,
+                                    epoch,
+                                    version,
+                                } => (key, core.expects_replica(key, epoch, version)),
+                                _ => return None,
                             };
                             let dead = link_inc.get(&from).is_none_or(|&i| {
                                 members
                                     .incarnation_of(from)
                                     .is_some_and(|m| m.incarnation == i && !m.alive)
                             });
-                            if dead || !core.expects_grant(key, write, epoch) {
+                            if dead || !wanted {
                                 return None;
+                            }
+                            if let PeerMsg::Replica { .. } = msg {
+                                // Kept apart from the node's copy, for a page of a segment the
+                                // directory has (this node need not have opened it).
+                                let real = members.with_directory(|d| {
+                                    d.get(key.segment).is_some_and(|m| {
+                                        u64::from(key.page) < m.span / PAGE_SIZE as u64
+                                    })
+                                });
+                                return real.then(|| replicas.slot(key));
                             }
                             match store.incoming(key.segment, key.page) {
                                 Ok(page) => page,
@@ -517,6 +546,7 @@ impl Server {
         self.members.handle(MemberInput::Tick { now_ms });
         self.drain_members();
         self.update_fence();
+        self.flush_replicas();
         self.core.handle(Input::Tick { now_ms });
         self.drain_core();
     }
@@ -769,6 +799,7 @@ impl Server {
                 session,
                 limit_ms,
                 dir_limit_ms,
+                replicating: self.config.replicas > 0,
             },
             None,
         );
@@ -894,7 +925,12 @@ impl Server {
                 }
             }
             Request::Sync { key, op } => {
-                self.sync_request(token, session, tid, key, op)?;
+                if op.is_release() && self.config.replicas > 0 {
+                    // A release point: what this node wrote goes to its replicas first.
+                    self.release_then(token, session, tid, key, op);
+                } else {
+                    self.sync_request(token, session, tid, key, op)?;
+                }
                 return Ok(());
             }
             Request::OpenId { segment, write } => {
@@ -1250,6 +1286,7 @@ impl Server {
             manager: self.config.manager,
             fault_timeout_ms: self.config.fault_timeout_ms,
             readahead: self.config.readahead,
+            replicas: self.config.replicas,
             incarnation: self.incarnation,
         });
         self.sync.set_homes(founders.clone());
@@ -1375,6 +1412,7 @@ impl Server {
                     debug!("forgot {segment}: removed cluster-wide");
                 }
                 self.core.handle(Input::SegmentRemoved { segment });
+                self.replicas.remove_segment(segment);
                 self.drain_core();
                 self.sync.segment_removed(segment);
             }
@@ -1525,10 +1563,16 @@ impl Server {
                     // is asked who holds a page whose owner died (it answers: not this one).
                     None => {
                         self.config.manager != dsm_core::ManagerKind::Dynamic
-                            || (matches!(msg, PeerMsg::Locate { .. } | PeerMsg::Thaw { .. })
-                                && self.members.with_directory(|d| {
-                                    d.get(key.segment).is_some_and(|m| in_span(m.span))
-                                }))
+                            || (matches!(
+                                msg,
+                                PeerMsg::Locate { .. }
+                                    | PeerMsg::Thaw { .. }
+                                    | PeerMsg::Adopt { .. }
+                                    | PeerMsg::Replica { .. }
+                                    | PeerMsg::ReplicaAck { .. }
+                            ) && self.members.with_directory(|d| {
+                                d.get(key.segment).is_some_and(|m| in_span(m.span))
+                            }))
                     }
                 };
                 if !plausible {
@@ -1629,14 +1673,20 @@ impl Server {
                     }
                     let frame = PeerFrame::Coherence(msg);
                     match msg {
-                        PeerMsg::Grant { key, .. } => {
-                            self.peers
-                                .send_with_page(self.poll.registry(), to, &frame, key)
-                        }
+                        PeerMsg::Grant { key, .. } | PeerMsg::Replica { key, .. } => self
+                            .peers
+                            .send_with_page(self.poll.registry(), to, &frame, key),
                         _ => self.peers.send(self.poll.registry(), to, &frame),
                     }
                 }
                 Output::Revoke { key, to } => self.revoke(key, to),
+                Output::Released { id } => self.released(id),
+                Output::KeepReplica { key } => {
+                    if let Ok(Some(page)) = self.store.page(key.segment, key.page) {
+                        self.replicas.slot(key).fill_from(&page.to_vec());
+                    }
+                }
+                Output::RestoreReplica { key } => self.restore_replica(key),
                 Output::Violation { from, what } => warn!("protocol violation by {from}: {what}"),
             }
         }
@@ -1654,6 +1704,29 @@ impl Server {
             }
         };
         self.peers.end_batch(self.poll.registry(), &mut resolve);
+    }
+
+    /// This node takes a dead owner's page over from its replica: the replica's bytes become
+    /// its copy (the segment is set up here from the directory if no process of this node
+    /// opened it).
+    fn restore_replica(&mut self, key: PageKey) {
+        if self.store.get(key.segment).is_none() {
+            let meta = self.members.with_directory(|d| d.get(key.segment).cloned());
+            if let Some(meta) = meta {
+                if let Err(e) = self.learn(meta) {
+                    warn!("cannot set up {} to take a page over: {e}", key.segment);
+                }
+            }
+        }
+        let bytes = self.replicas.get(key).map(|b| b.to_vec());
+        match (bytes, self.store.incoming(key.segment, key.page)) {
+            (Some(bytes), Ok(Some(page))) => page.fill_from(&bytes),
+            (_, Err(e)) => warn!("cannot restore page {} of {}: {e}", key.page, key.segment),
+            _ => warn!(
+                "no replica or copy of page {} of {} to take over",
+                key.page, key.segment
+            ),
+        }
     }
 
     /// Publishes in the state table what local processes may take of a page without asking.
@@ -1838,6 +1911,9 @@ impl Server {
             lost: s.lost,
             located: s.located,
             adopted: s.adopted,
+            replicas_sent: s.replicas_sent,
+            replicas_held: s.replicas_held,
+            from_replica: s.from_replica,
             forwarded: s.forwarded,
             invalidations_sent: s.invalidations_sent,
             pages_sent: s.pages_sent,
@@ -2062,6 +2138,10 @@ impl Server {
             return;
         };
         let released = session.maps.len();
+        if self.config.replicas > 0 && self.core.has_unreleased() {
+            // Exiting is a release point: what it wrote goes to the replica nodes.
+            self.start_release(None);
+        }
         for segment in session.maps.union(&session.opened) {
             self.stop_mapping(id, *segment);
             self.release(id, *segment);

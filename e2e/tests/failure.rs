@@ -285,3 +285,44 @@ fn connections_reset_under_load_lose_nothing() {
     let log = c.node(1).log();
     assert!(log.contains("link to node 2 lost"), "{log}");
 }
+
+/// Replicas at release points (`--replicas 1`, the default): node 2 writes 512 pages under a
+/// process-shared mutex and unlocks it; its daemon is SIGKILLed; nodes 1 and 3 read every
+/// byte (taken over from the replicas, not SIGBUS). With `--replicas 0` the same pages are lost.
+#[test]
+fn writes_released_before_a_host_dies_survive_on_its_replicas() {
+    for replicas in ["1", "0"] {
+        let mut c = Cluster::start(3, &["--fault-timeout-ms", "2000", "--replicas", replicas]);
+        let name = shm_name("released");
+        let mut cmd = c.command(2, &c_program("release"));
+        cmd.args([name.as_str(), "512"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut writer = Spawned(cmd.spawn().unwrap());
+        wait_for_line(&mut writer, "released");
+        c.kill(2);
+        drop(writer);
+        for reader in [1, 3] {
+            let out = check(&c, reader, &[&name, "keep"]);
+            if replicas == "1" {
+                out.assert_ok();
+                assert!(
+                    out.stdout.contains("0 of 524288 words wrong"),
+                    "{}",
+                    out.stdout
+                );
+            } else {
+                assert_eq!(
+                    out.status.signal(),
+                    Some(libc::SIGBUS),
+                    "without replicas the pages are lost: {}",
+                    out.stderr
+                );
+            }
+        }
+        if replicas == "1" {
+            let stats = c.node(3).json(&["stats"]);
+            assert!(stats["replicas_held"].as_u64().unwrap() > 0, "{stats}");
+        }
+    }
+}

@@ -70,6 +70,14 @@ pub fn post(key: SyncKey, op: SyncOp) -> c_int {
     if session::ensure().is_err() {
         return UNREACHABLE;
     }
+    if op.is_release() && crate::wire::replicating() {
+        // Replicated: the release returns once what this node wrote is on its replica nodes
+        // (the daemon answers it then), so a write before it survives this host's death.
+        return match call(key, op) {
+            Ok(_) => 0,
+            Err(e) => e,
+        };
+    }
     match channels::post(&Request::Sync { key, op }) {
         Ok(()) => 0,
         Err(e) => {

@@ -38,6 +38,14 @@ pub fn recv<'b, T: Deserialize<'b>>(
 /// welcome). 0: no bound.
 static LIMIT_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 static DIR_LIMIT_MS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The daemon replicates at release points (its welcome said so): releases wait for it.
+static REPLICATING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether the daemon replicates at release points, so that a release returns only once what
+/// this node wrote before it is on the replica nodes.
+pub fn replicating() -> bool {
+    REPLICATING.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// Which bound a request has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,9 +179,11 @@ pub fn connect(role: Role) -> Result<(i32, NodeId, SessionId), Errno> {
                 session,
                 limit_ms,
                 dir_limit_ms,
+                replicating,
             } => {
                 LIMIT_MS.store(limit_ms, core::sync::atomic::Ordering::Relaxed);
                 DIR_LIMIT_MS.store(dir_limit_ms, core::sync::atomic::Ordering::Relaxed);
+                REPLICATING.store(replicating, core::sync::atomic::Ordering::Relaxed);
                 Ok((node, session))
             }
             HelloReply::Refused { reason } => {

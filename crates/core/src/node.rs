@@ -12,7 +12,9 @@
 //! Local processes lose access (`Output::Revoke`, answered by `Input::Revoked`) before the node
 //! does: a page never leaves, or is downgraded, while a local process could still write it.
 
-use std::collections::{BTreeMap, VecDeque};
+mod replicas;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use dsm_proto::peer::{NodeSet, PageKey, PeerMsg};
@@ -70,6 +72,9 @@ pub struct Config {
     pub readahead: u32,
     /// This daemon's incarnation (a new one each start).
     pub incarnation: u64,
+    /// Other nodes each page written here is copied to at a release (`Input::Release`); 0:
+    /// none.
+    pub replicas: u8,
 }
 
 /// An event the driver hands to the node.
@@ -149,6 +154,13 @@ pub enum Input {
         /// The segment.
         segment: SegmentId,
     },
+    /// A release point (a local unlock, post, barrier, exit, or the background flush): every
+    /// page written here since its last replication is copied to the replica nodes, then
+    /// `Output::Released { id }`.
+    Release {
+        /// Echoed back.
+        id: u64,
+    },
 }
 
 /// An action the node asks the driver to carry out, in order.
@@ -186,6 +198,23 @@ pub enum Output {
         key: PageKey,
         /// The most they may keep.
         to: Access,
+    },
+    /// Keep this node's copy of the page, as it is now, as its replica (it just handed
+    /// ownership on): copy the page's bytes to the replica store.
+    KeepReplica {
+        /// The page.
+        key: PageKey,
+    },
+    /// The page's bytes are its replica's now (this node takes a dead owner's page over from
+    /// it): copy the replica store's bytes into the page.
+    RestoreReplica {
+        /// The page.
+        key: PageKey,
+    },
+    /// The release `id` is done: what was written here before it is on the replica nodes.
+    Released {
+        /// As in `Input::Release`.
+        id: u64,
     },
     /// A peer broke the protocol; the message was ignored. For the log.
     Violation {
@@ -242,6 +271,12 @@ pub struct Stats {
     pub lost: u64,
     /// Pages whose owner died taken over from a surviving copy (decided here).
     pub adopted: u64,
+    /// Replicas sent (a page to one replica node).
+    pub replicas_sent: u64,
+    /// Replicas this node holds of other nodes' pages.
+    pub replicas_held: u64,
+    /// Pages taken over from a replica (not a copy) here.
+    pub from_replica: u64,
 }
 
 /// A segment's run of read misses, for read-ahead.
@@ -330,6 +365,18 @@ pub struct Node {
     /// Node deaths heard of, and for each member the count just after its last death.
     deaths: u64,
     died_at: Vec<u64>,
+    /// Owned pages written here since their last replication (see `replicas`).
+    dirty: BTreeSet<PageKey>,
+    /// Dirty pages whose replication waits for the page to be idle.
+    queued: BTreeSet<PageKey>,
+    /// Owned pages' last replication: (epoch, version).
+    versions: BTreeMap<PageKey, (u16, u32)>,
+    /// Replications under way.
+    inflight: BTreeMap<PageKey, replicas::Inflight>,
+    /// Replicas this node keeps of pages it does not hold: (epoch, version).
+    held: BTreeMap<PageKey, (u16, u32)>,
+    /// Releases waiting, with the pages each still waits for.
+    releases: BTreeMap<u64, BTreeSet<PageKey>>,
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -352,6 +399,12 @@ impl PartialEq for Node {
             && self.joined_at == other.joined_at
             && self.deaths == other.deaths
             && self.died_at == other.died_at
+            && self.dirty == other.dirty
+            && self.queued == other.queued
+            && self.versions == other.versions
+            && self.inflight == other.inflight
+            && self.held == other.held
+            && self.releases == other.releases
     }
 }
 
@@ -373,6 +426,12 @@ impl Hash for Node {
         self.joined_at.hash(state);
         self.deaths.hash(state);
         self.died_at.hash(state);
+        self.dirty.hash(state);
+        self.queued.hash(state);
+        self.versions.hash(state);
+        self.inflight.hash(state);
+        self.held.hash(state);
+        self.releases.hash(state);
     }
 }
 
@@ -414,6 +473,12 @@ impl Node {
             fenced: false,
             deaths: 0,
             died_at: vec![0; members],
+            dirty: BTreeSet::new(),
+            queued: BTreeSet::new(),
+            versions: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            held: BTreeMap::new(),
+            releases: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -466,7 +531,7 @@ impl Node {
     pub fn grantable(&self, key: PageKey) -> Access {
         let local = self.page(key).local.min(self.cap(key));
         match self.busy.get(&key).and_then(|b| b.revoking) {
-            Some(AfterRevoke::ServeRead(_)) => local.min(Access::Read),
+            Some(AfterRevoke::ServeRead(_) | AfterRevoke::Replicate) => local.min(Access::Read),
             Some(AfterRevoke::ServeWrite(_) | AfterRevoke::Invalidate(_)) => Access::None,
             Some(AfterRevoke::Nothing { keep, .. }) => local.min(keep),
             None => local,
@@ -496,6 +561,7 @@ impl Node {
             _ => None,
         };
         self.handle_input(input);
+        self.start_queued();
         match key {
             Some(key) => self.report_changes(key),
             None => self.report_all_changes(),
@@ -536,6 +602,7 @@ impl Node {
                 self.orphans.insert(segment);
             }
             Input::Fence { on } => self.on_fence(on),
+            Input::Release { id } => self.on_release(id),
             Input::History {
                 deaths,
                 died_at,
@@ -657,6 +724,9 @@ impl Node {
         let state = self.state_mut(key);
         let access = state.access.min(cap);
         state.local = state.local.max(access);
+        if access == Access::Write {
+            self.dirtied(key);
+        }
         self.outputs.push_back(Output::Grant {
             id: w.id,
             key,
@@ -1092,6 +1162,7 @@ impl Node {
                 epoch,
                 handed,
                 deaths,
+                replica,
             } => self.on_located(
                 from,
                 key,
@@ -1102,13 +1173,25 @@ impl Node {
                     epoch,
                     handed,
                     deaths,
+                    replica,
                 },
             ),
+            PeerMsg::Replica {
+                key,
+                epoch,
+                version,
+            } => self.on_replica(from, key, epoch, version),
+            PeerMsg::ReplicaAck {
+                key,
+                epoch,
+                version,
+            } => self.on_replica_ack(from, key, epoch, version),
             PeerMsg::Adopt {
                 key,
                 epoch,
                 copyset,
-            } => self.adopt(from, key, epoch, copyset),
+                replica,
+            } => self.adopt(from, key, epoch, copyset, replica),
             PeerMsg::Thaw { key, owner } => self.on_thaw(from, key, owner),
             PeerMsg::Lost { key } => {
                 // Only ever sent after a death, which this node may not have heard of yet.
@@ -1246,6 +1329,7 @@ impl Node {
     }
 
     fn finish_serve_write(&mut self, key: PageKey, requester: NodeId) {
+        self.handing_over(key);
         let index = self.index_of(requester).expect("checked on receipt");
         let state = self.state_mut(key);
         let copyset = state.copyset.without(index);
@@ -1266,6 +1350,7 @@ impl Node {
                 deaths: self.deaths,
             },
         );
+        self.handed_over(key, epoch);
     }
 
     /// Whether a grant of `key` (for a write if `write`) would be accepted now: the driver
@@ -1485,6 +1570,7 @@ impl Node {
                     state.probable_owner = LOST;
                 }
             }
+            AfterRevoke::Replicate => self.revoked_for_replica(key),
             AfterRevoke::Invalidate(new_owner) => {
                 self.state_mut(key).local = Access::None;
                 if self.is_down(new_owner) {
@@ -1601,6 +1687,7 @@ impl Node {
                 state.handed().map(node_at)
             },
             deaths: self.deaths,
+            replica: self.offered_replica(key),
         }
     }
 
@@ -1644,6 +1731,7 @@ impl Node {
                 epoch: r.epoch,
                 handed: r.handed,
                 deaths: r.deaths,
+                replica: r.replica,
             },
         );
     }
@@ -1770,26 +1858,30 @@ impl Node {
                 return; // on its way: its receiver says so when it lands
             }
         }
-        let adopter = reports
-            .iter()
-            .filter(|(_, r)| r.copy)
-            .min_by(|(i, a), (j, b)| {
-                if later(a.epoch, b.epoch) {
-                    std::cmp::Ordering::Less
-                } else if later(b.epoch, a.epoch) {
-                    std::cmp::Ordering::Greater
-                } else {
-                    i.cmp(j)
-                }
-            })
-            .map(|&(i, _)| i);
-        let Some(adopter) = adopter else {
+        // The newest surviving bytes: the latest epoch; in it a copy (the owner has not written
+        // since it was granted) before any replica, and replicas by version; then the lowest id.
+        let candidates = reports.iter().flat_map(|&(i, r)| {
+            let copy = r.copy.then_some((i, r.epoch, u64::MAX, None));
+            let replica = r.replica.map(|(e, v)| (i, e, u64::from(v), Some((e, v))));
+            copy.into_iter().chain(replica)
+        });
+        let best = candidates.min_by(|&(i, ea, va, _), &(j, eb, vb, _)| {
+            if later(ea, eb) {
+                std::cmp::Ordering::Less
+            } else if later(eb, ea) {
+                std::cmp::Ordering::Greater
+            } else {
+                vb.cmp(&va).then(i.cmp(&j))
+            }
+        });
+        let Some((adopter, _, _, replica)) = best else {
             self.end_locating(key, locating.asked, LOST);
             return;
         };
         let epoch = reports
             .iter()
-            .fold(reports[0].1.epoch, |e, (_, r)| latest(e, r.epoch))
+            .flat_map(|(_, r)| std::iter::once(r.epoch).chain(r.replica.map(|(e, _)| e)))
+            .fold(reports[0].1.epoch, latest)
             .wrapping_add(1);
         // Every other live node, not only those that said they hold a copy: a read grant its
         // owner sent before handing the page to a node that then died may still land after its
@@ -1801,7 +1893,7 @@ impl Node {
         self.stats.adopted += 1;
         let owner = node_at(adopter);
         if adopter == self.me_index {
-            self.adopt(owner, key, epoch, copyset);
+            self.adopt(owner, key, epoch, copyset, replica);
         } else {
             self.send(
                 owner,
@@ -1809,6 +1901,7 @@ impl Node {
                     key,
                     epoch,
                     copyset,
+                    replica,
                 },
             );
             // Ownership is on its way to the adopter, as if handed over by this node: another
@@ -1845,21 +1938,41 @@ impl Node {
     }
 
     /// A locator decided this node's copy is the page now.
-    fn adopt(&mut self, from: NodeId, key: PageKey, epoch: u16, copyset: NodeSet) {
+    fn adopt(
+        &mut self,
+        from: NodeId,
+        key: PageKey,
+        epoch: u16,
+        copyset: NodeSet,
+        replica: Option<(u16, u32)>,
+    ) {
         let me = self.config.me;
         for i in NodeSet(copyset.0 & !self.known.0).iter() {
             self.admit(node_at(i));
         }
         // The other holders that are alive.
         let others = NodeSet(copyset.without(self.me_index).0 & !self.down.0);
-        let state = self.state_mut(key);
-        if state.access == Access::None {
-            self.outputs.push_back(Output::Violation {
-                from,
-                what: "adoption by a node without a copy",
-            });
-            return;
+        let adopted = self.is_owner(key);
+        match replica {
+            // Adopted already (a second locator chose alike): the page may have been written
+            // since, keep it.
+            _ if adopted => {}
+            Some(label) if self.held.get(&key) == Some(&label) => {
+                // The replica's bytes are the page now: a read copy, owned.
+                self.state_mut(key).access = Access::Read;
+                self.outputs.push_back(Output::RestoreReplica { key });
+                self.stats.from_replica += 1;
+            }
+            None if self.page(key).access > Access::None => {}
+            _ => {
+                self.outputs.push_back(Output::Violation {
+                    from,
+                    what: "adoption of a copy or replica this node does not hold",
+                });
+                return;
+            }
         }
+        let state = self.state_mut(key);
         // Adopted already (a second locator chose alike): its copyset grows.
         let kept = if state.probable_owner == me {
             state.copyset
@@ -1923,6 +2036,7 @@ impl Node {
         self.failures = true;
         self.deaths += 1;
         self.died_at[index] = self.deaths;
+        self.replica_node_down(index);
         let me = self.config.me;
         // The segments it created: their untouched pages have no owner now.
         let created: Vec<SegmentId> = self
@@ -2219,6 +2333,7 @@ impl Node {
     }
 
     fn on_removed(&mut self, segment: SegmentId) {
+        self.forget_replicas(segment);
         self.pages.remove(&segment);
         self.orphans.remove(&segment);
         self.far.retain(|k, _| k.segment != segment);
@@ -2271,6 +2386,7 @@ mod tests {
             fault_timeout_ms: 100,
             readahead: 0,
             incarnation: 1,
+            replicas: 0,
         })
     }
 
@@ -2344,6 +2460,7 @@ mod tests {
             fault_timeout_ms: 100,
             readahead: 0,
             incarnation: 1,
+            replicas: 0,
         });
         let far = key(2, u32::MAX);
         n.handle(Input::Peer {

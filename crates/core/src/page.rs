@@ -116,6 +116,8 @@ pub struct Report {
     /// Node deaths it had heard of (a report made after a death the locator has not heard of
     /// yet may rest on it: the locator waits until it has, and asks again).
     pub deaths: u64,
+    /// The replica it holds, with no copy: (epoch, version).
+    pub replica: Option<(u16, u32)>,
 }
 
 /// A locator this node is frozen for (see `PeerMsg::Locate`).
@@ -156,6 +158,8 @@ pub enum AfterRevoke {
     ServeWrite(NodeId),
     /// Acknowledge `new_owner`'s invalidation.
     Invalidate(NodeId),
+    /// Local writers stopped for a release: send the replicas (see `replicas`).
+    Replicate,
     /// The node this was for died meanwhile: only lower local access (to `keep`); if
     /// `owner_lost`, nobody owns the page now (an invalidating new owner died: our copy is
     /// still the latest, kept).

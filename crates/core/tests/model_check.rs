@@ -133,6 +133,31 @@ fn dynamic_manager_crash_two_pages() {
     check_crashes(ManagerKind::Dynamic, 3, 2, 1, 0);
 }
 
+/// Replicas at release points (`--replicas 1`, dynamic manager): a crash at any step of a
+/// write, a release's replication, an ownership hand-over or a takeover; no write released
+/// before the death is lost (its page never fails as `Lost`, no read sees older).
+#[test]
+fn dynamic_manager_replicas_and_a_crash() {
+    check_replicas(3, 1, 2);
+}
+
+fn check_replicas(nodes: usize, pages: usize, ops: u8) {
+    let started = Instant::now();
+    let world = World::new(nodes, pages, ops, ManagerKind::Dynamic)
+        .with_failures(1, 0)
+        .with_replicas(1, 1);
+    match explore(world) {
+        Ok(r) => report(format_args!(
+            "model check dynamic with 1 replica, a release per node and a crash: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
+            r.states,
+            r.terminal,
+            r.max_depth,
+            started.elapsed()
+        )),
+        Err(e) => panic!("model check with replicas failed: {e}"),
+    }
+}
+
 #[test]
 fn fixed_manager_crash_and_restart() {
     check_failures(ManagerKind::Fixed, 3, 2, 1);

@@ -34,9 +34,13 @@ fn run(
     pages: usize,
     ops: u8,
     failures: u8,
+    replicas: u8,
 ) -> Result<(u64, u64, u64), String> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut world = World::new(nodes, pages, ops, manager).with_failures(failures, failures);
+    if replicas > 0 {
+        world = world.with_replicas(replicas, ops / 2);
+    }
     let limit = 200_000u64;
     let mut taken = 0u64;
     loop {
@@ -75,9 +79,21 @@ fn sweep(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: u64) 
 }
 
 fn sweep_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: u64, failures: u8) {
+    sweep_replicated(manager, nodes, pages, ops, seeds, failures, 0);
+}
+
+fn sweep_replicated(
+    manager: ManagerKind,
+    nodes: usize,
+    pages: usize,
+    ops: u8,
+    seeds: u64,
+    failures: u8,
+    replicas: u8,
+) {
     if let Ok(seed) = std::env::var("DSM_SIM_SEED") {
         let seed: u64 = seed.parse().expect("DSM_SIM_SEED is a number");
-        let result = run(seed, manager, nodes, pages, ops, failures);
+        let result = run(seed, manager, nodes, pages, ops, failures, replicas);
         assert!(result.is_ok(), "seed {seed}: {}", result.unwrap_err());
         return;
     }
@@ -89,7 +105,7 @@ fn sweep_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: 
     let seeds = seeds * scale;
     let (mut steps, mut messages, mut adopted) = (0, 0, 0);
     for seed in 0..seeds {
-        match run(seed, manager, nodes, pages, ops, failures) {
+        match run(seed, manager, nodes, pages, ops, failures, replicas) {
             Ok((s, m, a)) => {
                 steps += s;
                 messages += m;
@@ -102,8 +118,9 @@ fn sweep_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, seeds: 
         }
     }
     report(format_args!(
-        "simulation {}: {seeds} schedules of {nodes} nodes, {pages} pages, {ops} ops each{}: {steps} steps, {messages} messages{}, all invariants held",
+        "simulation {}: {seeds} schedules of {nodes} nodes, {pages} pages, {ops} ops each{}{}: {steps} steps, {messages} messages{}, all invariants held",
         manager.as_str(),
+        if replicas > 0 { format!(", {replicas} replicas") } else { String::new() },
         if failures > 0 { format!(", up to {failures} crashes and restarts") } else { String::new() },
         if adopted > 0 { format!(", {adopted} pages taken over from a surviving copy") } else { String::new() }
     ));
@@ -138,4 +155,14 @@ fn fixed_manager_random_schedules() {
 fn central_manager_random_schedules() {
     sweep(ManagerKind::Central, 5, 4, 20, 5000);
     sweep(ManagerKind::Central, 8, 2, 10, 500);
+}
+
+/// `--replicas K` with up to K crashes: no write released before a death is ever lost (a
+/// fault on its page is never `Lost`, a read never sees older than it), and nothing else
+/// changes.
+#[test]
+fn random_schedules_with_replicas_lose_no_released_write() {
+    sweep_replicated(ManagerKind::Dynamic, 5, 4, 12, 3000, 1, 1);
+    sweep_replicated(ManagerKind::Dynamic, 6, 3, 12, 1500, 2, 2);
+    sweep_replicated(ManagerKind::Dynamic, 4, 2, 10, 2000, 0, 1);
 }

@@ -347,6 +347,12 @@ fn print_stats(s: &Stats) {
             s.located, s.adopted
         );
     }
+    if s.replicas_sent + s.replicas_held + s.from_replica > 0 {
+        println!(
+            "replicas: sent {}, held for other nodes {}, pages taken over from one here {}",
+            s.replicas_sent, s.replicas_held, s.from_replica
+        );
+    }
     println!();
     table::print(
         &["MESSAGES", "COUNT"],

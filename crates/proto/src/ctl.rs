@@ -175,6 +175,12 @@ pub struct Stats {
     pub located: u64,
     /// Pages whose owner died taken over from a surviving copy (as decided here).
     pub adopted: u64,
+    /// Replicas sent at release points (a page to one replica node).
+    pub replicas_sent: u64,
+    /// Replicas this node holds of pages owned elsewhere.
+    pub replicas_held: u64,
+    /// Pages taken over here from a replica (their owner died with no copy elsewhere).
+    pub from_replica: u64,
     /// Requests passed on to another node.
     pub forwarded: u64,
     /// Invalidations sent.

@@ -67,6 +67,10 @@ pub enum HelloReply<'a> {
         /// The same for a segment directory request (`shm_open`, `ftruncate`, …), which may
         /// wait out a Raft election, in ms.
         dir_limit_ms: u64,
+        /// The daemon replicates at release points (`--replicas` above 0): a release
+        /// (`SyncOp::is_release`) is answered once what the node wrote before it is on the
+        /// replica nodes, and the process waits for that answer before the call returns.
+        replicating: bool,
     },
     /// Refused; the daemon closes the connection after sending this.
     Refused {

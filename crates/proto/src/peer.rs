@@ -118,6 +118,9 @@ pub enum PeerMsg {
         handed: Option<NodeId>,
         /// How many node deaths the sender had heard of.
         deaths: u64,
+        /// The replica of the page the sender holds (no copy: the owner's bytes as of one of
+        /// its releases), as (ownership epoch, version), if any.
+        replica: Option<(u16, u32)>,
     },
     /// The locator's decision: the page's owner died, no live node owns it and no ownership is
     /// on its way, and the receiver's copy (the latest) is the page now. The receiver owns it
@@ -129,6 +132,9 @@ pub enum PeerMsg {
         epoch: u16,
         /// The other holders of copies.
         copyset: NodeSet,
+        /// Take the replica the receiver said it holds, of this (epoch, version), rather than
+        /// its copy (`None`: its copy).
+        replica: Option<(u16, u32)>,
     },
     /// The end of a [`PeerMsg::Locate`]: the receiver is no longer frozen for `key` by the
     /// sender; `owner` is where the page is now (`NodeId(0)` if no copy survived).
@@ -181,6 +187,26 @@ pub enum PeerMsg {
         /// The page.
         key: PageKey,
     },
+    /// The owner's bytes of `key` as of a release (`--replicas`): kept by the receiver, which
+    /// has no copy, so that the page survives the owner's death. The page's contents follow
+    /// the frame, as after a `Grant`.
+    Replica {
+        /// The page.
+        key: PageKey,
+        /// The owner's ownership epoch.
+        epoch: u16,
+        /// The owner's replication count for the page in that epoch (later is newer).
+        version: u32,
+    },
+    /// The receiver of a [`PeerMsg::Replica`] holds it (or something newer).
+    ReplicaAck {
+        /// The page.
+        key: PageKey,
+        /// As in the replica.
+        epoch: u16,
+        /// As in the replica.
+        version: u32,
+    },
 }
 
 impl PeerMsg {
@@ -197,6 +223,8 @@ impl PeerMsg {
             | PeerMsg::Located { key, .. }
             | PeerMsg::Adopt { key, .. }
             | PeerMsg::Thaw { key, .. }
+            | PeerMsg::Replica { key, .. }
+            | PeerMsg::ReplicaAck { key, .. }
             | PeerMsg::Lost { key } => key,
         }
     }

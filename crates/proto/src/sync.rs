@@ -189,6 +189,23 @@ pub enum SyncOp {
 
 impl SyncOp {
     /// Whether the requester waits for an answer.
+    /// Whether the op is a release point: what its thread wrote before it must be on the
+    /// replica nodes before it takes effect (and, with replication on, before it returns).
+    pub fn is_release(self) -> bool {
+        matches!(
+            self,
+            SyncOp::Unlock { .. }
+                | SyncOp::CondWait { .. }
+                | SyncOp::Signal
+                | SyncOp::Broadcast
+                | SyncOp::Barrier { .. }
+                | SyncOp::RwUnlock
+                | SyncOp::SemPost { .. }
+        )
+    }
+
+    /// Whether the requester waits for an answer (without replication: see
+    /// [`SyncOp::is_release`]).
     pub fn answered(self) -> bool {
         match self {
             SyncOp::Signal

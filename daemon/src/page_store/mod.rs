@@ -269,6 +269,36 @@ impl AsFd for MemFd {
     }
 }
 
+/// Replicas this node keeps of pages owned elsewhere (`--replicas`), apart from its copies:
+/// no process maps them, and a copy arriving never overwrites one.
+#[derive(Debug, Default)]
+pub struct Replicas {
+    pages: std::collections::HashMap<dsm_proto::peer::PageKey, Box<[u8; PAGE_SIZE]>>,
+}
+
+impl Replicas {
+    /// Where the replica of `key` goes (a new page of zeros the first time).
+    pub fn slot(&mut self, key: dsm_proto::peer::PageKey) -> Page {
+        let page = self
+            .pages
+            .entry(key)
+            .or_insert_with(|| Box::new([0; PAGE_SIZE]));
+        Page {
+            ptr: page.as_mut_ptr(),
+        }
+    }
+
+    /// The replica of `key`, if this node keeps one.
+    pub fn get(&self, key: dsm_proto::peer::PageKey) -> Option<&[u8; PAGE_SIZE]> {
+        self.pages.get(&key).map(|b| &**b)
+    }
+
+    /// Forgets the replicas of a removed segment.
+    pub fn remove_segment(&mut self, segment: dsm_proto::SegmentId) {
+        self.pages.retain(|k, _| k.segment != segment);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,3 +170,88 @@ impl Server {
         }
     }
 }
+
+/// A lock request that waits for a release to complete.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AfterRelease {
+    token: Token,
+    session: SessionId,
+    tid: u32,
+    key: SyncKey,
+    op: SyncOp,
+}
+
+impl Server {
+    /// Starts a release (pages written here go to the replica nodes), then `op` — its channel
+    /// reads nothing more meanwhile, so its requests keep their order.
+    pub(super) fn release_then(
+        &mut self,
+        token: Token,
+        session: SessionId,
+        tid: u32,
+        key: SyncKey,
+        op: SyncOp,
+    ) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            conn.busy = true;
+        }
+        self.start_release(Some(AfterRelease {
+            token,
+            session,
+            tid,
+            key,
+            op,
+        }));
+    }
+
+    /// A release point with nothing waiting on it (a process exited, or the background flush),
+    /// or with a lock request to carry out once it is done.
+    pub(super) fn start_release(&mut self, then: Option<AfterRelease>) {
+        let id = self.next_release;
+        self.next_release += 1;
+        self.releasing.insert(id, then);
+        self.last_release = std::time::Instant::now();
+        self.core.handle(dsm_core::Input::Release { id });
+        self.drain_core();
+    }
+
+    /// The background flush: pages written since the last release are replicated at least
+    /// every `--replica-interval-ms`.
+    pub(super) fn flush_replicas(&mut self) {
+        let every = Duration::from_millis(self.config.replica_interval_ms);
+        if self.config.replicas > 0
+            && !every.is_zero()
+            && self.last_release.elapsed() >= every
+            && self.core.has_unreleased()
+        {
+            self.start_release(None);
+        }
+    }
+
+    /// Release `id` is done: the lock request that waited for it goes ahead (even if its
+    /// process has gone meanwhile: a post or unlock it sent still happens).
+    pub(super) fn released(&mut self, id: u64) {
+        let Some(Some(after)) = self.releasing.remove(&id) else {
+            return;
+        };
+        let AfterRelease {
+            token,
+            session,
+            tid,
+            key,
+            op,
+        } = after;
+        if let Some(conn) = self.conns.get_mut(&token) {
+            conn.busy = false;
+        }
+        if let Err(e) = self.sync_request(token, session, tid, key, op) {
+            warn!("session {}: {e}", session.0);
+        }
+        if !op.answered() {
+            // The process waits for its release all the same (see `HelloReply::Welcome`).
+            self.answer_waiting(token, &Reply::Synced(dsm_proto::sync::SyncResult::Ok));
+        } else if self.conns.get(&token).is_some_and(|c| !c.busy) {
+            self.serve_frames(token);
+        }
+    }
+}

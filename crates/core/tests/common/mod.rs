@@ -41,6 +41,9 @@ pub enum Step {
     Deliver { from: usize, to: usize },
     /// Node `node` finishes revoking its process's access to `page`.
     Revoked { node: usize, page: usize },
+    /// Node `node`'s process reaches a release point (an unlock): what it wrote so far must
+    /// survive any one death once the release completes (`--replicas`).
+    Release { node: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +53,8 @@ pub struct World {
     pub chans: Vec<VecDeque<(PeerMsg, u32)>>,
     /// Version of each page in each node's copy.
     pub copy: Vec<Vec<u32>>,
+    /// Version of each page in each node's replica store.
+    pub rep: Vec<Vec<u32>>,
     /// Latest version written of each page.
     pub latest: Vec<u32>,
     /// What each node's process may do to each page.
@@ -78,6 +83,26 @@ pub struct World {
     /// Deaths so far, and the count just after each node's last one.
     pub deaths: u64,
     pub died_at: Vec<u64>,
+    /// Replica nodes per page (`--replicas`), and releases each process may still make.
+    pub replicas: u8,
+    pub release_budget: Vec<u8>,
+    /// The latest version each node's process wrote of each page (this incarnation).
+    pub wrote: Vec<Vec<u32>>,
+    /// Releases under way: (id, what the process had written of each page when it asked).
+    pub releasing: Vec<(u64, Vec<u32>)>,
+    pub next_release: u64,
+    /// The latest version of each page written before a release that completed: it must
+    /// survive.
+    pub released: Vec<u32>,
+    /// Who wrote each page's latest version: (node, its incarnation then).
+    pub writer: Vec<Option<(usize, u64)>>,
+    /// Crashes so far.
+    pub crash_count: u8,
+    /// Versions made of each page so far (each write makes a new one, never reused).
+    pub made: Vec<u32>,
+    /// Each page's history: the versions the latest descends from, oldest first (a page
+    /// taken back to an older version after a death forgets the ones after it).
+    pub history: Vec<Vec<u32>>,
 }
 
 pub const SEGMENT_CREATOR: NodeId = NodeId(1);
@@ -117,11 +142,13 @@ impl World {
                         fault_timeout_ms: u64::MAX,
                         readahead,
                         incarnation: 1,
+                        replicas: 0,
                     })
                 })
                 .collect(),
             chans: vec![VecDeque::new(); nodes * nodes],
             copy: vec![vec![0; pages]; nodes],
+            rep: vec![vec![0; pages]; nodes],
             latest: vec![0; pages],
             local: vec![vec![Access::None; pages]; nodes],
             revoking: vec![vec![None; pages]; nodes],
@@ -139,7 +166,27 @@ impl World {
             incarnation: vec![1; nodes],
             deaths: 0,
             died_at: vec![0; nodes],
+            replicas: 0,
+            release_budget: vec![0; nodes],
+            wrote: vec![vec![0; pages]; nodes],
+            releasing: Vec::new(),
+            next_release: 1,
+            released: vec![0; pages],
+            writer: vec![None; pages],
+            crash_count: 0,
+            made: vec![0; pages],
+            history: vec![vec![0]; pages],
         }
+    }
+
+    /// The same world with `--replicas k`, each process making up to `releases` releases.
+    pub fn with_replicas(mut self, k: u8, releases: u8) -> World {
+        self.replicas = k;
+        self.release_budget = vec![releases; self.n()];
+        for i in 0..self.n() {
+            self.nodes[i] = Node::new(self.node_config(i));
+        }
+        self
     }
 
     /// The same world, where up to `crashes` daemons may die and `restarts` come back.
@@ -157,6 +204,7 @@ impl World {
             fault_timeout_ms: u64::MAX,
             readahead: self.readahead,
             incarnation: self.incarnation[index],
+            replicas: self.replicas,
         }
     }
 
@@ -190,6 +238,9 @@ impl World {
                     steps.push(Step::Agree { node, dead });
                 }
             }
+            if self.outstanding[node].is_none() && self.release_budget[node] > 0 {
+                steps.push(Step::Release { node });
+            }
             if self.outstanding[node].is_none() && self.budget[node] > 0 {
                 for page in 0..self.pages {
                     for write in [false, true] {
@@ -219,16 +270,20 @@ impl World {
     fn crash(&mut self, node: usize) {
         let n = self.n();
         self.crashes -= 1;
+        self.crash_count += 1;
         self.crashed = true;
         self.deaths += 1;
         self.died_at[node] = self.deaths;
         self.alive[node] = false;
         self.outstanding[node] = None;
         self.budget[node] = 0;
+        self.release_budget[node] = 0;
         for page in 0..self.pages {
             self.local[node][page] = Access::None;
             self.revoking[node][page] = None;
             self.copy[node][page] = 0;
+            self.rep[node][page] = 0;
+            self.wrote[node][page] = 0;
         }
         for from in 0..n {
             self.chans[from * n + node].clear();
@@ -272,6 +327,16 @@ impl World {
                     // As the daemon: the page's bytes are stored only if the grant is taken.
                     if self.nodes[to].expects_grant(key, write, epoch) {
                         self.copy[to][key.page as usize] = version;
+                    }
+                }
+                if let PeerMsg::Replica {
+                    key,
+                    epoch,
+                    version: v,
+                } = msg
+                {
+                    if self.nodes[to].expects_replica(key, epoch, v) {
+                        self.rep[to][key.page as usize] = version;
                     }
                 }
                 let from_id = self.nodes[from].id();
@@ -336,8 +401,60 @@ impl World {
                 self.local[node][page] = self.local[node][page].min(keep);
                 self.input(node, Input::Revoked { key: key(page) })?;
             }
+            Step::Release { node } => {
+                self.release_budget[node] -= 1;
+                let id = self.next_release;
+                self.next_release += 1;
+                self.releasing.push((id, self.wrote[node].clone()));
+                self.input(node, Input::Release { id })?;
+            }
         }
+        self.take_reverts();
         self.check()
+    }
+
+    /// Whether node `node`'s copy of `page`, older than the latest version, is what the
+    /// cluster may have gone back to: a node died, the latest version's writer is dead (its
+    /// writes after its last release may be lost), nobody alive holds the latest, and no
+    /// released write is older than the copy.
+    fn may_revert(&self, node: usize, page: usize) -> bool {
+        let writer_dead =
+            self.writer[page].is_some_and(|(w, inc)| !self.alive[w] || self.incarnation[w] != inc);
+        let latest_held = (0..self.n()).any(|i| {
+            self.alive[i]
+                && self.nodes[i].page(key(page)).access > Access::None
+                && self.copy[i][page] == self.latest[page]
+        });
+        let copy = self.copy[node][page];
+        self.crashed
+            && writer_dead
+            && !latest_held
+            && copy >= self.released[page]
+            && self.history[page].contains(&copy)
+    }
+
+    /// Page `page` is back at version `to` (see `may_revert`).
+    fn revert(&mut self, page: usize, to: u32) {
+        self.latest[page] = to;
+        self.writer[page] = None;
+        let h = &mut self.history[page];
+        let keep = h.iter().position(|&v| v == to).map_or(h.len(), |p| p + 1);
+        h.truncate(keep);
+    }
+
+    /// Takes a page back to an older version where a node holds one it may (see
+    /// `may_revert`): from then on that is the latest.
+    fn take_reverts(&mut self) {
+        for page in 0..self.pages {
+            for node in 0..self.n() {
+                let held =
+                    self.alive[node] && self.nodes[node].page(key(page)).access > Access::None;
+                if held && self.copy[node][page] != self.latest[page] && self.may_revert(node, page)
+                {
+                    self.revert(page, self.copy[node][page]);
+                }
+            }
+        }
     }
 
     fn perform(&mut self, node: usize, op: Op) -> Result<(), String> {
@@ -348,8 +465,14 @@ impl World {
                     "node {node} wrote page {page} without write access"
                 ));
             }
-            self.latest[page] += 1;
+            self.made[page] += 1;
+            self.latest[page] = self.made[page];
+            self.history[page].push(self.latest[page]);
             self.copy[node][page] = self.latest[page];
+            self.wrote[node][page] = self.latest[page];
+            self.writer[page] = Some((node, self.incarnation[node]));
+        } else if self.copy[node][page] != self.latest[page] && self.may_revert(node, page) {
+            self.revert(page, self.copy[node][page]);
         } else if self.copy[node][page] != self.latest[page] {
             return Err(format!(
                 "node {node} read version {} of page {page}, latest is {}",
@@ -387,6 +510,15 @@ impl World {
                     if !(self.crashed && error == dsm_core::FaultError::Lost) {
                         return Err(format!("node {node}: fault {id:?} failed: {error:?}"));
                     }
+                    if let Some(op) = self.outstanding[node] {
+                        if self.replicas >= self.crash_count && self.released[op.page] > 0 {
+                            return Err(format!(
+                                "node {node}: page {} lost with {} replicas after {} deaths, \
+                                 though version {} of it was released",
+                                op.page, self.replicas, self.crash_count, self.released[op.page]
+                            ));
+                        }
+                    }
                     // The page's only copy died with its node: the fault fails (SIGBUS).
                     self.outstanding[node] = None;
                 }
@@ -409,6 +541,25 @@ impl World {
                         return Err(format!("node {node}: two revocations of page {page}"));
                     }
                     self.revoking[node][page] = Some(to);
+                }
+                Output::KeepReplica { key } => {
+                    let page = key.page as usize;
+                    self.rep[node][page] = self.copy[node][page];
+                }
+                Output::RestoreReplica { key } => {
+                    let page = key.page as usize;
+                    self.copy[node][page] = self.rep[node][page];
+                }
+                Output::Released { id } => {
+                    let at = self
+                        .releasing
+                        .iter()
+                        .position(|(r, _)| *r == id)
+                        .ok_or_else(|| format!("node {node}: released {id}, never asked"))?;
+                    let (_, wrote) = self.releasing.remove(at);
+                    for (page, &v) in wrote.iter().enumerate() {
+                        self.released[page] = self.released[page].max(v);
+                    }
                 }
                 Output::Violation { from, what } => {
                     return Err(format!(

@@ -38,6 +38,7 @@ pub fn node(u: &mut Unstructured<'_>, trace: bool) -> arbitrary::Result<()> {
         fault_timeout_ms: 100,
         readahead: u.int_in_range(0..=8)?,
         incarnation: 1,
+        replicas: 1,
     });
     let mut now = 0u64;
     for step in 0..u.int_in_range(1..=200)? {

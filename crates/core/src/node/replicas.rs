@@ -1,0 +1,280 @@
+//! Replicas at release points (`--replicas K`): a page written on this node since its last
+//! release is copied to K other live nodes before a release completes, so that the death of
+//! its owner loses no released write (see docs/protocol.md, "Replicas").
+//!
+//! - **Dirty pages**: an owned page becomes dirty when a local process is granted write access
+//!   to it ([`Node::grant`]). It stays writable until the next release; then local writers are
+//!   revoked to read (their next write faults, cheaply, and dirties it again), and the bytes as
+//!   they are then go to the replica nodes as `Replica{epoch, version}` — the version counts
+//!   the owner's replications of the page in its ownership epoch.
+//! - **A release** (`Input::Release`) completes (`Output::Released`) once every page dirty or
+//!   being replicated when it was asked for is acknowledged by its replica nodes (or they died,
+//!   or ownership of the page moved away).
+//! - **Replica nodes**: the next K live members after this one, by node id round the ring:
+//!   never this node, so one host's death never takes both copies.
+//! - **Handing ownership on is a release**: the old owner keeps the bytes it handed over as a
+//!   replica of the new epoch (version 0): the new owner's page survives the new owner's death
+//!   until it replicates on its own.
+//! - **A replica holder** keeps the bytes in its copy of the page, which it does not hold
+//!   (access none), and says so when the page is located (`Located{replica}`); a locator takes
+//!   the newest copy or replica (latest epoch, then a copy before any replica, then the highest
+//!   version), and the holder adopts it.
+
+use std::collections::BTreeSet;
+
+use dsm_proto::peer::{NodeSet, PageKey, PeerMsg};
+use dsm_proto::{Access, NodeId, SegmentId};
+
+use super::{index, node_at, Node, Output};
+use crate::page::{later, AfterRevoke};
+
+/// A replication of one page under way: its version, and the replica nodes that have not
+/// acknowledged it yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Inflight {
+    pub epoch: u16,
+    pub version: u32,
+    pub waiting: NodeSet,
+}
+
+impl Node {
+    /// Whether pages are replicated at all: `--replicas` above 0.
+    fn replicating(&self) -> bool {
+        self.config.replicas > 0
+    }
+
+    /// Whether pages were written here since their last replication (a release would send
+    /// something).
+    pub fn has_unreleased(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Marks an owned page written locally since its last replication.
+    pub(super) fn dirtied(&mut self, key: PageKey) {
+        if self.replicating() {
+            self.dirty.insert(key);
+        }
+    }
+
+    /// The nodes that get this node's replicas now: the next `--replicas` live members after
+    /// it, by node id round the ring.
+    fn replica_targets(&self) -> NodeSet {
+        let k = usize::from(self.config.replicas);
+        (1..64)
+            .map(|d| (self.me_index + d) % 64)
+            .filter(|&i| self.known.contains(i) && !self.down.contains(i))
+            .take(k)
+            .fold(NodeSet::EMPTY, NodeSet::with)
+    }
+
+    /// A release point: every page written here since its last replication goes to the
+    /// replica nodes; `Output::Released { id }` once they have it.
+    pub(super) fn on_release(&mut self, id: u64) {
+        let dirty: Vec<PageKey> = std::mem::take(&mut self.dirty).into_iter().collect();
+        if self.replica_targets().is_empty() {
+            // Nowhere to copy to (alone, or every other node is down).
+            self.outputs.push_back(Output::Released { id });
+            return;
+        }
+        for &key in &dirty {
+            self.start_replica(key);
+        }
+        let waiting: BTreeSet<PageKey> = dirty
+            .into_iter()
+            .chain(self.inflight.keys().copied())
+            .chain(self.queued.iter().copied())
+            .collect();
+        self.releases.insert(id, waiting);
+        self.check_releases();
+    }
+
+    /// Starts replicating `key` now, or once the page is idle.
+    /// (A page stays in `queued` until its replica is sent, its revocation included.)
+    fn start_replica(&mut self, key: PageKey) {
+        if !self.is_owner(key) {
+            self.queued.remove(&key);
+            return; // ownership moved away: that was its release
+        }
+        self.queued.insert(key);
+        if self.busy.get(&key).is_some_and(|b| b.in_transition()) {
+            return;
+        }
+        if self.page(key).local == Access::Write {
+            // Writers stop (their next write faults and dirties the page again), so the bytes
+            // sent are the bytes as of this release.
+            self.revoke(key, Access::Read, AfterRevoke::Replicate);
+            return;
+        }
+        self.queued.remove(&key);
+        self.send_replica(key);
+    }
+
+    /// After `AfterRevoke::Replicate`: local processes hold read access at most.
+    pub(super) fn revoked_for_replica(&mut self, key: PageKey) {
+        let state = self.state_mut(key);
+        state.local = state.local.min(Access::Read);
+        self.queued.remove(&key);
+        if self.is_owner(key) {
+            self.send_replica(key);
+        } else {
+            self.check_releases();
+        }
+    }
+
+    fn send_replica(&mut self, key: PageKey) {
+        let epoch = self.page(key).epoch;
+        let version = match self.versions.get(&key) {
+            Some(&(e, v)) if e == epoch => v.wrapping_add(1),
+            _ => 1,
+        };
+        self.versions.insert(key, (epoch, version));
+        let targets = self.replica_targets();
+        for i in targets.iter() {
+            self.stats.replicas_sent += 1;
+            self.send(
+                node_at(i),
+                PeerMsg::Replica {
+                    key,
+                    epoch,
+                    version,
+                },
+            );
+        }
+        if targets.is_empty() {
+            self.inflight.remove(&key);
+        } else {
+            self.inflight.insert(
+                key,
+                Inflight {
+                    epoch,
+                    version,
+                    waiting: targets,
+                },
+            );
+        }
+        self.check_releases();
+    }
+
+    /// Pages whose replication waited for them to be idle: started now, where they are.
+    pub(super) fn start_queued(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let ready: Vec<PageKey> = self
+            .queued
+            .iter()
+            .copied()
+            .filter(|k| !self.busy.get(k).is_some_and(|b| b.in_transition()))
+            .collect();
+        for key in ready {
+            self.queued.remove(&key);
+            self.start_replica(key);
+        }
+        self.check_releases();
+    }
+
+    /// Releases whose pages are all replicated are done.
+    pub(super) fn check_releases(&mut self) {
+        let (inflight, queued) = (&self.inflight, &self.queued);
+        let mut done = Vec::new();
+        for (&id, keys) in self.releases.iter_mut() {
+            keys.retain(|k| inflight.contains_key(k) || queued.contains(k));
+            if keys.is_empty() {
+                done.push(id);
+            }
+        }
+        for id in done {
+            self.releases.remove(&id);
+            self.outputs.push_back(Output::Released { id });
+        }
+    }
+
+    /// Whether a replica of `key` at (`epoch`, `version`) would be kept now: the driver stores
+    /// its bytes (in the replica store, apart from the page) only then. Kept unless this node
+    /// owns the page or holds a newer replica.
+    pub fn expects_replica(&self, key: PageKey, epoch: u16, version: u32) -> bool {
+        !self.is_owner(key)
+            && self
+                .held
+                .get(&key)
+                .is_none_or(|&(e, v)| later(epoch, e) || (e == epoch && version > v))
+    }
+
+    pub(super) fn on_replica(&mut self, from: NodeId, key: PageKey, epoch: u16, version: u32) {
+        if self.expects_replica(key, epoch, version) {
+            self.held.insert(key, (epoch, version));
+            self.stats.replicas_held = self.held.len() as u64;
+        }
+        // Acknowledged whether kept or not: not kept, this node has something newer (the
+        // page itself, or a newer replica).
+        self.send(
+            from,
+            PeerMsg::ReplicaAck {
+                key,
+                epoch,
+                version,
+            },
+        );
+    }
+
+    pub(super) fn on_replica_ack(&mut self, from: NodeId, key: PageKey, epoch: u16, version: u32) {
+        let Some(i) = index(from) else { return };
+        if let Some(f) = self.inflight.get_mut(&key) {
+            if f.epoch == epoch && f.version == version {
+                f.waiting = f.waiting.without(i);
+                if f.waiting.is_empty() {
+                    self.inflight.remove(&key);
+                }
+                self.check_releases();
+            }
+        }
+    }
+
+    /// Ownership of `key` is about to go to another node: if it was written since its last
+    /// replication, the replica nodes get it first (the grant could die with this node before
+    /// it lands, and a release may count on the page).
+    pub(super) fn handing_over(&mut self, key: PageKey) {
+        if self.dirty.remove(&key) | self.queued.remove(&key) {
+            self.send_replica(key);
+        }
+    }
+
+    /// Ownership of `key` was handed to another node at `epoch`: the bytes handed over stay
+    /// here as a replica of that epoch.
+    pub(super) fn handed_over(&mut self, key: PageKey, epoch: u16) {
+        if !self.replicating() {
+            return;
+        }
+        self.held.insert(key, (epoch, 0));
+        self.outputs.push_back(Output::KeepReplica { key });
+        self.stats.replicas_held = self.held.len() as u64;
+        self.check_releases();
+    }
+
+    /// A replica node died: replications waiting for it wait no more.
+    pub(super) fn replica_node_down(&mut self, i: usize) {
+        for f in self.inflight.values_mut() {
+            f.waiting = f.waiting.without(i);
+        }
+        self.inflight.retain(|_, f| !f.waiting.is_empty());
+        self.check_releases();
+    }
+
+    /// The replica this node holds of `key` and would offer a locator.
+    pub(super) fn offered_replica(&self, key: PageKey) -> Option<(u16, u32)> {
+        (!self.is_owner(key))
+            .then(|| self.held.get(&key).copied())
+            .flatten()
+    }
+
+    /// A removed segment's replication state goes with it.
+    pub(super) fn forget_replicas(&mut self, segment: SegmentId) {
+        self.dirty.retain(|k| k.segment != segment);
+        self.queued.retain(|k| k.segment != segment);
+        self.versions.retain(|k, _| k.segment != segment);
+        self.inflight.retain(|k, _| k.segment != segment);
+        self.held.retain(|k, _| k.segment != segment);
+        self.stats.replicas_held = self.held.len() as u64;
+        self.check_releases();
+    }
+}

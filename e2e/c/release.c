@@ -1,0 +1,36 @@
+/* Writes the pattern check.c checks into every page of a new segment of PAGES pages while
+ * holding a process-shared mutex (in a second segment, NAME.lock), unlocks it — a release
+ * point — says "released", then waits to be killed.  usage: release NAME PAGES */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static void *map(const char *name, size_t size) {
+    int fd = shm_open(name, O_CREAT | O_RDWR, 0600);
+    if (fd < 0) { perror("shm_open"); exit(1); }
+    if (ftruncate(fd, size) < 0) { perror("ftruncate"); exit(1); }
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mem == MAP_FAILED) { perror("mmap"); exit(1); }
+    return mem;
+}
+
+int main(int argc, char **argv) {
+    size_t size = strtoul(argv[2], NULL, 0) * 4096;
+    char lock_name[256];
+    snprintf(lock_name, sizeof lock_name, "%s.lock", argv[1]);
+    pthread_mutex_t *m = map(lock_name, 4096);
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutex_init(m, &a);
+    unsigned *mem = map(argv[1], size);
+    pthread_mutex_lock(m);
+    for (size_t i = 0; i < size / sizeof *mem; i++) mem[i] = (unsigned)(i * 2654435761u);
+    pthread_mutex_unlock(m);
+    printf("released\n");
+    fflush(stdout);
+    for (;;) pause();
+}
