@@ -15,6 +15,7 @@
  *   sync-setup NAME         create a segment with a process-shared mutex (page 0) and a barrier
  *                           of 2 (page 1), each alone on its page
  *   lock NAME ROLE SECS     lock/unlock the mutex in a loop with the other role: acquisitions
+ *   lock-count NAME ROLE SECS  the same, adding one to a counter (page 2) while holding it
  *   lock-solo NAME N        lock+unlock, uncontended: per-pair latency
  *   barrier NAME ROLE N     N rounds of the barrier with the other role; role 0 reports rounds/s
  *   write-file NAME N       N pwrite()s of 1 MiB to a temporary file from the segment's first
@@ -350,15 +351,17 @@ static void sync_setup(const char *name) {
 }
 
 /* Both roles start together (the barrier), then take the mutex as often as they can. */
-static void lock_loop(const char *name, int role, int secs) {
+static void lock_loop(const char *name, int role, int secs, int count) {
     char *m = open_segment(name, 0, 0, NULL);
     pthread_mutex_t *mutex = (pthread_mutex_t *)m;
+    volatile uint64_t *counter = (uint64_t *)(m + 2 * PAGE);
     pthread_barrier_wait((pthread_barrier_t *)(m + PAGE));
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)secs * 1000000000u;
     long n = 0;
     while (now_ns() < end) {
         if (pthread_mutex_lock(mutex)) die("pthread_mutex_lock");
         n++;
+        if (count) (*counter)++;
         pthread_mutex_unlock(mutex);
     }
     double s = (now_ns() - t0) / 1e9;
@@ -404,7 +407,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "ht-build")) ht_build(argv[2], strtoull(argv[3], NULL, 0));
     else if (!strcmp(mode, "ht-lookup")) ht_lookup(argv[2], strtoull(argv[3], NULL, 0), atoi(argv[4]));
     else if (!strcmp(mode, "sync-setup")) sync_setup(argv[2]);
-    else if (!strcmp(mode, "lock")) lock_loop(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (!strcmp(mode, "lock")) lock_loop(argv[2], atoi(argv[3]), atoi(argv[4]), 0);
+    else if (!strcmp(mode, "lock-count")) lock_loop(argv[2], atoi(argv[3]), atoi(argv[4]), 1);
     else if (!strcmp(mode, "lock-solo")) lock_solo(argv[2], atol(argv[3]));
     else if (!strcmp(mode, "barrier")) barrier_loop(argv[2], atoi(argv[3]), atol(argv[4]));
     else if (!strcmp(mode, "floor-fault")) floor_fault(atol(argv[2]));

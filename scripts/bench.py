@@ -110,6 +110,48 @@ def bare(work, *args):
     return json.loads(r.stdout.splitlines()[-1])
 
 
+def replica_figures(work):
+    """Figure 12: what replication at release points costs (--replicas 1, the default, against
+    --replicas 0), on fresh 2-node clusters, alternating, the best of two each: lock hand-off
+    without and with a write to shared memory under the lock, and barrier round trips."""
+    print("== figure 12: replicas at release points against --replicas 0", flush=True)
+
+    def sync_runs(replicas):
+        k = Cluster(2, work, extra=("--replicas", replicas))
+        try:
+            out = {}
+            for mode in ("lock", "lock-count"):
+                name = f"/b-r-{mode}"
+                k.run(1, "sync-setup", name)
+                other = subprocess.Popen([work, mode, name, "1", "2"], env=k.env(2),
+                                         stdout=subprocess.PIPE, text=True)
+                mine = k.run(1, mode, name, "0", "2")[0]
+                theirs = json.loads(other.communicate(timeout=60)[0].splitlines()[-1])
+                out[mode] = (mine["per_s"] + theirs["per_s"]) / 2
+            k.run(1, "sync-setup", "/b-r-bar")
+            other = subprocess.Popen([work, "barrier", "/b-r-bar", "1", "2000"], env=k.env(2),
+                                     stdout=subprocess.DEVNULL)
+            out["barrier"] = k.run(1, "barrier", "/b-r-bar", "0", "2000")[0]["per_s"]
+            other.wait(timeout=60)
+            return out
+        finally:
+            k.stop()
+
+    runs = {"0": [], "1": []}
+    for _ in range(2):
+        for replicas in ("1", "0"):
+            runs[replicas].append(sync_runs(replicas))
+    rows = []
+    for key, label in (("lock", "12a lock hand-off, replicas 1 (round trips)"),
+                       ("lock-count", "12b lock hand-off + counter write, replicas 1"),
+                       ("barrier", "12c barrier, replicas 1 (round trips)")):
+        on = max(r[key] for r in runs["1"])
+        off = max(r[key] for r in runs["0"])
+        rows.append({"figure": label, "per_s": on, "floor_per_s": off,
+                     "floor": "the same with --replicas 0", "ratio": on / off, "target": 0.85})
+    return rows
+
+
 def failure_figures(work):
     rows = []
     # Figure 11: failures, on a 3-node cluster with --fault-timeout-ms 2000 (the floor of each:
@@ -396,6 +438,7 @@ def main():
                  "floor_mb_per_s": plain_scan, "floor": "the same with --insecure",
                  "ratio": keyed_scan / plain_scan, "target": 0.9})
 
+    rows += replica_figures(work)
     rows += failure_figures(work)
 
     redis = redis_figure(int(keys))
