@@ -326,3 +326,88 @@ fn writes_released_before_a_host_dies_survive_on_its_replicas() {
         }
     }
 }
+
+/// The counter: processes on three nodes add to a counter under a robust
+/// process-shared mutex; node 2's daemon (and its process) is SIGKILLed mid-run. The
+/// survivors finish, and the final value is every increment whose unlock returned anywhere:
+/// the survivors' and the dead process's (its log, written after each unlock returned — one
+/// more may have been released before the kill reached the log).
+#[test]
+fn a_counter_under_a_mutex_keeps_every_released_increment_when_a_host_dies() {
+    let mut c = Cluster::start(3, &["--fault-timeout-ms", "2000"]);
+    let name = shm_name("durable");
+    let dir = dsm_e2e::TempDir::new("durable");
+    let log = |n: usize| dir.0.join(format!("{n}.log"));
+    let spawn = |c: &Cluster, n: usize, iters: &str| {
+        let mut cmd = c.command(n, &c_program("durable_counter"));
+        cmd.args([
+            name.as_str(),
+            &(n - 1).to_string(),
+            iters,
+            log(n).to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        Spawned(cmd.spawn().unwrap())
+    };
+    let first = spawn(&c, 1, "4000");
+    let dying = spawn(&c, 2, "1000000");
+    let third = spawn(&c, 3, "4000");
+    let logged = |n: usize| -> u64 {
+        std::fs::read_to_string(log(n))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logged(2) < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "node 2's process made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill(2);
+    drop(dying);
+    let dead_done = logged(2);
+    let mut did = 0;
+    for mut p in [first, third] {
+        use std::io::Read;
+        let status = wait_limited(&mut p, Duration::from_secs(120), "a survivor");
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        p.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        p.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(status.success(), "{stderr}");
+        did += stdout
+            .trim()
+            .strip_prefix("did ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{stdout}"));
+    }
+    let out = dsm_e2e::run({
+        let mut cmd = c.command(3, &c_program("durable_counter"));
+        cmd.args([name.as_str(), "read"]);
+        cmd
+    });
+    out.assert_ok();
+    let value: u64 = out
+        .stdout
+        .trim()
+        .strip_prefix("counter ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let returned = did + dead_done;
+    assert!(
+        value == returned || value == returned + 1,
+        "counter {value}, unlocks returned {returned} (survivors {did}, node 2 {dead_done})"
+    );
+}

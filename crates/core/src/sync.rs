@@ -152,7 +152,7 @@ impl Service {
             }
             SyncMsg::Done { ticket, result } => self.finish(ticket, result, now_ms),
             SyncMsg::ProcessGone { session } => {
-                self.drop_owners(|o| o.node == from && o.session == session, now_ms)
+                self.drop_owners(|o| o.node == from && o.session == session, false, now_ms)
             }
         }
         Ok(())
@@ -172,13 +172,13 @@ impl Service {
             }
         }
         let me = self.me;
-        self.drop_owners(|o| o.node == me && o.session == session, now_ms);
+        self.drop_owners(|o| o.node == me && o.session == session, false, now_ms);
     }
 
     /// Node `node` is gone (its daemon died or restarted): its processes' holds and waits are
     /// dropped here, and local requests that depended on it fail.
     pub fn node_gone(&mut self, node: NodeId, now_ms: u64) {
-        self.drop_owners(|o| o.node == node, now_ms);
+        self.drop_owners(|o| o.node == node, true, now_ms);
         self.home_unreachable(node, now_ms);
     }
 
@@ -468,12 +468,14 @@ impl Service {
     }
 
     /// Drops the holds and waits of every owner `gone` says is gone, at the objects homed here.
-    fn drop_owners(&mut self, gone: impl Fn(&Owner) -> bool, now_ms: u64) {
+    /// Owners `gone` hold and wait for nothing any more; `host_died`: they died with their
+    /// host, not as a process (see [`Object::drop_owners`]).
+    fn drop_owners(&mut self, gone: impl Fn(&Owner) -> bool, host_died: bool, now_ms: u64) {
         let keys: Vec<SyncKey> = self.objects.keys().copied().collect();
         for key in keys {
             let mut fx = Effects::default();
             if let Some(obj) = self.objects.get_mut(&key) {
-                obj.drop_owners(&gone, &mut fx);
+                obj.drop_owners(&gone, host_died, &mut fx);
             }
             self.run(fx, now_ms);
             self.collect(key);
@@ -587,7 +589,9 @@ impl Object {
     /// Nothing held, nobody waiting, nothing to remember: the object need not be kept.
     fn idle(&self) -> bool {
         match self {
-            Object::Mutex(m) => m.holder.is_none() && m.queue.is_empty() && !m.inconsistent,
+            Object::Mutex(m) => {
+                m.holder.is_none() && m.queue.is_empty() && !m.inconsistent && !m.unrecoverable
+            }
             Object::Cond(c) => c.waiters.is_empty(),
             Object::Barrier(b) => b.arrived.is_empty(),
             Object::Rw(rw) => rw.writer.is_none() && rw.readers.is_empty() && rw.queue.is_empty(),
@@ -650,7 +654,10 @@ impl Object {
         }
     }
 
-    fn drop_owners(&mut self, gone: &dyn Fn(&Owner) -> bool, fx: &mut Effects) {
+    /// A non-robust mutex whose holder *process* died stays locked, as on one host; one whose
+    /// holder's *host* died (`host_died`) is not recoverable: its waiters and later lockers
+    /// get `ENOTRECOVERABLE` instead of waiting for ever.
+    fn drop_owners(&mut self, gone: &dyn Fn(&Owner) -> bool, host_died: bool, fx: &mut Effects) {
         match self {
             Object::Mutex(m) => {
                 extract(&mut m.queue, |q| gone(&q.waiter.owner));
@@ -659,8 +666,13 @@ impl Object {
                     m.holder = None;
                     m.inconsistent = true;
                     m.grant_next(fx);
+                } else if m.holder.is_some_and(|h| gone(&h.owner)) && host_died {
+                    m.holder = None;
+                    m.unrecoverable = true;
+                    for q in m.queue.drain(..) {
+                        fx.answer(q.waiter, SyncResult::NotRecoverable);
+                    }
                 }
-                // A non-robust mutex stays locked, as it would on one host.
             }
             Object::Cond(c) => {
                 extract(&mut c.waiters, |w| gone(&w.waiter.owner));

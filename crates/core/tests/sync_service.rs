@@ -767,6 +767,40 @@ fn a_non_robust_mutex_stays_locked_when_its_holder_dies() {
     assert_eq!(answers(&mut s), [(1, SyncResult::Ok)]);
 }
 
+/// A non-robust mutex held by a process whose *host* died (not only the process) is not
+/// recoverable: its waiters, and later lockers, get `ENOTRECOVERABLE` — never a hang.
+#[test]
+fn a_non_robust_mutex_held_on_a_dead_host_is_not_recoverable() {
+    let mut s = Service::new(NodeId(1), vec![NodeId(1), NodeId(2)]);
+    let m = object(0, 0);
+    let k = MutexKind::default();
+    let remote = dsm_proto::sync::Waiter {
+        owner: owner(2, 7),
+        ticket: 1,
+    };
+    s.on_peer(
+        NodeId(2),
+        SyncMsg::Op {
+            key: m,
+            op: lock_op(k, Wait::Block),
+            waiter: remote,
+        },
+        0,
+    )
+    .unwrap();
+    s.request(2, owner(1, 2), m, lock_op(k, Wait::Block), 0);
+    assert!(answers(&mut s).is_empty(), "node 2's process holds it");
+    s.node_gone(NodeId(2), 1);
+    s.request(3, owner(1, 3), m, lock_op(k, Wait::Try), 2);
+    assert_eq!(
+        answers(&mut s),
+        [
+            (2, SyncResult::NotRecoverable),
+            (3, SyncResult::NotRecoverable)
+        ]
+    );
+}
+
 #[test]
 fn a_waiter_that_went_away_gives_the_lock_back() {
     let mut s = single();
