@@ -924,6 +924,24 @@ impl Server {
                     Reply::Failed(ShmError::InvalidArgument)
                 }
             }
+            Request::Release { wait } => {
+                // `msync` of DSM memory: a release point.
+                if self.config.replicas == 0 {
+                    if !wait {
+                        return Ok(());
+                    }
+                    Reply::Done
+                } else if wait {
+                    if let Some(conn) = self.conns.get_mut(&token) {
+                        conn.busy = true;
+                    }
+                    self.start_release(Some(AfterRelease::Answer(token)));
+                    return Ok(());
+                } else {
+                    self.start_release(None);
+                    return Ok(());
+                }
+            }
             Request::Sync { key, op } => {
                 if op.is_release() && self.config.replicas > 0 {
                     // A release point: what this node wrote goes to its replicas first.

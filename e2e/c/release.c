@@ -1,10 +1,12 @@
 /* Writes the pattern check.c checks into every page of a new segment of PAGES pages while
  * holding a process-shared mutex (in a second segment, NAME.lock), unlocks it — a release
- * point — says "released", then waits to be killed.  usage: release NAME PAGES */
+ * point — says "released", then waits to be killed. With "msync", no mutex: msync(MS_SYNC)
+ * is the release point.  usage: release NAME PAGES [msync] */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -27,9 +29,14 @@ int main(int argc, char **argv) {
     pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     pthread_mutex_init(m, &a);
     unsigned *mem = map(argv[1], size);
-    pthread_mutex_lock(m);
+    int by_msync = argc > 3 && !strcmp(argv[3], "msync");
+    if (!by_msync) pthread_mutex_lock(m);
     for (size_t i = 0; i < size / sizeof *mem; i++) mem[i] = (unsigned)(i * 2654435761u);
-    pthread_mutex_unlock(m);
+    if (by_msync) {
+        if (msync(mem, size, MS_SYNC)) { perror("msync"); return 1; }
+    } else {
+        pthread_mutex_unlock(m);
+    }
     printf("released\n");
     fflush(stdout);
     for (;;) pause();

@@ -287,15 +287,27 @@ fn connections_reset_under_load_lose_nothing() {
 }
 
 /// Replicas at release points (`--replicas 1`, the default): node 2 writes 512 pages under a
-/// process-shared mutex and unlocks it; its daemon is SIGKILLed; nodes 1 and 3 read every
-/// byte (taken over from the replicas, not SIGBUS). With `--replicas 0` the same pages are lost.
+/// process-shared mutex and unlocks it (or calls `msync(MS_SYNC)`); its daemon is SIGKILLed;
+/// nodes 1 and 3 read every byte (taken over from the replicas, not SIGBUS). With
+/// `--replicas 0` the same pages are lost. (The background flush is off: the release point
+/// alone replicates.)
 #[test]
 fn writes_released_before_a_host_dies_survive_on_its_replicas() {
-    for replicas in ["1", "0"] {
-        let mut c = Cluster::start(3, &["--fault-timeout-ms", "2000", "--replicas", replicas]);
+    for (replicas, how) in [("1", "mutex"), ("1", "msync"), ("0", "mutex")] {
+        let mut c = Cluster::start(
+            3,
+            &[
+                "--fault-timeout-ms",
+                "2000",
+                "--replicas",
+                replicas,
+                "--replica-interval-ms",
+                "0",
+            ],
+        );
         let name = shm_name("released");
         let mut cmd = c.command(2, &c_program("release"));
-        cmd.args([name.as_str(), "512"])
+        cmd.args([name.as_str(), "512", how])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let mut writer = Spawned(cmd.spawn().unwrap());

@@ -145,6 +145,20 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
     }
 }
 
+/// Interposed `msync`: on DSM memory a release point (see `ops::msync`).
+///
+/// # Safety
+/// As libc's `msync`.
+#[no_mangle]
+pub unsafe extern "C" fn msync(addr: *mut c_void, len: usize, flags: c_int) -> c_int {
+    match ops::msync(addr as usize, len, flags) {
+        Some(Ok(())) => 0,
+        Some(Err(e)) => fail(e, -1),
+        // SAFETY: the caller's own msync, passed through unchanged.
+        None => unsafe { libc::syscall(libc::SYS_msync, addr, len, flags) as c_int },
+    }
+}
+
 /// Interposed `mprotect`.
 ///
 /// # Safety

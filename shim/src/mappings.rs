@@ -117,6 +117,21 @@ pub fn is_empty() -> bool {
     USED.load(Ordering::Relaxed) == 0
 }
 
+/// Whether any DSM mapping may hold an address of `[lo, hi)`: the part of it between the
+/// lowest and highest mapped addresses, looked up a page at a time. Lock-free.
+pub fn any_in(lo: usize, hi: usize) -> bool {
+    let lo = lo.max(LOWEST.load(Ordering::Relaxed));
+    let hi = hi.min(HIGHEST.load(Ordering::Relaxed));
+    let mut a = lo & !(dsm_proto::PAGE_SIZE - 1);
+    while a < hi {
+        if lookup(a).is_some() {
+            return true;
+        }
+        a += dsm_proto::PAGE_SIZE;
+    }
+    false
+}
+
 /// The mapping holding `addr`. Async-signal-safe and lock-free.
 pub fn lookup(addr: usize) -> Option<Mapping> {
     if is_empty()

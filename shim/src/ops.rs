@@ -757,6 +757,34 @@ pub fn mprotect(addr: usize, len: usize, prot: i32) -> Option<Result<(), Errno>>
     Some(result.map(|_| ()))
 }
 
+/// `msync` of a range: `None` if it holds no DSM memory (the caller's own `msync` then). DSM
+/// memory needs no writing back, but `msync` is a release point: with replication on, what
+/// this node wrote goes to its replica nodes — waited for with `MS_SYNC`, started with
+/// `MS_ASYNC`.
+pub fn msync(addr: usize, len: usize, flags: i32) -> Option<Result<(), Errno>> {
+    if mappings::is_empty() || !mappings::any_in(addr, addr.checked_add(len.max(1))?) {
+        return None;
+    }
+    if !crate::wire::replicating() || session::ensure().is_err() {
+        return Some(Ok(()));
+    }
+    let wait = flags & libc::MS_SYNC != 0;
+    let request = Request::Release { wait };
+    let result = if wait {
+        match channels::call_unbounded(&request, None) {
+            Ok(Reply::Done) => Ok(()),
+            Ok(other) => {
+                say!("msync: unexpected reply from dsmd: {other:?}");
+                Err(libc::EIO)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        channels::post(&request)
+    };
+    Some(result)
+}
+
 /// Before `fork`: no table may be inherited half-written.
 pub fn prepare_fork() {
     crate::sigmask::prepare_fork();

@@ -111,6 +111,13 @@ pub enum Request<'a> {
         /// The segment.
         segment: SegmentId,
     },
+    /// `msync` of DSM memory: a release point (`--replicas`): what this node wrote goes to its
+    /// replica nodes. With `wait` (`MS_SYNC`) answered `Done` once it is there; without
+    /// (`MS_ASYNC`) not answered.
+    Release {
+        /// Wait for the replicas.
+        wait: bool,
+    },
     /// `fchmod`/`fchown` on a segment's descriptor (`None`: unchanged); answered `Done`.
     Chmod {
         /// The segment.

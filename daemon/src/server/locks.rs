@@ -171,14 +171,19 @@ impl Server {
     }
 }
 
-/// A lock request that waits for a release to complete.
+/// What waits for a release to complete.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct AfterRelease {
-    token: Token,
-    session: SessionId,
-    tid: u32,
-    key: SyncKey,
-    op: SyncOp,
+pub(super) enum AfterRelease {
+    /// A lock request, carried out then.
+    Sync {
+        token: Token,
+        session: SessionId,
+        tid: u32,
+        key: SyncKey,
+        op: SyncOp,
+    },
+    /// An `msync(MS_SYNC)`, answered then.
+    Answer(Token),
 }
 
 impl Server {
@@ -195,7 +200,7 @@ impl Server {
         if let Some(conn) = self.conns.get_mut(&token) {
             conn.busy = true;
         }
-        self.start_release(Some(AfterRelease {
+        self.start_release(Some(AfterRelease::Sync {
             token,
             session,
             tid,
@@ -234,13 +239,19 @@ impl Server {
         let Some(Some(after)) = self.releasing.remove(&id) else {
             return;
         };
-        let AfterRelease {
-            token,
-            session,
-            tid,
-            key,
-            op,
-        } = after;
+        let (token, session, tid, key, op) = match after {
+            AfterRelease::Answer(token) => {
+                self.answer_waiting(token, &Reply::Done);
+                return;
+            }
+            AfterRelease::Sync {
+                token,
+                session,
+                tid,
+                key,
+                op,
+            } => (token, session, tid, key, op),
+        };
         if let Some(conn) = self.conns.get_mut(&token) {
             conn.busy = false;
         }
