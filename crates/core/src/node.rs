@@ -1972,6 +1972,11 @@ impl Node {
                 return;
             }
         }
+        if !adopted {
+            // One copy of the page is left, here: the next release (or the background flush)
+            // replicates it again.
+            self.dirtied(key);
+        }
         let state = self.state_mut(key);
         // Adopted already (a second locator chose alike): its copyset grows.
         let kept = if state.probable_owner == me {
