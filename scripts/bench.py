@@ -159,9 +159,9 @@ def failure_figures(work):
     print("== figure 11: a node dies", flush=True)
     timeout_ms = 2000
 
-    def three():
+    def three(*extra):
         # A 3-node cluster: its leader, another node, and a third that holds 64 pages.
-        f = Cluster(3, work, extra=("--fault-timeout-ms", str(timeout_ms)))
+        f = Cluster(3, work, extra=("--fault-timeout-ms", str(timeout_ms), *extra))
         leader = f.members(1)["leader"]
         other = next(i for i in (1, 2, 3) if i != leader)
         third = next(i for i in (1, 2, 3) if i not in (leader, other))
@@ -185,9 +185,9 @@ def failure_figures(work):
         detect_ms = (time.time() - t0) * 1000
     finally:
         f.stop()
-    # 11c: the longest a fault waits when a node dies: a page only the dead node held, asked
-    # for the moment it died (fails with SIGBUS once the death is agreed).
-    f, leader, other, third = three()
+    # 11c: the longest a fault waits when a node dies: a page only the dead node held (no
+    # replicas), asked for the moment it died (fails with SIGBUS once the death is agreed).
+    f, leader, other, third = three("--replicas", "0")
     try:
         f.kill(third)
         t1 = time.time()
@@ -210,7 +210,28 @@ def failure_figures(work):
         took_over = r.returncode == 0
     finally:
         f.stop()
+    # 12d: recovery of 64 MiB a dead node owned and released (it exited: a release point),
+    # taken over from its replicas: from the SIGKILL until another node has read it all.
+    f, leader, other, third = three()
+    try:
+        f.run(third, "fill", "/b-f-big", str(64 << 20))
+        target = third % 3 + 1  # the replica node: the next one by id
+        deadline = time.time() + 60
+        while f.stats(target)["replicas_held"] < 16384 and time.time() < deadline:
+            time.sleep(0.05)
+        f.kill(third)
+        t3 = time.time()
+        reader = next(i for i in (1, 2, 3) if i not in (third, target))
+        r = subprocess.run([work, "scan", "/b-f-big"], env=f.env(reader), capture_output=True,
+                           text=True, timeout=120)
+        recover_ms = (time.time() - t3) * 1000
+        recovered = r.returncode == 0
+    finally:
+        f.stop()
     death_ms = max(timeout_ms // 2, 1000)
+    rows.append({"figure": "12d 64 MiB a dead node released, read from its replicas" + ("" if recovered else " (failed!)"),
+                 "ms": recover_ms, "floor_ms": death_ms, "floor": "death timeout (half of --fault-timeout-ms)",
+                 "ratio": recover_ms / death_ms, "target": 2000 / death_ms})
     rows.append({"figure": "11d dead owner's 64 pages read via takeover, from the kill" + ("" if took_over else " (failed!)"),
                  "ms": takeover_ms, "floor_ms": death_ms, "floor": "death timeout (half of --fault-timeout-ms)",
                  "ratio": takeover_ms / death_ms, "target": None})

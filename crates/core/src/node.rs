@@ -375,8 +375,12 @@ pub struct Node {
     inflight: BTreeMap<PageKey, replicas::Inflight>,
     /// Replicas this node keeps of pages it does not hold: (epoch, version).
     held: BTreeMap<PageKey, (u16, u32)>,
-    /// Releases waiting, with the pages each still waits for.
-    releases: BTreeMap<u64, BTreeSet<PageKey>>,
+    /// Dirty pages waiting for a replication slot (see `replicas`), in page order.
+    backlog: BTreeSet<PageKey>,
+    /// Releases waiting, with how many pages each still waits for.
+    releases: BTreeMap<u64, usize>,
+    /// The releases waiting for each page.
+    waiting_on: BTreeMap<PageKey, Vec<u64>>,
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -404,7 +408,9 @@ impl PartialEq for Node {
             && self.versions == other.versions
             && self.inflight == other.inflight
             && self.held == other.held
+            && self.backlog == other.backlog
             && self.releases == other.releases
+            && self.waiting_on == other.waiting_on
     }
 }
 
@@ -431,7 +437,9 @@ impl Hash for Node {
         self.versions.hash(state);
         self.inflight.hash(state);
         self.held.hash(state);
+        self.backlog.hash(state);
         self.releases.hash(state);
+        self.waiting_on.hash(state);
     }
 }
 
@@ -478,7 +486,9 @@ impl Node {
             versions: BTreeMap::new(),
             inflight: BTreeMap::new(),
             held: BTreeMap::new(),
+            backlog: BTreeSet::new(),
             releases: BTreeMap::new(),
+            waiting_on: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -561,7 +571,7 @@ impl Node {
             _ => None,
         };
         self.handle_input(input);
-        self.start_queued();
+        self.start_queued(key);
         match key {
             Some(key) => self.report_changes(key),
             None => self.report_all_changes(),

@@ -22,6 +22,11 @@
 
 use std::collections::BTreeSet;
 
+/// Pages whose replication may be under way at once (sent, not yet acknowledged); the rest
+/// wait their turn (`backlog`), so that a release of many pages neither floods the link (Raft's
+/// heartbeats share it) nor holds a queue of that size.
+const MAX_INFLIGHT: usize = 256;
+
 use dsm_proto::peer::{NodeSet, PageKey, PeerMsg};
 use dsm_proto::{Access, NodeId, SegmentId};
 
@@ -77,23 +82,72 @@ impl Node {
             return;
         }
         for &key in &dirty {
+            // (One whose earlier replication is still under way goes again: it was written
+            // since. One waiting to be sent will be sent as it is then.)
+            if !self.queued.contains(&key) {
+                self.backlog.insert(key);
+            }
+        }
+        // Every page whose replication is not done yet, this release's and earlier ones'.
+        let waiting: BTreeSet<PageKey> = self
+            .inflight
+            .keys()
+            .chain(self.queued.iter())
+            .chain(self.backlog.iter())
+            .copied()
+            .collect();
+        for &key in &waiting {
+            self.waiting_on.entry(key).or_default().push(id);
+        }
+        self.releases.insert(id, waiting.len());
+        if waiting.is_empty() {
+            self.releases.remove(&id);
+            self.outputs.push_back(Output::Released { id });
+        }
+        self.pump();
+    }
+
+    /// Whether `key`'s replication is not done: under way, or waiting to start.
+    fn pending(&self, key: PageKey) -> bool {
+        self.inflight.contains_key(&key)
+            || self.queued.contains(&key)
+            || self.backlog.contains(&key)
+    }
+
+    /// `key` left the replication pipeline: the releases waiting for it may be done.
+    fn settled(&mut self, key: PageKey) {
+        if self.pending(key) {
+            return;
+        }
+        for id in self.waiting_on.remove(&key).unwrap_or_default() {
+            if let Some(n) = self.releases.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.releases.remove(&id);
+                    self.outputs.push_back(Output::Released { id });
+                }
+            }
+        }
+    }
+
+    /// Starts waiting replications while fewer than [`MAX_INFLIGHT`] are under way.
+    fn pump(&mut self) {
+        while self.inflight.len() + self.queued.len() < MAX_INFLIGHT {
+            let Some(key) = self.backlog.pop_first() else {
+                return;
+            };
             self.start_replica(key);
         }
-        let waiting: BTreeSet<PageKey> = dirty
-            .into_iter()
-            .chain(self.inflight.keys().copied())
-            .chain(self.queued.iter().copied())
-            .collect();
-        self.releases.insert(id, waiting);
-        self.check_releases();
     }
 
     /// Starts replicating `key` now, or once the page is idle.
     /// (A page stays in `queued` until its replica is sent, its revocation included.)
     fn start_replica(&mut self, key: PageKey) {
         if !self.is_owner(key) {
+            // Ownership moved away (replicated as it went: `handing_over`).
             self.queued.remove(&key);
-            return; // ownership moved away: that was its release
+            self.settled(key);
+            return;
         }
         self.queued.insert(key);
         if self.busy.get(&key).is_some_and(|b| b.in_transition()) {
@@ -117,7 +171,7 @@ impl Node {
         if self.is_owner(key) {
             self.send_replica(key);
         } else {
-            self.check_releases();
+            self.settled(key);
         }
     }
 
@@ -142,6 +196,7 @@ impl Node {
         }
         if targets.is_empty() {
             self.inflight.remove(&key);
+            self.settled(key);
         } else {
             self.inflight.insert(
                 key,
@@ -152,41 +207,33 @@ impl Node {
                 },
             );
         }
-        self.check_releases();
     }
 
-    /// Pages whose replication waited for them to be idle: started now, where they are.
-    pub(super) fn start_queued(&mut self) {
+    /// Pages whose replication waited for them to be idle: started now, where they are — the
+    /// input's page (only an input about a page ends its transition), or all of them after
+    /// any other input.
+    pub(super) fn start_queued(&mut self, about: Option<PageKey>) {
         if self.queued.is_empty() {
             return;
         }
-        let ready: Vec<PageKey> = self
-            .queued
-            .iter()
-            .copied()
-            .filter(|k| !self.busy.get(k).is_some_and(|b| b.in_transition()))
-            .collect();
+        let idle = |n: &Node, k: &PageKey| !n.busy.get(k).is_some_and(|b| b.in_transition());
+        let ready: Vec<PageKey> = match about {
+            Some(key) => (self.queued.contains(&key) && idle(self, &key))
+                .then_some(key)
+                .into_iter()
+                .collect(),
+            None => self
+                .queued
+                .iter()
+                .copied()
+                .filter(|k| idle(self, k))
+                .collect(),
+        };
         for key in ready {
             self.queued.remove(&key);
             self.start_replica(key);
         }
-        self.check_releases();
-    }
-
-    /// Releases whose pages are all replicated are done.
-    pub(super) fn check_releases(&mut self) {
-        let (inflight, queued) = (&self.inflight, &self.queued);
-        let mut done = Vec::new();
-        for (&id, keys) in self.releases.iter_mut() {
-            keys.retain(|k| inflight.contains_key(k) || queued.contains(k));
-            if keys.is_empty() {
-                done.push(id);
-            }
-        }
-        for id in done {
-            self.releases.remove(&id);
-            self.outputs.push_back(Output::Released { id });
-        }
+        self.pump();
     }
 
     /// Whether a replica of `key` at (`epoch`, `version`) would be kept now: the driver stores
@@ -224,8 +271,9 @@ impl Node {
                 f.waiting = f.waiting.without(i);
                 if f.waiting.is_empty() {
                     self.inflight.remove(&key);
+                    self.settled(key);
+                    self.pump();
                 }
-                self.check_releases();
             }
         }
     }
@@ -234,7 +282,8 @@ impl Node {
     /// replication, the replica nodes get it first (the grant could die with this node before
     /// it lands, and a release may count on the page).
     pub(super) fn handing_over(&mut self, key: PageKey) {
-        if self.dirty.remove(&key) | self.queued.remove(&key) {
+        let backlogged = self.backlog.remove(&key);
+        if self.dirty.remove(&key) | self.queued.remove(&key) | backlogged {
             self.send_replica(key);
         }
     }
@@ -248,16 +297,22 @@ impl Node {
         self.held.insert(key, (epoch, 0));
         self.outputs.push_back(Output::KeepReplica { key });
         self.stats.replicas_held = self.held.len() as u64;
-        self.check_releases();
     }
 
     /// A replica node died: replications waiting for it wait no more.
     pub(super) fn replica_node_down(&mut self, i: usize) {
-        for f in self.inflight.values_mut() {
+        let mut done = Vec::new();
+        for (&key, f) in self.inflight.iter_mut() {
             f.waiting = f.waiting.without(i);
+            if f.waiting.is_empty() {
+                done.push(key);
+            }
         }
-        self.inflight.retain(|_, f| !f.waiting.is_empty());
-        self.check_releases();
+        for key in done {
+            self.inflight.remove(&key);
+            self.settled(key);
+        }
+        self.pump();
     }
 
     /// The replica this node holds of `key` and would offer a locator.
@@ -269,12 +324,22 @@ impl Node {
 
     /// A removed segment's replication state goes with it.
     pub(super) fn forget_replicas(&mut self, segment: SegmentId) {
+        let gone: Vec<PageKey> = self
+            .waiting_on
+            .keys()
+            .copied()
+            .filter(|k| k.segment == segment)
+            .collect();
         self.dirty.retain(|k| k.segment != segment);
         self.queued.retain(|k| k.segment != segment);
+        self.backlog.retain(|k| k.segment != segment);
         self.versions.retain(|k, _| k.segment != segment);
         self.inflight.retain(|k, _| k.segment != segment);
         self.held.retain(|k, _| k.segment != segment);
         self.stats.replicas_held = self.held.len() as u64;
-        self.check_releases();
+        for key in gone {
+            self.settled(key);
+        }
+        self.pump();
     }
 }
