@@ -137,11 +137,36 @@ def replica_figures(work):
         finally:
             k.stop()
 
+    jacobi = os.path.join(os.path.dirname(work), "jacobi")
+    sh("cc", "-O2", "-pthread", "-I", os.path.join(ROOT, "shim", "include"), "-o", jacobi,
+       os.path.join(ROOT, "examples", "jacobi.c"))
+
+    def jacobi_run(replicas):
+        # Jacobi on 3 nodes, one process each, 256x256, 50 sweeps: seconds per sweep (role 0's).
+        k = Cluster(3, work, extra=("--replicas", replicas))
+        try:
+            procs = [subprocess.Popen([jacobi, "/b-r-jacobi", str(r), "3", "256", "50"], env=k.env(r + 1),
+                                      stdout=subprocess.PIPE, text=True) for r in range(3)]
+            outs = [p.communicate(timeout=120)[0] for p in procs]
+            if any(p.returncode != 0 for p in procs):
+                sys.exit(f"bench: jacobi failed: {outs}")
+            took = float(outs[0].split("): ")[1].split(" s,")[0])
+            return took / 50
+        finally:
+            k.stop()
+
     runs = {"0": [], "1": []}
     for _ in range(2):
         for replicas in ("1", "0"):
-            runs[replicas].append(sync_runs(replicas))
+            r = sync_runs(replicas)
+            r["jacobi"] = jacobi_run(replicas)
+            runs[replicas].append(r)
     rows = []
+    on = min(r["jacobi"] for r in runs["1"])
+    off = min(r["jacobi"] for r in runs["0"])
+    rows.append({"figure": "12e Jacobi 256x256 on 3 nodes, per sweep, replicas 1", "p50_us": on * 1e6,
+                 "p99_us": on * 1e6, "floor_us": off * 1e6, "floor": "the same with --replicas 0",
+                 "ratio": on / off, "target": 1.15})
     for key, label in (("lock", "12a lock hand-off, replicas 1 (round trips)"),
                        ("lock-count", "12b lock hand-off + counter write, replicas 1"),
                        ("barrier", "12c barrier, replicas 1 (round trips)")):

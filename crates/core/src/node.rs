@@ -377,10 +377,14 @@ pub struct Node {
     held: BTreeMap<PageKey, (u16, u32)>,
     /// Dirty pages waiting for a replication slot (see `replicas`), in page order.
     backlog: BTreeSet<PageKey>,
-    /// Releases waiting, with how many pages each still waits for.
-    releases: BTreeMap<u64, usize>,
-    /// The releases waiting for each page.
-    waiting_on: BTreeMap<PageKey, Vec<u64>>,
+    /// Pages whose replication a release may wait for, each with the number of its oldest
+    /// job not done (see `replicas`), and the same by number.
+    outstanding: BTreeMap<PageKey, u64>,
+    by_seq: BTreeSet<(u64, PageKey)>,
+    /// The next job number.
+    next_job: u64,
+    /// Releases waiting, by the last job number each waits for.
+    releases: BTreeMap<u64, Vec<u64>>,
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -410,7 +414,7 @@ impl PartialEq for Node {
             && self.held == other.held
             && self.backlog == other.backlog
             && self.releases == other.releases
-            && self.waiting_on == other.waiting_on
+            && self.outstanding == other.outstanding
     }
 }
 
@@ -439,7 +443,7 @@ impl Hash for Node {
         self.held.hash(state);
         self.backlog.hash(state);
         self.releases.hash(state);
-        self.waiting_on.hash(state);
+        self.outstanding.hash(state);
     }
 }
 
@@ -488,7 +492,9 @@ impl Node {
             held: BTreeMap::new(),
             backlog: BTreeSet::new(),
             releases: BTreeMap::new(),
-            waiting_on: BTreeMap::new(),
+            outstanding: BTreeMap::new(),
+            by_seq: BTreeSet::new(),
+            next_job: 1,
             outputs: VecDeque::new(),
             stats: Stats::default(),
         }

@@ -20,8 +20,6 @@
 //!   the newest copy or replica (latest epoch, then a copy before any replica, then the highest
 //!   version), and the holder adopts it.
 
-use std::collections::BTreeSet;
-
 /// Pages whose replication may be under way at once (sent, not yet acknowledged); the rest
 /// wait their turn (`backlog`), so that a release of many pages neither floods the link (Raft's
 /// heartbeats share it) nor holds a queue of that size.
@@ -87,24 +85,26 @@ impl Node {
             if !self.queued.contains(&key) {
                 self.backlog.insert(key);
             }
+            self.track(key);
         }
-        // Every page whose replication is not done yet, this release's and earlier ones'.
-        let waiting: BTreeSet<PageKey> = self
-            .inflight
-            .keys()
-            .chain(self.queued.iter())
-            .chain(self.backlog.iter())
-            .copied()
-            .collect();
-        for &key in &waiting {
-            self.waiting_on.entry(key).or_default().push(id);
-        }
-        self.releases.insert(id, waiting.len());
-        if waiting.is_empty() {
-            self.releases.remove(&id);
+        // Done once every page outstanding now is: every job numbered up to the last one.
+        let upto = self.next_job.wrapping_sub(1);
+        if self.by_seq.first().is_none_or(|&(first, _)| first > upto) {
             self.outputs.push_back(Output::Released { id });
+        } else {
+            self.releases.entry(upto).or_default().push(id);
         }
         self.pump();
+    }
+
+    /// Makes `key` a job later releases wait for (numbered, unless it is one already).
+    fn track(&mut self, key: PageKey) {
+        if !self.outstanding.contains_key(&key) {
+            let seq = self.next_job;
+            self.next_job += 1;
+            self.outstanding.insert(key, seq);
+            self.by_seq.insert((seq, key));
+        }
     }
 
     /// Whether `key`'s replication is not done: under way, or waiting to start.
@@ -114,18 +114,24 @@ impl Node {
             || self.backlog.contains(&key)
     }
 
-    /// `key` left the replication pipeline: the releases waiting for it may be done.
+    /// `key` left the replication pipeline: the releases that waited only for it and older
+    /// pages are done. (A page outstanding keeps its oldest job number until it leaves: a page
+    /// sent again covers the releases its earlier sending was for.)
     fn settled(&mut self, key: PageKey) {
         if self.pending(key) {
             return;
         }
-        for id in self.waiting_on.remove(&key).unwrap_or_default() {
-            if let Some(n) = self.releases.get_mut(&id) {
-                *n -= 1;
-                if *n == 0 {
-                    self.releases.remove(&id);
-                    self.outputs.push_back(Output::Released { id });
-                }
+        let Some(seq) = self.outstanding.remove(&key) else {
+            return;
+        };
+        self.by_seq.remove(&(seq, key));
+        let frontier = self.by_seq.first().map_or(u64::MAX, |&(first, _)| first);
+        while let Some(entry) = self.releases.first_entry() {
+            if *entry.key() >= frontier {
+                break;
+            }
+            for id in entry.remove() {
+                self.outputs.push_back(Output::Released { id });
             }
         }
     }
@@ -284,6 +290,7 @@ impl Node {
     pub(super) fn handing_over(&mut self, key: PageKey) {
         let backlogged = self.backlog.remove(&key);
         if self.dirty.remove(&key) | self.queued.remove(&key) | backlogged {
+            self.track(key);
             self.send_replica(key);
         }
     }
@@ -325,7 +332,7 @@ impl Node {
     /// A removed segment's replication state goes with it.
     pub(super) fn forget_replicas(&mut self, segment: SegmentId) {
         let gone: Vec<PageKey> = self
-            .waiting_on
+            .outstanding
             .keys()
             .copied()
             .filter(|k| k.segment == segment)
