@@ -73,12 +73,13 @@ impl Node {
     /// A release point: every page written here since its last replication goes to the
     /// replica nodes; `Output::Released { id }` once they have it.
     pub(super) fn on_release(&mut self, id: u64) {
-        let dirty: Vec<PageKey> = std::mem::take(&mut self.dirty).into_iter().collect();
         if self.replica_targets().is_empty() {
-            // Nowhere to copy to (alone, or every other node is down).
+            // Nowhere to copy to (alone, or every other node is down): done, and the pages stay
+            // dirty for when a node is there.
             self.outputs.push_back(Output::Released { id });
             return;
         }
+        let dirty: Vec<PageKey> = std::mem::take(&mut self.dirty).into_iter().collect();
         for &key in &dirty {
             // (One whose earlier replication is still under way goes again: it was written
             // since. One waiting to be sent will be sent as it is then.)
