@@ -99,7 +99,9 @@ fn the_directory_outlives_any_node_and_never_reuses_an_id() {
 
 #[test]
 fn a_dead_owners_pages_live_on_in_surviving_copies_and_its_restart_is_never_a_second_writer() {
-    let mut c = Cluster::start(3, &["--fault-timeout-ms", "1500"]);
+    // Without replicas: what survives is what other nodes hold copies of (replicas are
+    // `writes_released_before_a_host_dies_survive_on_its_replicas`).
+    let mut c = Cluster::start(3, &["--fault-timeout-ms", "1500", "--replicas", "0"]);
     let s = shm_name("s");
     let only = shm_name("only");
     // Node 2 creates and writes ten pages; node 3 reads them all (read copies). Node 2 also
