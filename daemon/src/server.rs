@@ -192,7 +192,10 @@ pub struct Server {
     /// Sessions still to acknowledge the revocation of a page.
     revoking: HashMap<PageKey, BTreeSet<SessionId>>,
     /// Which page each outstanding revocation (session, seq) is for.
-    revoke_acks: HashMap<(SessionId, u64), PageKey>,
+    revoke_acks: HashMap<(SessionId, u64), Vec<PageKey>>,
+    /// Revocations asked for in this drain of the core, sent at its end: one push per run of
+    /// pages of a segment per process.
+    revoke_batch: Vec<(SessionId, Token, PageKey, dsm_proto::Access)>,
     /// Recent fault latencies: [served at once, had to wait].
     latency: [Latencies; 2],
     started: Instant,
@@ -349,6 +352,7 @@ impl Server {
             revoke_seq: 0,
             revoking: HashMap::new(),
             revoke_acks: HashMap::new(),
+            revoke_batch: Vec::new(),
             latency: Default::default(),
             started: Instant::now(),
             sync: Service::new(me, members.clone()),
@@ -1722,6 +1726,7 @@ impl Server {
             }
         };
         self.peers.end_batch(self.poll.registry(), &mut resolve);
+        self.send_revocations();
     }
 
     /// This node takes a dead owner's page over from its replica: the replica's bytes become
@@ -1787,34 +1792,22 @@ impl Server {
         }
     }
 
-    /// Asks every local process that maps the segment to drop its access to the page.
+    /// Asks every local process that maps the segment to drop its access to the page (at the
+    /// end of this drain of the core, with the drain's other revocations: see
+    /// [`Server::send_revocations`]).
     fn revoke(&mut self, key: PageKey, to: dsm_proto::Access) {
         let sessions: Vec<SessionId> = self
             .store
             .get(key.segment)
             .map(|l| l.sessions.iter().copied().collect())
             .unwrap_or_default();
-        // Record every acknowledgement awaited before sending anything: a send can find the
-        // process gone, and ending its session settles what it owed.
-        let mut pushes = Vec::new();
         let mut waiting = BTreeSet::new();
         for session in sessions {
             let Some(token) = self.sessions.get(&session).map(|s| s.token) else {
                 continue;
             };
-            self.revoke_seq += 1;
-            let seq = self.revoke_seq;
-            self.revoke_acks.insert((session, seq), key);
             waiting.insert(session);
-            pushes.push((
-                token,
-                Push::Revoke {
-                    segment: key.segment,
-                    page: key.page,
-                    access: to,
-                    seq,
-                },
-            ));
+            self.revoke_batch.push((session, token, key, to));
         }
         // Lower the table before any push goes out: a process that reads it after applying
         // the revocation must see the lower value (see shim/src/revoke.rs).
@@ -1825,6 +1818,45 @@ impl Server {
             return;
         }
         self.revoking.insert(key, waiting);
+    }
+
+    /// Sends the revocations of this drain: per process, one push per run of consecutive
+    /// pages of a segment revoked to the same access (a release revokes all its dirty pages
+    /// at once). Every acknowledgement awaited is recorded before anything is sent: a send can
+    /// find the process gone, and ending its session settles what it owed.
+    fn send_revocations(&mut self) {
+        if self.revoke_batch.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.revoke_batch);
+        batch.sort_by_key(|&(session, _, key, to)| (session, key.segment, to, key.page));
+        let mut pushes = Vec::new();
+        let mut i = 0;
+        while i < batch.len() {
+            let (session, token, first, to) = batch[i];
+            let mut run = vec![first];
+            while let Some(&(s, _, k, a)) = batch.get(i + run.len()) {
+                let next = run[run.len() - 1].page.checked_add(1);
+                if s != session || k.segment != first.segment || a != to || Some(k.page) != next {
+                    break;
+                }
+                run.push(k);
+            }
+            i += run.len();
+            self.revoke_seq += 1;
+            let seq = self.revoke_seq;
+            pushes.push((
+                token,
+                Push::Revoke {
+                    segment: first.segment,
+                    page: first.page,
+                    count: run.len() as u32,
+                    access: to,
+                    seq,
+                },
+            ));
+            self.revoke_acks.insert((session, seq), run);
+        }
         for (token, push) in pushes {
             self.send(token, &push, None);
         }
@@ -1842,21 +1874,23 @@ impl Server {
     }
 
     fn revoke_acked(&mut self, session: SessionId, seq: u64) {
-        let Some(key) = self.revoke_acks.remove(&(session, seq)) else {
+        let Some(keys) = self.revoke_acks.remove(&(session, seq)) else {
             return;
         };
-        let done = match self.revoking.get_mut(&key) {
-            Some(waiting) => {
-                waiting.remove(&session);
-                waiting.is_empty()
+        for key in keys {
+            let done = match self.revoking.get_mut(&key) {
+                Some(waiting) => {
+                    waiting.remove(&session);
+                    waiting.is_empty()
+                }
+                None => false,
+            };
+            if done {
+                debug!("revoked {key:?}");
+                self.revoking.remove(&key);
+                self.core.handle(Input::Revoked { key });
+                self.drain_core();
             }
-            None => false,
-        };
-        if done {
-            debug!("revoked {key:?}");
-            self.revoking.remove(&key);
-            self.core.handle(Input::Revoked { key });
-            self.drain_core();
         }
     }
 

@@ -101,13 +101,15 @@ fn table_entry(mapping: &Mapping, page: u32) -> Option<Access> {
     }
 }
 
-fn apply_revoke(segment: SegmentId, page: u32, access: Access, seq: u64) {
+fn apply_revoke(segment: SegmentId, first: u32, count: u32, access: Access, seq: u64) {
     let _held = LOCK.lock();
-    // The page at the segment's own address and at every alias of it in this process.
-    for (mapping, addr) in mappings::pieces_holding(segment, page) {
-        // SAFETY: lowering (never raising beyond the node's access) a page of our own DSM
-        // mapping; a later access faults and is served again.
-        let _ = unsafe { sys::mprotect(addr, PAGE_SIZE, prot_for(access, &mapping)) };
+    // Each page at the segment's own address and at every alias of it in this process.
+    for page in first..first.saturating_add(count) {
+        for (mapping, addr) in mappings::pieces_holding(segment, page) {
+            // SAFETY: lowering (never raising beyond the node's access) a page of our own DSM
+            // mapping; a later access faults and is served again.
+            let _ = unsafe { sys::mprotect(addr, PAGE_SIZE, prot_for(access, &mapping)) };
+        }
     }
     LAST_APPLIED.fetch_max(seq, Ordering::Relaxed);
 }
@@ -141,10 +143,11 @@ fn listen(fd: i32) {
         let Push::Revoke {
             segment,
             page,
+            count,
             access,
             seq,
         } = push;
-        apply_revoke(segment, page, access, seq);
+        apply_revoke(segment, page, count, access, seq);
         if wire::send(fd, &PushAck::Revoked { seq }).is_err() {
             return;
         }

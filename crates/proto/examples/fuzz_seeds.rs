@@ -78,6 +78,7 @@ fn main() {
             payload(&Push::Revoke {
                 segment: seg,
                 page: 5,
+                count: 1,
                 access: Access::None,
                 seq: 10,
             }),

@@ -270,12 +270,15 @@ impl ShmError {
 /// What the daemon tells a process on its session connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Push {
-    /// Lower your access to a page to at most `access`, then answer [`PushAck::Revoked`].
+    /// Lower your access to pages `page..page + count` to at most `access`, then answer
+    /// [`PushAck::Revoked`].
     Revoke {
         /// The segment.
         segment: SegmentId,
-        /// Page index in it.
+        /// The first page's index in it.
         page: u32,
+        /// Pages in the run (at least 1).
+        count: u32,
         /// The most the process may keep.
         access: Access,
         /// This revocation's number (increasing).
