@@ -464,12 +464,8 @@ impl Server {
                             if let PeerMsg::Replica { .. } = msg {
                                 // Kept apart from the node's copy, for a page of a segment the
                                 // directory has (this node need not have opened it).
-                                let real = members.with_directory(|d| {
-                                    d.get(key.segment).is_some_and(|m| {
-                                        u64::from(key.page) < m.span / PAGE_SIZE as u64
-                                    })
-                                });
-                                return real.then(|| replicas.slot(key));
+                                return replica_page_exists(members, key)
+                                    .then(|| replicas.slot(key));
                             }
                             match store.incoming(key.segment, key.page) {
                                 Ok(page) => page,
@@ -1580,6 +1576,11 @@ impl Server {
                 let key = msg.key();
                 let in_span = |span: u64| u64::from(key.page) < span / PAGE_SIZE as u64;
                 let plausible = match self.store.get(key.segment) {
+                    // A replica is kept for a page the directory has, as its bytes were (see
+                    // the page sink): the core hears of it only then.
+                    _ if matches!(msg, PeerMsg::Replica { .. }) => {
+                        replica_page_exists(&self.members, key)
+                    }
                     Some(local) => in_span(local.meta.span),
                     // A manager hears of pages of segments it never opened, and every live node
                     // is asked who holds a page whose owner died (it answers: not this one).
@@ -2215,6 +2216,16 @@ impl Server {
             session.pid, id.0
         );
     }
+}
+
+/// Whether a replica of `key` may be kept: its segment is in the directory and the page in
+/// its span (the page sink and the core's input check alike, so the core records a replica
+/// exactly when its bytes were stored).
+fn replica_page_exists(members: &Members, key: PageKey) -> bool {
+    members.with_directory(|d| {
+        d.get(key.segment)
+            .is_some_and(|m| u64::from(key.page) < m.span / PAGE_SIZE as u64)
+    })
 }
 
 /// A number that differs each time a daemon starts.
