@@ -641,23 +641,37 @@ impl Peers {
 
     /// Opens a connection to seed `i` and says hello (to a node it does not know yet).
     fn dial_seed(&mut self, registry: &Registry, i: usize) {
+        let hello = self.hello(self.me.node);
+        let addr = self.seeds[i].addr;
+        match self.open(registry, addr, hello, &addr) {
+            Ok(Some(conn)) => {
+                self.seed_tokens.insert(conn.token, i);
+                self.seeds[i].conn = Some(conn);
+            }
+            Ok(None) => {}
+            Err(why) => Self::seed_failed(&mut self.seeds[i], &why),
+        }
+    }
+
+    /// Connects to `addr` (`what` names it in the log) and queues `hello` — the handshake's
+    /// first record on a keyed link. `Err`: the connection failed (retry later); `Ok(None)`:
+    /// it could not be set up here (logged).
+    fn open(
+        &mut self,
+        registry: &Registry,
+        addr: SocketAddr,
+        hello: Vec<u8>,
+        what: &dyn std::fmt::Display,
+    ) -> Result<Option<Conn>, String> {
         let token = Token(self.next_token);
         self.next_token += 1;
-        let hello = self.hello(self.me.node);
-        let seed = &mut self.seeds[i];
-        let mut stream = match TcpStream::connect(seed.addr) {
-            Ok(s) => s,
-            Err(e) => {
-                let why = format!("cannot connect to {}: {e}", seed.addr);
-                Self::seed_failed(seed, &why);
-                return;
-            }
-        };
+        let mut stream =
+            TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         if let Err(e) =
             registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
         {
-            warn!("cannot register a connection to {}: {e}", seed.addr);
-            return;
+            warn!("cannot register a connection to {what}: {e}");
+            return Ok(None);
         }
         let mut conn = Conn::new(stream, token, false);
         match &self.me.key {
@@ -667,15 +681,14 @@ impl Peers {
                     conn.raw_out.push_back(first);
                 }
                 Err(e) => {
-                    warn!("cannot start a handshake with {}: {e}", seed.addr);
-                    return;
+                    warn!("cannot start a handshake with {what}: {e}");
+                    return Ok(None);
                 }
             },
             None => conn.out.push_back(hello),
         }
         conn.want_write = true;
-        seed.conn = Some(conn);
-        self.seed_tokens.insert(token, i);
+        Ok(Some(conn))
     }
 
     fn seed_failed(seed: &mut Seed, why: &str) {
@@ -825,41 +838,20 @@ impl Peers {
     }
 
     fn dial(&mut self, registry: &Registry, node: NodeId) {
-        let token = Token(self.next_token);
-        self.next_token += 1;
         let hello = self.hello(node);
-        let link = self.links.get_mut(&node).expect("known");
-        let Some(addr) = link.addr else { return };
-        let mut stream = match TcpStream::connect(addr) {
-            Ok(s) => s,
-            Err(e) => {
-                Self::failed(link, node, &format!("cannot connect to {addr}: {e}"));
-                return;
-            }
-        };
-        if let Err(e) =
-            registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-        {
-            warn!("cannot register a connection to {node}: {e}");
+        let Some(addr) = self.links.get(&node).and_then(|l| l.addr) else {
             return;
+        };
+        let opened = self.open(registry, addr, hello, &node);
+        let link = self.links.get_mut(&node).expect("known");
+        match opened {
+            Ok(Some(conn)) => {
+                self.tokens.insert(conn.token, node);
+                link.conn = Some(conn);
+            }
+            Ok(None) => {}
+            Err(why) => Self::failed(link, node, &why),
         }
-        let mut conn = Conn::new(stream, token, false);
-        match &self.me.key {
-            Some(psk) => match Records::initiator(psk, &hello) {
-                Ok((records, first)) => {
-                    conn.crypto = Some(records);
-                    conn.raw_out.push_back(first);
-                }
-                Err(e) => {
-                    warn!("cannot start a handshake with {node}: {e}");
-                    return;
-                }
-            },
-            None => conn.out.push_back(hello),
-        }
-        conn.want_write = true;
-        link.conn = Some(conn);
-        self.tokens.insert(token, node);
     }
 
     fn failed(link: &mut Link, node: NodeId, why: &str) {

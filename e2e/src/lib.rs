@@ -421,6 +421,19 @@ impl Running {
     }
 }
 
+/// The log of a daemon that does not fit and must stop: it exits at start, or soon after
+/// (within `limit`) with status 1.
+pub fn stopped_log(started: Result<Daemon, String>, limit: Duration) -> String {
+    match started {
+        Err(log) => log,
+        Ok(mut d) => {
+            let exit = d.wait_exit(limit);
+            assert_eq!(exit.code(), Some(1), "{}", d.log());
+            d.log()
+        }
+    }
+}
+
 /// Several daemons on loopback, each with its own socket: a cluster on one machine.
 #[derive(Debug)]
 pub struct Cluster {

@@ -70,7 +70,7 @@ fn daemons_with_different_keys_never_link_and_say_why() {
     // Node 1 dials node 2 and cannot complete the handshake: in no cluster yet, it is the one
     // that does not fit, and it stops, saying why and naming node 2.
     let [kf, kp] = k1.args();
-    let log = match Daemon::try_start_with(
+    let one = Daemon::try_start_with(
         1,
         &[
             "--listen",
@@ -80,14 +80,8 @@ fn daemons_with_different_keys_never_link_and_say_why() {
             &kf,
             &kp,
         ],
-    ) {
-        Err(log) => log,
-        Ok(mut one) => {
-            let exit = one.wait_exit(Duration::from_secs(10));
-            assert_eq!(exit.code(), Some(1), "{}", one.log());
-            one.log()
-        }
-    };
+    );
+    let log = dsm_e2e::stopped_log(one, Duration::from_secs(10));
     assert!(
         log.contains("cannot join") && log.contains("a different cluster key"),
         "{log}"

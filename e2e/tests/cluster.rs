@@ -216,14 +216,7 @@ fn peers_of_another_cluster_are_refused() {
     );
     // The newcomer, in no cluster yet, stops (at once, or soon after it started serving) with
     // a message naming both sides; the running node refuses it and goes on.
-    let log = match stranger {
-        Err(log) => log,
-        Ok(mut d) => {
-            let exit = d.wait_exit(Duration::from_secs(10));
-            assert_eq!(exit.code(), Some(1), "{}", d.log());
-            d.log()
-        }
-    };
+    let log = dsm_e2e::stopped_log(stranger, Duration::from_secs(10));
     assert!(
         log.contains("exit status: 1") || !log.contains("dsmd exited at start"),
         "{log}"
@@ -487,14 +480,7 @@ fn a_node_joins_a_running_cluster_through_one_member() {
             &key,
         ],
     );
-    let log = match other {
-        Err(log) => log,
-        Ok(mut d) => {
-            let exit = d.wait_exit(Duration::from_secs(10));
-            assert_eq!(exit.code(), Some(1), "{}", d.log());
-            d.log()
-        }
-    };
+    let log = dsm_e2e::stopped_log(other, Duration::from_secs(10));
     assert!(
         log.contains("cluster `other`") && log.contains("`dsm`"),
         "{log}"

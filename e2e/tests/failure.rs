@@ -182,14 +182,10 @@ fn a_second_daemon_with_a_live_node_id_is_refused_and_stops() {
     let port = dsm_e2e::free_port();
     args[1] = format!("127.0.0.1:{port}");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let log = match dsm_e2e::Daemon::try_start_with(2, &args) {
-        Err(log) => log,
-        Ok(mut d) => {
-            let exit = d.wait_exit(Duration::from_secs(15));
-            assert_eq!(exit.code(), Some(1), "{}", d.log());
-            d.log()
-        }
-    };
+    let log = dsm_e2e::stopped_log(
+        dsm_e2e::Daemon::try_start_with(2, &args),
+        Duration::from_secs(15),
+    );
     assert!(
         log.contains("node 2 is alive in this cluster") && log.contains("--node-id 2"),
         "{log}"

@@ -1105,6 +1105,20 @@ impl Members {
         }
     }
 
+    /// Whether `intent` is due for a proposal (not proposed within the retry interval), and
+    /// notes that it is proposed now.
+    fn due(&mut self, intent: String) -> bool {
+        if self
+            .intents
+            .get(&intent)
+            .is_some_and(|&t| self.now_ms.saturating_sub(t) < self.timing.retry_ms)
+        {
+            return false;
+        }
+        self.intents.insert(intent, self.now_ms);
+        true
+    }
+
     /// Not the leader: a node never seen in the cluster linked to this one (it joins through
     /// it, `--join`), so its join is proposed here (Raft forwards it to the leader), with its
     /// address: then every member, the leader too, can reach it.
@@ -1121,15 +1135,9 @@ impl Members {
             self.intents.clear();
             return;
         };
-        let intent = format!("introduce {node:?} {incarnation:#x}");
-        if self
-            .intents
-            .get(&intent)
-            .is_some_and(|&t| self.now_ms.saturating_sub(t) < self.timing.retry_ms)
-        {
+        if !self.due(format!("introduce {node:?} {incarnation:#x}")) {
             return;
         }
-        self.intents.insert(intent, self.now_ms);
         let command = Command::Join {
             node,
             incarnation,
@@ -1220,14 +1228,9 @@ impl Members {
             self.intents.clear();
             return;
         };
-        if self
-            .intents
-            .get(&intent)
-            .is_some_and(|&t| self.now_ms.saturating_sub(t) < self.timing.retry_ms)
-        {
+        if !self.due(intent) {
             return;
         }
-        self.intents.insert(intent, self.now_ms);
         let raw = self.raw.as_mut().expect("present");
         let result = match what {
             Ok(command) => {
