@@ -1704,6 +1704,7 @@ impl Server {
                 }
                 Output::Revoke { key, to } => self.revoke(key, to),
                 Output::Released { id } => self.released(id),
+                Output::Opened { key } => self.publish(key),
                 Output::KeepReplica { key } => {
                     if let Ok(Some(page)) = self.store.page(key.segment, key.page) {
                         self.replicas.slot(key).fill_from(&page.to_vec());

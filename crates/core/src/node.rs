@@ -211,6 +211,12 @@ pub enum Output {
         /// The page.
         key: PageKey,
     },
+    /// Local processes may take this much of the page without asking now (see
+    /// [`Node::grantable`]): publish it.
+    Opened {
+        /// The page.
+        key: PageKey,
+    },
     /// The release `id` is done: what was written here before it is on the replica nodes.
     Released {
         /// As in `Input::Release`.
@@ -788,7 +794,12 @@ impl Node {
             } else {
                 self.stats.local_reads += 1;
             }
+            // A page a release made read-only, written again (see `reopen_run`).
+            let rewrite = write && state.access == Access::Write && state.local == Access::Read;
             self.grant(waiting, key, false);
+            if rewrite {
+                self.reopen_run(key, pages);
+            }
             return;
         }
         self.busy_mut(key).faults.push(waiting);

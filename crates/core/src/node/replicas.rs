@@ -25,6 +25,9 @@
 /// heartbeats share it) nor holds a queue of that size.
 const MAX_INFLIGHT: usize = 256;
 
+/// Most pages after a rewritten one that a write fault opens again (see `reopen_run`).
+const REOPEN_RUN: u32 = 64;
+
 use dsm_proto::peer::{NodeSet, PageKey, PeerMsg};
 use dsm_proto::{Access, NodeId, SegmentId};
 
@@ -68,6 +71,36 @@ impl Node {
             .filter(|&i| self.known.contains(i) && !self.down.contains(i))
             .take(k)
             .fold(NodeSet::EMPTY, NodeSet::with)
+    }
+
+    /// A write fault on a page a release made read-only (owned, writable here): the pages after
+    /// it that a release left the same way are likely written again too (a program rewriting
+    /// its block each step), so local processes may write them without asking from now on —
+    /// dirty, so the next release replicates them — and a rewrite costs a fault per run, not
+    /// per page. Stops at the first page that is not so.
+    pub(super) fn reopen_run(&mut self, key: PageKey, pages: u32) {
+        if !self.replicating() {
+            return;
+        }
+        let end = key.page.saturating_add(REOPEN_RUN).min(pages);
+        for page in key.page.saturating_add(1)..end {
+            let k = PageKey {
+                segment: key.segment,
+                page,
+            };
+            let state = self.page(k);
+            let reopen = !self.busy.contains_key(&k)
+                && state.probable_owner == self.config.me
+                && state.access == Access::Write
+                && state.local == Access::Read
+                && self.cap(k) == Access::Write;
+            if !reopen {
+                break;
+            }
+            self.state_mut(k).local = Access::Write;
+            self.dirtied(k);
+            self.outputs.push_back(Output::Opened { key: k });
+        }
     }
 
     /// A release point: every page written here since its last replication goes to the

@@ -542,6 +542,8 @@ impl World {
                     }
                     self.revoking[node][page] = Some(to);
                 }
+                // What processes may take without asking: the model's processes always ask.
+                Output::Opened { .. } => {}
                 Output::KeepReplica { key } => {
                     let page = key.page as usize;
                     self.rep[node][page] = self.copy[node][page];
