@@ -938,7 +938,11 @@ impl Server {
                     self.start_release(Some(AfterRelease::Answer(token)));
                     return Ok(());
                 } else {
-                    self.start_release(None);
+                    // Nothing waits for it: started only if there is something to replicate
+                    // (a flood of them costs nothing then).
+                    if self.core.has_unreleased() {
+                        self.start_release(None);
+                    }
                     return Ok(());
                 }
             }
