@@ -734,19 +734,13 @@ impl Peers {
         let Some(conn) = self.seeds[i].conn.as_mut() else {
             return;
         };
-        if !conn.connected {
-            match conn.stream.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    self.drop_seed(registry, i, &format!("cannot connect to {addr}: {e}"));
-                    return;
-                }
-                Ok(None) => {}
+        match finish_connect(conn) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                self.drop_seed(registry, i, &format!("cannot connect to {addr}: {e}"));
+                return;
             }
-            if conn.stream.peer_addr().is_err() {
-                return; // still connecting
-            }
-            conn.connected = true;
-            let _ = conn.stream.set_nodelay(true);
         }
         if let Err(e) = flush_conn(registry, conn) {
             self.drop_seed(registry, i, &format!("write failed: {e}"));
@@ -948,22 +942,14 @@ impl Peers {
             return;
         };
         let Some(conn) = &mut link.conn else { return };
-        if !conn.connected {
-            match conn.stream.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    let why = format!("cannot connect to {}: {e}", shown(link.addr));
-                    self.drop_conn(registry, node, &why);
-                    return;
-                }
-                Ok(None) => {}
+        match finish_connect(conn) {
+            Ok(true) => self.flush(registry, node),
+            Ok(false) => {}
+            Err(e) => {
+                let why = format!("cannot connect to {}: {e}", shown(link.addr));
+                self.drop_conn(registry, node, &why);
             }
-            if conn.stream.peer_addr().is_err() {
-                return; // still connecting
-            }
-            conn.connected = true;
-            let _ = conn.stream.set_nodelay(true);
         }
-        self.flush(registry, node);
     }
 
     fn on_readable(
@@ -1367,6 +1353,22 @@ impl Peers {
             Self::failed(link, node, &why);
         }
     }
+}
+
+/// Whether a dialled connection is established (`Ok(false)`: still connecting), marking it so.
+fn finish_connect(conn: &mut Conn) -> io::Result<bool> {
+    if conn.connected {
+        return Ok(true);
+    }
+    if let Some(e) = conn.stream.take_error()? {
+        return Err(e);
+    }
+    if conn.stream.peer_addr().is_err() {
+        return Ok(false);
+    }
+    conn.connected = true;
+    let _ = conn.stream.set_nodelay(true);
+    Ok(true)
 }
 
 /// Writes what a connection can take now, and asks for writability while more waits.

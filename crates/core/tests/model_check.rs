@@ -95,19 +95,27 @@ fn check_failures(manager: ManagerKind, nodes: usize, pages: usize, ops: u8) {
 }
 
 fn check_crashes(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, restarts: u8) {
-    let started = Instant::now();
     let world = World::new(nodes, pages, ops, manager).with_failures(1, restarts);
+    let what = format!(
+        "{} with a crash{}: {nodes} nodes, {pages} pages, {ops} ops each",
+        manager.as_str(),
+        if restarts > 0 { " and a restart" } else { "" }
+    );
+    explore_world(&what, world);
+}
+
+/// Explores `world` exhaustively; reports its size, or panics with what broke.
+fn explore_world(what: &str, world: World) {
+    let started = Instant::now();
     match explore(world) {
         Ok(r) => report(format_args!(
-            "model check {} with a crash{}: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
-            manager.as_str(),
-            if restarts > 0 { " and a restart" } else { "" },
+            "model check {what}: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
             r.states,
             r.terminal,
             r.max_depth,
             started.elapsed()
         )),
-        Err(e) => panic!("model check {} with failures failed: {e}", manager.as_str()),
+        Err(e) => panic!("model check {what} failed: {e}"),
     }
 }
 
@@ -150,20 +158,13 @@ fn dynamic_manager_replicas_and_a_crash_two_ops() {
 }
 
 fn check_replicas(nodes: usize, pages: usize, ops: u8) {
-    let started = Instant::now();
     let world = World::new(nodes, pages, ops, ManagerKind::Dynamic)
         .with_failures(1, 0)
         .with_replicas(1, 1);
-    match explore(world) {
-        Ok(r) => report(format_args!(
-            "model check dynamic with 1 replica, a release per node and a crash: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
-            r.states,
-            r.terminal,
-            r.max_depth,
-            started.elapsed()
-        )),
-        Err(e) => panic!("model check with replicas failed: {e}"),
-    }
+    let what = format!(
+        "dynamic with 1 replica, a release per node and a crash: {nodes} nodes, {pages} pages, {ops} ops each"
+    );
+    explore_world(&what, world);
 }
 
 #[test]
@@ -177,19 +178,17 @@ fn central_manager_crash_and_restart() {
 }
 
 fn check_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, readahead: u32) {
-    let started = Instant::now();
-    match explore(World::with_readahead(nodes, pages, ops, manager, readahead)) {
-        Ok(r) => report(format_args!(
-            "model check {}{}: {nodes} nodes, {pages} pages, {ops} ops each: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
-            manager.as_str(),
-            if readahead > 0 { " with read-ahead" } else { "" },
-            r.states,
-            r.terminal,
-            r.max_depth,
-            started.elapsed()
-        )),
-        Err(e) => panic!("model check {} failed: {e}", manager.as_str()),
-    }
+    let world = World::with_readahead(nodes, pages, ops, manager, readahead);
+    let what = format!(
+        "{}{}: {nodes} nodes, {pages} pages, {ops} ops each",
+        manager.as_str(),
+        if readahead > 0 {
+            " with read-ahead"
+        } else {
+            ""
+        }
+    );
+    explore_world(&what, world);
 }
 
 #[test]

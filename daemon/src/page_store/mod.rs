@@ -277,7 +277,9 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    /// Where the replica of `key` goes (a new page of zeros the first time).
+    /// Where the replica of `key` goes (a new page of zeros the first time). The page is a
+    /// boxed buffer, which does not move while kept: valid until the replica is removed (use
+    /// it at once, as any [`Page`]).
     pub fn slot(&mut self, key: dsm_proto::peer::PageKey) -> Page {
         let page = self
             .pages
