@@ -307,15 +307,7 @@ impl Server {
             timeout_ms: dir_timeout_ms(config.fault_timeout_ms),
         };
         Ok(Server {
-            core: Node::new(dsm_core::Config {
-                me,
-                members: members.clone(),
-                manager: config.manager,
-                fault_timeout_ms: config.fault_timeout_ms,
-                readahead: config.readahead,
-                replicas: config.replicas,
-                incarnation,
-            }),
+            core: new_core(&config, members.clone(), incarnation),
             members: if config.joins.is_empty() {
                 Members::new(
                     me,
@@ -1296,21 +1288,16 @@ impl Server {
             );
         }
         if self.store.iter().next().is_some() {
-            warn!(
-                "cannot change the founders with segments open: kept {:?}",
-                self.founders
-            );
+            // Cannot be (segments come through the directory, after the join); were it so, this
+            // node would disagree with the others on who manages what: it stops.
+            self.fatal = Some(format!(
+                "this node holds segments from before it joined, and its founders {:?} are not \
+                 the cluster's {:?}: restart it",
+                self.founders, founders
+            ));
             return;
         }
-        self.core = Node::new(dsm_core::Config {
-            me: self.config.node_id,
-            members: founders.clone(),
-            manager: self.config.manager,
-            fault_timeout_ms: self.config.fault_timeout_ms,
-            readahead: self.config.readahead,
-            replicas: self.config.replicas,
-            incarnation: self.incarnation,
-        });
+        self.core = new_core(&self.config, founders.clone(), self.incarnation);
         self.sync.set_homes(founders.clone());
         self.founders = founders;
     }
@@ -2221,6 +2208,19 @@ impl Server {
             session.pid, id.0
         );
     }
+}
+
+/// The coherence core of this daemon, with the cluster's `founders`.
+fn new_core(config: &Config, founders: Vec<NodeId>, incarnation: u64) -> Node {
+    Node::new(dsm_core::Config {
+        me: config.node_id,
+        members: founders,
+        manager: config.manager,
+        fault_timeout_ms: config.fault_timeout_ms,
+        readahead: config.readahead,
+        replicas: config.replicas,
+        incarnation,
+    })
 }
 
 /// Whether a replica of `key` may be kept: its segment is in the directory and the page in
