@@ -519,10 +519,16 @@ impl Server {
         let now_ms = self.now_ms();
         self.link_events();
         let grace = Duration::from_millis(self.config.fault_timeout_ms);
+        // A home that dies is taken over once the cluster agrees it is dead (the lock
+        // service rebuilds its objects on the next founder); waits fail only where that
+        // cannot come: this node is fenced, or no death was agreed long after.
+        let fenced = self.core.fenced();
         let unreachable: Vec<NodeId> = self
             .unreachable
             .iter_mut()
-            .filter(|(_, (since, told))| !*told && since.elapsed() >= grace)
+            .filter(|(_, (since, told))| {
+                !*told && since.elapsed() >= grace && (fenced || since.elapsed() >= grace * 3)
+            })
             .map(|(&n, (_, told))| {
                 *told = true;
                 n
@@ -530,8 +536,9 @@ impl Server {
             .collect();
         for node in unreachable {
             warn!(
-                "{node} unreachable for {grace:?}: waits on locks homed there fail (its pages \
-                 and locks are taken over only once the cluster agrees it is dead)"
+                "{node} unreachable and not agreed dead (this node is fenced, or no death \
+                 was agreed in {:?}): waits on locks homed there fail",
+                grace * 3
             );
             self.home_unreachable(node);
         }
@@ -1214,6 +1221,7 @@ impl Server {
                     debug!("{node} (incarnation {incarnation:#x}) is a member");
                     if node == self.config.node_id {
                         self.take_founders();
+                        self.sync.set_deposed(self.members.deposed());
                         let (deaths, died_at, joined_at, down) = self.members.history();
                         self.core.handle(Input::History {
                             deaths,

@@ -344,6 +344,17 @@ fn writes_released_before_a_host_dies_survive_on_its_replicas() {
 /// more may have been released before the kill reached the log).
 #[test]
 fn a_counter_under_a_mutex_keeps_every_released_increment_when_a_host_dies() {
+    counter_survives_the_death_of(2);
+}
+
+/// The same with node 1 killed: it made the segment, so it was the mutex's home; the lock
+/// service rebuilds the mutex on node 2 from its mirror and the survivors' claims.
+#[test]
+fn a_counter_under_a_mutex_keeps_every_released_increment_when_the_mutex_home_dies() {
+    counter_survives_the_death_of(1);
+}
+
+fn counter_survives_the_death_of(victim: usize) {
     let mut c = Cluster::start(3, &["--fault-timeout-ms", "2000"]);
     let name = shm_name("durable");
     let dir = dsm_e2e::TempDir::new("durable");
@@ -360,9 +371,15 @@ fn a_counter_under_a_mutex_keeps_every_released_increment_when_a_host_dies() {
         .stderr(std::process::Stdio::piped());
         Spawned(cmd.spawn().unwrap())
     };
-    let first = spawn(&c, 1, "4000");
-    let dying = spawn(&c, 2, "1000000");
-    let third = spawn(&c, 3, "4000");
+    let mut survivors = Vec::new();
+    let mut dying = None;
+    for n in 1..=3 {
+        if n == victim {
+            dying = Some(spawn(&c, n, "1000000"));
+        } else {
+            survivors.push(spawn(&c, n, "4000"));
+        }
+    }
     let logged = |n: usize| -> u64 {
         std::fs::read_to_string(log(n))
             .ok()
@@ -370,18 +387,18 @@ fn a_counter_under_a_mutex_keeps_every_released_increment_when_a_host_dies() {
             .unwrap_or(0)
     };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while logged(2) < 300 {
+    while logged(victim) < 300 {
         assert!(
             Instant::now() < deadline,
-            "node 2's process made no progress"
+            "node {victim}'s process made no progress"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    c.kill(2);
+    c.kill(victim);
     drop(dying);
-    let dead_done = logged(2);
+    let dead_done = logged(victim);
     let mut did = 0;
-    for mut p in [first, third] {
+    for mut p in survivors {
         use std::io::Read;
         let status = wait_limited(&mut p, Duration::from_secs(120), "a survivor");
         let (mut stdout, mut stderr) = (String::new(), String::new());
@@ -415,9 +432,16 @@ fn a_counter_under_a_mutex_keeps_every_released_increment_when_a_host_dies() {
         .unwrap()
         .parse()
         .unwrap();
+    if victim == 1 {
+        let log = c.node(2).log();
+        assert!(
+            log.contains("objects homed at node 1 are served here now"),
+            "{log}"
+        );
+    }
     let returned = did + dead_done;
     assert!(
         value == returned || value == returned + 1,
-        "counter {value}, unlocks returned {returned} (survivors {did}, node 2 {dead_done})"
+        "counter {value}, unlocks returned {returned} (survivors {did}, node {victim} {dead_done})"
     );
 }

@@ -539,6 +539,18 @@ impl Members {
         self.state.borrow().founders.clone()
     }
 
+    /// The founders whose death the cluster agreed (a restarted one included): no longer
+    /// homes of lock-service objects.
+    pub fn deposed(&self) -> BTreeSet<NodeId> {
+        let state = self.state.borrow();
+        state
+            .founders
+            .iter()
+            .copied()
+            .filter(|n| state.members.get(n).is_some_and(|m| m.died_at > 0))
+            .collect()
+    }
+
     /// This node's Raft id.
     pub fn raft_id(&self) -> u64 {
         raft_id(self.me, self.incarnation)

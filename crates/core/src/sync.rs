@@ -12,18 +12,28 @@
 //!
 //! Death: a process that ends ([`Service::process_gone`]) or a node whose daemon is gone
 //! ([`Service::node_gone`]) leaves its waits dropped and its robust mutexes passed on with
-//! [`SyncResult::OwnerDead`]; requests whose home is gone fail with [`SyncResult::HomeLost`].
+//! [`SyncResult::OwnerDead`] (non-robust ones held by a dead host: `NotRecoverable`).
+//!
+//! A dead home's objects move to the next founder that lives ([`SyncKey::home_among`]), which
+//! rebuilds them: from the [`Mirror`] the old home kept there (what only it knew: holders on its
+//! own node, flags, semaphore values, heap tops) and the [`SyncMsg::Claims`] of every survivor
+//! (what its threads hold, its semaphore traffic); the survivors' waits are sent again. Requests
+//! for those objects wait until every survivor's claims are in. See docs/protocol.md, "Lock
+//! service when a home dies".
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use dsm_proto::sync::{MutexKind, Owner, SyncKey, SyncMsg, SyncOp, SyncResult, Wait, Waiter};
+use dsm_proto::sync::{
+    next_home, Hold, Mirror, MutexKind, Owner, SyncKey, SyncMsg, SyncOp, SyncResult, Tally, Wait,
+    Waiter,
+};
 use dsm_proto::{NodeId, SegmentId};
 
 /// The ticket of a request nobody waits for (an unlock done on behalf of a condition wait).
 const SILENT: u64 = 0;
 
 /// What the driver must do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncOutput {
     /// Answer the local request numbered `ticket`.
     Answer {
@@ -87,7 +97,37 @@ pub struct Service {
     pending: BTreeMap<u64, Pending>,
     out: VecDeque<SyncOutput>,
     stats: SyncStats,
+    /// Founders whose death the cluster agreed: never homes again (a restarted one neither).
+    deposed: BTreeSet<NodeId>,
+    /// What local threads hold, for a new home's rebuild.
+    held: BTreeMap<(SyncKey, Owner), Hold>,
+    /// Local threads' traffic on each semaphore, for a new home's rebuild.
+    tally: BTreeMap<SyncKey, Tally>,
+    /// Mirrors of objects homed elsewhere that would come here, with their home.
+    mirrors: BTreeMap<SyncKey, (NodeId, Mirror)>,
+    /// What was last mirrored of each object homed here.
+    mirrored: BTreeMap<SyncKey, Mirror>,
+    /// Objects homed here that changed since their mirror was last looked at.
+    touched: BTreeSet<SyncKey>,
+    /// Dead homes whose objects are being rebuilt here: the survivors whose claims are awaited.
+    rebuilding: BTreeMap<NodeId, Rebuild>,
+    /// Requests for objects being rebuilt, applied once the rebuild is done.
+    parked: VecDeque<(SyncKey, SyncOp, Waiter)>,
+    /// Messages about objects of a home whose death this node has not applied yet.
+    early: VecDeque<(NodeId, SyncMsg)>,
 }
+
+/// A dead home's objects being rebuilt here.
+#[derive(Debug, Clone, Default)]
+struct Rebuild {
+    /// Survivors whose claims are not in yet.
+    awaiting: BTreeSet<NodeId>,
+    /// Each semaphore's per-node traffic as the dead home mirrored it.
+    tallies: BTreeMap<SyncKey, BTreeMap<NodeId, Tally>>,
+}
+
+/// Messages kept for a death not yet applied here; more are refused.
+const EARLY_KEPT: usize = 65_536;
 
 impl Service {
     /// The service of node `me` in a cluster of `members` (sorted, `me` included).
@@ -100,6 +140,15 @@ impl Service {
             pending: BTreeMap::new(),
             out: VecDeque::new(),
             stats: SyncStats::default(),
+            deposed: BTreeSet::new(),
+            held: BTreeMap::new(),
+            tally: BTreeMap::new(),
+            mirrors: BTreeMap::new(),
+            mirrored: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            rebuilding: BTreeMap::new(),
+            parked: VecDeque::new(),
+            early: VecDeque::new(),
         }
     }
 
@@ -107,6 +156,7 @@ impl Service {
     /// the answer, if the op is answered at all.
     pub fn request(&mut self, ticket: u64, owner: Owner, key: SyncKey, op: SyncOp, now_ms: u64) {
         self.stats.requests += 1;
+        self.note_sent(owner, key, op);
         let ticket = if op.answered() {
             self.pending.insert(
                 ticket,
@@ -141,20 +191,76 @@ impl Service {
         }
     }
 
+    /// The founders whose death the cluster agreed, as a node that joined learns them from its
+    /// log (a node that lived through a death learns it from [`Service::node_gone`]).
+    pub fn set_deposed(&mut self, deposed: BTreeSet<NodeId>) {
+        if deposed != self.deposed {
+            self.deposed = deposed;
+            self.remirror();
+        }
+    }
+
+    /// The founders whose death was agreed.
+    pub fn deposed(&self) -> &BTreeSet<NodeId> {
+        &self.deposed
+    }
+
+    /// Where `key` lives now.
+    fn home_of(&self, key: SyncKey) -> NodeId {
+        key.home_among(&self.members, &self.deposed)
+    }
+
     /// A message from a peer. `Err` names a message this node should not have been sent.
     pub fn on_peer(&mut self, from: NodeId, msg: SyncMsg, now_ms: u64) -> Result<(), String> {
         match msg {
             SyncMsg::Op { key, op, waiter } => {
-                if key.home(&self.members) != self.me {
-                    return Err(format!("{key:?} is not homed here"));
+                if self.home_of(key) != self.me {
+                    // The sender may have applied a death this node has not yet.
+                    return self.keep_early(from, SyncMsg::Op { key, op, waiter });
                 }
                 self.apply(key, op, waiter, now_ms);
             }
             SyncMsg::Done { ticket, result } => self.finish(ticket, result, now_ms),
             SyncMsg::ProcessGone { session } => {
-                self.drop_owners(|o| o.node == from && o.session == session, false, now_ms)
+                self.drop_owners(|o| o.node == from && o.session == session, false, now_ms);
+                self.held
+                    .retain(|(_, o), _| !(o.node == from && o.session == session));
+            }
+            SyncMsg::Mirror { key, state } => match state {
+                Some(m) => {
+                    self.mirrors.insert(key, (from, m));
+                }
+                None => {
+                    self.mirrors.remove(&key);
+                }
+            },
+            SyncMsg::Claims {
+                dead,
+                holds,
+                tallies,
+            } => {
+                if !self.deposed.contains(&dead) {
+                    let msg = SyncMsg::Claims {
+                        dead,
+                        holds,
+                        tallies,
+                    };
+                    return self.keep_early(from, msg);
+                }
+                self.claims(from, dead, holds, tallies);
+                self.finish_rebuilds(now_ms);
             }
         }
+        Ok(())
+    }
+
+    fn keep_early(&mut self, from: NodeId, msg: SyncMsg) -> Result<(), String> {
+        if self.early.len() >= EARLY_KEPT {
+            return Err(format!(
+                "{msg:?} is not for this node (and {EARLY_KEPT} such are kept)"
+            ));
+        }
+        self.early.push_back((from, msg));
         Ok(())
     }
 
@@ -173,26 +279,57 @@ impl Service {
         }
         let me = self.me;
         self.drop_owners(|o| o.node == me && o.session == session, false, now_ms);
+        self.held
+            .retain(|(_, o), _| !(o.node == me && o.session == session));
     }
 
-    /// Node `node` is gone (its daemon died or restarted): its processes' holds and waits are
-    /// dropped here, and local requests that depended on it fail.
-    pub fn node_gone(&mut self, node: NodeId, now_ms: u64) {
+    /// The cluster agreed node `node` is dead (its daemon died or restarted); `survivors` are
+    /// the members alive now. Its processes' holds and waits are dropped here. If it was a home,
+    /// its objects move to the next founder that lives: this node tells that one what its
+    /// threads hold and sends its waits there again; if that one is this node, it rebuilds them.
+    pub fn node_gone(&mut self, node: NodeId, survivors: &[NodeId], now_ms: u64) {
+        if node == self.me {
+            // This node's earlier incarnation, in the log it caught up with: it is no home.
+            self.deposed.insert(node);
+            self.remirror();
+            return;
+        }
         self.drop_owners(|o| o.node == node, true, now_ms);
-        self.home_unreachable(node, now_ms);
+        for rebuild in self.rebuilding.values_mut() {
+            rebuild.awaiting.remove(&node);
+        }
+        // Semaphore traffic of the dead node is final (in the values already): it is nobody's
+        // to correct any more, and a restarted node with its id counts afresh.
+        for (key, obj) in &mut self.objects {
+            if let Object::Sem(sem) = obj {
+                if sem.tally.remove(&node).is_some() {
+                    self.touched.insert(*key);
+                }
+            }
+        }
+        for (_, m) in self.mirrors.values_mut() {
+            if let Mirror::Sem { tally, .. } = m {
+                tally.retain(|(n, _)| *n != node);
+            }
+        }
+        if self.members.contains(&node) && !self.deposed.contains(&node) {
+            self.move_home(node, survivors, now_ms);
+        } else {
+            self.home_unreachable(node, now_ms);
+        }
+        self.finish_rebuilds(now_ms);
     }
 
     /// `node` has been unreachable for the fault timeout (not yet agreed dead): waits on
     /// objects it is home to fail ([`SyncResult::HomeLost`]) rather than hang. What its own
     /// processes hold here is kept until its death is agreed ([`Service::node_gone`]).
     pub fn home_unreachable(&mut self, node: NodeId, now_ms: u64) {
-        let members = self.members.clone();
         let lost: Vec<u64> = self
             .pending
             .iter()
             .filter(|(_, p)| {
-                p.key.home(&members) == node
-                    || matches!(p.op, SyncOp::CondWait { mutex, .. } if mutex.home(&members) == node)
+                self.home_of(p.key) == node
+                    || matches!(p.op, SyncOp::CondWait { mutex, .. } if self.home_of(mutex) == node)
             })
             .map(|(&t, _)| t)
             .collect();
@@ -204,7 +341,12 @@ impl Service {
     /// The segment is gone cluster-wide (unlinked, and mapped nowhere): so are its objects, and
     /// what they kept (a semaphore's count, a heap's top).
     pub fn segment_removed(&mut self, segment: SegmentId) {
-        self.objects.retain(|key, _| key.segment() != Some(segment));
+        let other = |key: &SyncKey| key.segment() != Some(segment);
+        self.objects.retain(|key, _| other(key));
+        self.mirrored.retain(|key, _| other(key));
+        self.mirrors.retain(|key, _| other(key));
+        self.held.retain(|(key, _), _| other(key));
+        self.tally.retain(|key, _| other(key));
     }
 
     /// Time passed: timed waits that are due time out.
@@ -230,6 +372,9 @@ impl Service {
 
     /// The next thing for the driver to do.
     pub fn poll_output(&mut self) -> Option<SyncOutput> {
+        if self.out.is_empty() {
+            self.flush_mirrors();
+        }
         self.out.pop_front()
     }
 
@@ -257,7 +402,7 @@ impl Service {
     }
 
     fn route(&mut self, key: SyncKey, op: SyncOp, waiter: Waiter, now_ms: u64) {
-        let home = key.home(&self.members);
+        let home = self.home_of(key);
         if home == self.me {
             self.apply(key, op, waiter, now_ms);
         } else {
@@ -267,12 +412,17 @@ impl Service {
 
     /// The home's work: `op` on `key` for `waiter`.
     fn apply(&mut self, key: SyncKey, op: SyncOp, waiter: Waiter, now_ms: u64) {
+        if self.rebuilding_key(key) {
+            self.parked.push_back((key, op, waiter));
+            return;
+        }
         self.stats.served += 1;
         let mut fx = Effects::default();
         match op {
             SyncOp::Reset => {
                 if self.objects.get(&key).is_some_and(Object::resettable) {
                     self.objects.remove(&key);
+                    self.touched.insert(key);
                 }
                 return;
             }
@@ -373,7 +523,7 @@ impl Service {
                 deadline = due(wait);
                 sem.wait(waiter, wait, deadline, &mut fx);
             }
-            (Object::Sem(sem), SyncOp::SemPost { .. }) => sem.post(&mut fx),
+            (Object::Sem(sem), SyncOp::SemPost { .. }) => sem.post(waiter.owner.node, &mut fx),
             (Object::Sem(sem), SyncOp::SemValue { .. }) => {
                 fx.answer(waiter, SyncResult::Value(sem.value))
             }
@@ -409,6 +559,7 @@ impl Service {
         if self.objects.get(&key).is_some_and(Object::idle) {
             self.objects.remove(&key);
         }
+        self.touched.insert(key);
     }
 
     /// Carries out what an object's step decided.
@@ -439,6 +590,7 @@ impl Service {
         let Some(p) = self.pending.remove(&ticket) else {
             return;
         };
+        self.note_answer(&p, result);
         if !p.gone {
             self.out.push_back(SyncOutput::Answer { ticket, result });
             return;
@@ -463,6 +615,7 @@ impl Service {
                 owner: p.owner,
                 ticket: SILENT,
             };
+            self.note_sent(p.owner, key, SyncOp::Abandon);
             self.route(key, SyncOp::Abandon, on_behalf, now_ms);
         }
     }
@@ -479,6 +632,336 @@ impl Service {
             }
             self.run(fx, now_ms);
             self.collect(key);
+        }
+    }
+}
+
+/// Rebuilding a dead home's objects, and what makes it possible (see the module's doc).
+impl Service {
+    /// What a local thread's request changes of what it holds, as the request leaves.
+    fn note_sent(&mut self, owner: Owner, key: SyncKey, op: SyncOp) {
+        match op {
+            SyncOp::Unlock { .. } | SyncOp::RwUnlock => self.release_hold(key, owner),
+            SyncOp::CondWait { mutex, .. } => self.release_hold(mutex, owner),
+            SyncOp::SemPost { initial } | SyncOp::SemWait { initial, .. } => {
+                let t = self.tally.entry(key).or_insert(Tally {
+                    initial,
+                    ..Tally::default()
+                });
+                if matches!(op, SyncOp::SemPost { .. }) {
+                    t.posts += 1;
+                }
+            }
+            SyncOp::Abandon => {
+                if self.held.contains_key(&(key, owner)) {
+                    self.release_hold(key, owner);
+                } else if let Some(t) = self.tally.get_mut(&key) {
+                    // A semaphore's grant nobody saw goes back: a post.
+                    t.posts += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What an answer gave a local thread.
+    fn note_answer(&mut self, p: &Pending, result: SyncResult) {
+        let holds = matches!(result, SyncResult::Ok | SyncResult::OwnerDead);
+        match p.op {
+            SyncOp::Lock { kind, .. } if holds => self.take_mutex(p.key, p.owner, kind),
+            SyncOp::CondWait { mutex, kind, .. } if holds || result == SyncResult::TimedOut => {
+                self.take_mutex(mutex, p.owner, kind)
+            }
+            SyncOp::ReadLock { .. } if result == SyncResult::Ok => {
+                let hold = match self.held.get(&(p.key, p.owner)) {
+                    Some(Hold::Read(n)) => Hold::Read(n + 1),
+                    _ => Hold::Read(1),
+                };
+                self.held.insert((p.key, p.owner), hold);
+            }
+            SyncOp::WriteLock { .. } if result == SyncResult::Ok => {
+                self.held.insert((p.key, p.owner), Hold::Write);
+            }
+            SyncOp::SemWait { initial, .. } if result == SyncResult::Ok => {
+                let t = self.tally.entry(p.key).or_insert(Tally {
+                    initial,
+                    ..Tally::default()
+                });
+                t.grants += 1;
+            }
+            _ => {}
+        }
+    }
+
+    fn take_mutex(&mut self, key: SyncKey, owner: Owner, kind: MutexKind) {
+        let count = match self.held.get(&(key, owner)) {
+            Some(Hold::Mutex { count, .. }) => count + 1,
+            _ => 1,
+        };
+        self.held.insert((key, owner), Hold::Mutex { kind, count });
+    }
+
+    fn release_hold(&mut self, key: SyncKey, owner: Owner) {
+        let Some(hold) = self.held.get_mut(&(key, owner)) else {
+            return;
+        };
+        match hold {
+            Hold::Mutex { count, .. } | Hold::Read(count) if *count > 1 => *count -= 1,
+            _ => {
+                self.held.remove(&(key, owner));
+            }
+        }
+    }
+
+    /// Founder `dead` died: its objects go to the next founder that lives (the heir). This node
+    /// tells the heir what its threads hold of them and sends its waits on them again; if this
+    /// node is the heir, it starts their rebuild from the dead home's mirrors.
+    fn move_home(&mut self, dead: NodeId, survivors: &[NodeId], now_ms: u64) {
+        let before = self.deposed.clone();
+        self.deposed.insert(dead);
+        self.remirror();
+        let members = self.members.clone();
+        let was_dead = |key: SyncKey| key.home_among(&members, &before) == dead;
+        let Some(heir) = next_home(&self.members, &self.deposed, dead) else {
+            // No founder lives to take them over: waits on them fail.
+            self.home_unreachable(dead, now_ms);
+            return;
+        };
+        if heir == self.me {
+            let mut rebuild = Rebuild {
+                awaiting: survivors
+                    .iter()
+                    .copied()
+                    .filter(|&n| n != self.me && n != dead)
+                    .collect(),
+                tallies: BTreeMap::new(),
+            };
+            let moved: Vec<SyncKey> = self
+                .mirrors
+                .iter()
+                .filter(|(_, (home, _))| *home == dead)
+                .map(|(&k, _)| k)
+                .collect();
+            for key in moved {
+                let Some((_, mirror)) = self.mirrors.remove(&key) else {
+                    continue;
+                };
+                if let Mirror::Sem { tally, .. } = &mirror {
+                    rebuild.tallies.insert(key, tally.iter().copied().collect());
+                }
+                self.objects.insert(key, Object::from_mirror(mirror));
+            }
+            self.rebuilding.insert(dead, rebuild);
+        }
+        self.mirrors.retain(|_, (home, _)| *home != dead);
+        let holds: Vec<(SyncKey, Owner, Hold)> = self
+            .held
+            .iter()
+            .filter(|((key, _), _)| was_dead(*key))
+            .map(|(&(key, owner), &hold)| (key, owner, hold))
+            .collect();
+        let tallies: Vec<(SyncKey, Tally)> = self
+            .tally
+            .iter()
+            .filter(|(&key, _)| was_dead(key))
+            .map(|(&key, &t)| (key, t))
+            .collect();
+        if heir == self.me {
+            self.claims(self.me, dead, holds, tallies);
+        } else {
+            self.send(
+                heir,
+                SyncMsg::Claims {
+                    dead,
+                    holds,
+                    tallies,
+                },
+            );
+        }
+        // Waits that were at the dead home go to the heir (after the claims, on the same link).
+        let again: Vec<(u64, Pending)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                was_dead(p.key) || matches!(p.op, SyncOp::CondWait { mutex, .. } if was_dead(mutex))
+            })
+            .map(|(&t, &p)| (t, p))
+            .collect();
+        for (ticket, p) in again {
+            let waiter = Waiter {
+                owner: p.owner,
+                ticket,
+            };
+            match p.op {
+                SyncOp::CondWait { mutex, kind, .. } if was_dead(mutex) && was_dead(p.key) => {
+                    // Woken (spuriously, as POSIX allows): it takes its mutex back.
+                    let lock = SyncOp::Lock {
+                        kind,
+                        wait: Wait::Block,
+                        after_timeout: false,
+                    };
+                    self.route(mutex, lock, waiter, now_ms);
+                }
+                // Its condition and mutex live apart and one of them died: where its wake-up
+                // was cannot be known.
+                SyncOp::CondWait { .. } => self.finish(ticket, SyncResult::HomeLost, now_ms),
+                // The hold it gave back was not claimed: the rebuilt mutex is not held by it.
+                SyncOp::Unlock { .. } => self.finish(ticket, SyncResult::Ok, now_ms),
+                op => self.route(p.key, op, waiter, now_ms),
+            }
+        }
+        for (from, msg) in std::mem::take(&mut self.early) {
+            if let Err(e) = self.on_peer(from, msg, now_ms) {
+                log::warn!("{from}: {e}");
+            }
+        }
+    }
+
+    /// A survivor's claims on the objects of `dead` that this node rebuilds: what its threads
+    /// hold override the dead home's mirror; its semaphore traffic since the mirror corrects
+    /// their values.
+    fn claims(
+        &mut self,
+        from: NodeId,
+        dead: NodeId,
+        holds: Vec<(SyncKey, Owner, Hold)>,
+        tallies: Vec<(SyncKey, Tally)>,
+    ) {
+        let Some(rebuild) = self.rebuilding.get_mut(&dead) else {
+            // Not the heir, or the rebuild is over (the claims of a node that joined since).
+            return;
+        };
+        rebuild.awaiting.remove(&from);
+        // What the dead home had applied of the sender's traffic, per semaphore.
+        let mirrored: BTreeMap<SyncKey, Tally> = rebuild
+            .tallies
+            .iter()
+            .filter_map(|(&key, by_node)| Some((key, *by_node.get(&from)?)))
+            .collect();
+        let mut tallies = tallies;
+        // A semaphore the home counted traffic of the sender on that the sender does not
+        // name (it forgot it with its segment): nothing of it is the sender's any more.
+        for (&key, t) in &mirrored {
+            if !tallies.iter().any(|&(k, _)| k == key) {
+                tallies.push((
+                    key,
+                    Tally {
+                        posts: 0,
+                        grants: 0,
+                        ..*t
+                    },
+                ));
+            }
+        }
+        for (key, owner, hold) in holds {
+            let fresh = match hold {
+                Hold::Mutex { .. } => Object::Mutex(Mutex::default()),
+                Hold::Read(_) | Hold::Write => Object::Rw(RwLock::default()),
+            };
+            let obj = self.objects.entry(key).or_insert(fresh);
+            match (obj, hold) {
+                (Object::Mutex(m), Hold::Mutex { kind, count }) => {
+                    m.holder = Some(Holder { owner, count });
+                    m.kind = kind;
+                }
+                (Object::Rw(rw), Hold::Read(n)) => {
+                    rw.readers.insert(owner, n);
+                }
+                (Object::Rw(rw), Hold::Write) => rw.writer = Some(owner),
+                _ => log::warn!("{from} claims {hold:?} of {key:?}, which is something else"),
+            }
+        }
+        for (key, t) in tallies {
+            let obj = self.objects.entry(key).or_insert(Object::Sem(Semaphore {
+                value: t.initial,
+                initial: t.initial,
+                waiters: VecDeque::new(),
+                tally: BTreeMap::new(),
+            }));
+            let Object::Sem(sem) = obj else {
+                continue;
+            };
+            // Posts the home had not applied, and grants it made that the node never saw
+            // (their waits come again), since the mirror.
+            let seen = mirrored.get(&key).copied().unwrap_or_default();
+            let delta = (i128::from(t.posts) - i128::from(seen.posts))
+                - (i128::from(t.grants) - i128::from(seen.grants));
+            sem.value = (i128::from(sem.value) + delta).clamp(0, i128::from(u32::MAX)) as u32;
+            sem.tally.insert(from, t);
+        }
+    }
+
+    /// Rebuilds every survivor has answered are done: holders that died with the old home are
+    /// dropped (as a dead host's), and the requests that waited are served.
+    fn finish_rebuilds(&mut self, now_ms: u64) {
+        let done: Vec<NodeId> = self
+            .rebuilding
+            .iter()
+            .filter(|(_, r)| r.awaiting.is_empty())
+            .map(|(&d, _)| d)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        for dead in &done {
+            self.rebuilding.remove(dead);
+            log::info!("lock service: the objects homed at {dead} are served here now");
+        }
+        self.drop_owners(|o| done.contains(&o.node), true, now_ms);
+        self.touched.extend(self.objects.keys().copied());
+        for (key, op, waiter) in std::mem::take(&mut self.parked) {
+            self.apply(key, op, waiter, now_ms);
+        }
+    }
+
+    /// Whether `key` is one of the objects being rebuilt here (its requests wait).
+    fn rebuilding_key(&self, key: SyncKey) -> bool {
+        self.rebuilding.keys().any(|&dead| {
+            let mut before = self.deposed.clone();
+            before.remove(&dead);
+            key.home_among(&self.members, &before) == dead
+        })
+    }
+
+    /// Who would be this node's heir changed: every mirror is sent again, and mirrors of homes
+    /// whose heir this node no longer is are dropped.
+    fn remirror(&mut self) {
+        self.mirrored.clear();
+        self.touched.extend(self.objects.keys().copied());
+        let (members, deposed, me) = (&self.members, &self.deposed, self.me);
+        self.mirrors
+            .retain(|_, (home, _)| next_home(members, deposed, *home) == Some(me));
+    }
+
+    /// Sends the heir what changed of the mirrors of objects homed here.
+    fn flush_mirrors(&mut self) {
+        if self.touched.is_empty() {
+            return;
+        }
+        let touched = std::mem::take(&mut self.touched);
+        let heir = if self.members.contains(&self.me) && !self.deposed.contains(&self.me) {
+            next_home(&self.members, &self.deposed, self.me)
+        } else {
+            None
+        };
+        let Some(heir) = heir else {
+            return;
+        };
+        for key in touched {
+            let now = self.objects.get(&key).and_then(|o| o.mirror(self.me));
+            let state = match (now, self.mirrored.get(&key)) {
+                (Some(m), Some(prev)) if *prev == m => continue,
+                (Some(m), _) => {
+                    self.mirrored.insert(key, m.clone());
+                    Some(m)
+                }
+                (None, Some(_)) => {
+                    self.mirrored.remove(&key);
+                    None
+                }
+                (None, None) => continue,
+            };
+            self.send(heir, SyncMsg::Mirror { key, state });
         }
     }
 }
@@ -538,6 +1021,7 @@ impl Object {
                 rw.writer.iter().chain(rw.readers.keys()).copied().collect(),
                 rw.queue.len(),
                 match rw.writer {
+                    _ if rw.unrecoverable => "writer's host died: not recoverable".to_string(),
                     Some(_) => "write-locked".to_string(),
                     None => format!("{} readers", rw.readers.len()),
                 },
@@ -556,6 +1040,89 @@ impl Object {
             holders,
             waiters,
             detail,
+        }
+    }
+
+    /// What the heir must keep of this object homed at `home`; `None` if nothing (what the
+    /// survivors hold and wait for, they tell it).
+    fn mirror(&self, home: NodeId) -> Option<Mirror> {
+        match self {
+            Object::Mutex(m) => {
+                let holder = m
+                    .holder
+                    .filter(|h| h.owner.node == home)
+                    .map(|h| (h.owner, h.count));
+                (holder.is_some() || m.inconsistent || m.unrecoverable).then_some(Mirror::Mutex {
+                    holder,
+                    kind: m.kind,
+                    inconsistent: m.inconsistent,
+                    unrecoverable: m.unrecoverable,
+                })
+            }
+            Object::Rw(rw) => {
+                let writer = rw.writer.filter(|o| o.node == home);
+                let readers: Vec<(Owner, u32)> = rw
+                    .readers
+                    .iter()
+                    .filter(|(o, _)| o.node == home)
+                    .map(|(&o, &n)| (o, n))
+                    .collect();
+                (writer.is_some() || !readers.is_empty() || rw.unrecoverable).then_some(
+                    Mirror::Rw {
+                        writer,
+                        readers,
+                        unrecoverable: rw.unrecoverable,
+                    },
+                )
+            }
+            Object::Sem(sem) => Some(Mirror::Sem {
+                value: sem.value,
+                tally: sem
+                    .tally
+                    .iter()
+                    .map(|(&n, &t)| {
+                        let initial = sem.initial;
+                        (n, Tally { initial, ..t })
+                    })
+                    .collect(),
+            }),
+            Object::Heap(next) => Some(Mirror::Heap(*next)),
+            Object::Cond(_) | Object::Barrier(_) => None,
+        }
+    }
+
+    /// The object as its mirror left it (its waiters come again from the survivors).
+    fn from_mirror(mirror: Mirror) -> Object {
+        match mirror {
+            Mirror::Mutex {
+                holder,
+                kind,
+                inconsistent,
+                unrecoverable,
+            } => Object::Mutex(Mutex {
+                holder: holder.map(|(owner, count)| Holder { owner, count }),
+                kind,
+                queue: VecDeque::new(),
+                inconsistent,
+                unrecoverable,
+            }),
+            Mirror::Rw {
+                writer,
+                readers,
+                unrecoverable,
+            } => Object::Rw(RwLock {
+                writer,
+                readers: readers.into_iter().collect(),
+                queue: VecDeque::new(),
+                unrecoverable,
+            }),
+            Mirror::Sem { value, tally } => Object::Sem(Semaphore {
+                value,
+                initial: tally.first().map_or(0, |(_, t)| t.initial),
+                waiters: VecDeque::new(),
+                tally: tally.into_iter().collect(),
+            }),
+            Mirror::Heap(next) => Object::Heap(next),
         }
     }
 
@@ -580,7 +1147,9 @@ impl Object {
                 | SyncOp::SemValue { initial },
             ) => Object::Sem(Semaphore {
                 value: initial,
+                initial,
                 waiters: VecDeque::new(),
+                tally: BTreeMap::new(),
             }),
             (_, SyncOp::Reset | SyncOp::Abandon) => return None,
         })
@@ -594,7 +1163,12 @@ impl Object {
             }
             Object::Cond(c) => c.waiters.is_empty(),
             Object::Barrier(b) => b.arrived.is_empty(),
-            Object::Rw(rw) => rw.writer.is_none() && rw.readers.is_empty() && rw.queue.is_empty(),
+            Object::Rw(rw) => {
+                rw.writer.is_none()
+                    && rw.readers.is_empty()
+                    && rw.queue.is_empty()
+                    && !rw.unrecoverable
+            }
             // A semaphore's value is state of its own.
             Object::Sem(_) | Object::Heap(_) => false,
         }
@@ -649,7 +1223,7 @@ impl Object {
                 let _ = rw.unlock(owner, fx);
             }
             // The one it took goes back.
-            Object::Sem(sem) => sem.post(fx),
+            Object::Sem(sem) => sem.post(owner.node, fx),
             _ => {}
         }
     }
@@ -679,6 +1253,18 @@ impl Object {
             }
             Object::Rw(rw) => {
                 extract(&mut rw.queue, |q| gone(&q.waiter.owner));
+                if host_died {
+                    // A dead host's readers changed nothing: their locks go. A dead host's
+                    // writer may have left things half-changed, as a mutex's holder would.
+                    rw.readers.retain(|o, _| !gone(o));
+                    if rw.writer.is_some_and(|o| gone(&o)) {
+                        rw.writer = None;
+                        rw.unrecoverable = true;
+                        for q in rw.queue.drain(..) {
+                            fx.answer(q.waiter, SyncResult::NotRecoverable);
+                        }
+                    }
+                }
                 rw.grant_queued(fx);
             }
             Object::Sem(sem) => {
@@ -917,6 +1503,9 @@ struct RwLock {
     writer: Option<Owner>,
     readers: BTreeMap<Owner, u32>,
     queue: VecDeque<RwQueued>,
+    /// Its writer died with its host: what it guarded may be half-changed, and no lock will
+    /// succeed again.
+    unrecoverable: bool,
 }
 
 impl RwLock {
@@ -929,6 +1518,9 @@ impl RwLock {
         fx: &mut Effects,
     ) {
         let owner = waiter.owner;
+        if self.unrecoverable {
+            return fx.answer(waiter, SyncResult::NotRecoverable);
+        }
         if self.writer == Some(owner) || (write && self.readers.contains_key(&owner)) {
             return fx.answer(waiter, SyncResult::Deadlock);
         }
@@ -1001,14 +1593,23 @@ impl RwLock {
 #[derive(Debug, Clone)]
 struct Semaphore {
     value: u32,
+    /// The value `sem_init` gave it.
+    initial: u32,
     waiters: VecDeque<(Waiter, Option<u64>)>,
+    /// Each node's posts and grants so far (for a new home, should this one die).
+    tally: BTreeMap<NodeId, Tally>,
 }
 
 impl Semaphore {
+    fn granted(&mut self, waiter: Waiter, fx: &mut Effects) {
+        self.tally.entry(waiter.owner.node).or_default().grants += 1;
+        fx.answer(waiter, SyncResult::Ok);
+    }
+
     fn wait(&mut self, waiter: Waiter, wait: Wait, deadline: Option<u64>, fx: &mut Effects) {
         if self.value > 0 && self.waiters.is_empty() {
             self.value -= 1;
-            fx.answer(waiter, SyncResult::Ok);
+            self.granted(waiter, fx);
         } else if wait == Wait::Try {
             fx.answer(waiter, SyncResult::Busy);
         } else {
@@ -1016,9 +1617,10 @@ impl Semaphore {
         }
     }
 
-    fn post(&mut self, fx: &mut Effects) {
+    fn post(&mut self, from: NodeId, fx: &mut Effects) {
+        self.tally.entry(from).or_default().posts += 1;
         match self.waiters.pop_front() {
-            Some((w, _)) => fx.answer(w, SyncResult::Ok),
+            Some((w, _)) => self.granted(w, fx),
             None => self.value = self.value.saturating_add(1),
         }
     }

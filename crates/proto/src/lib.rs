@@ -22,7 +22,7 @@ pub use ids::{Access, NodeId, SegmentId, SessionId, PAGE_SIZE};
 /// Version of every protocol in this crate; bumped on any incompatible change.
 ///
 /// Both ends send it in the [`hello::Hello`] and refuse a mismatch with a clear reason.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Start of the virtual address window every segment's base address is taken from (32 TiB: far
 /// below the mmap area near the top of the 47-bit address space, far above PIE binaries and

@@ -5,6 +5,8 @@
 //! from the process to its daemon, from there to the home, and the answer back the same way.
 //! Nobody spins over the network and no page moves while a waiter waits.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{NodeId, SegmentId};
@@ -48,6 +50,18 @@ impl SyncKey {
 }
 
 impl SyncKey {
+    /// The object's home once the founders in `deposed` have died: its first home
+    /// ([`SyncKey::home`]) while that lives, else the next founder after it that lives (so every
+    /// object of a dead home moves to one node, [`next_home`]).
+    pub fn home_among(self, members: &[NodeId], deposed: &BTreeSet<NodeId>) -> NodeId {
+        let first = self.home(members);
+        if deposed.contains(&first) {
+            next_home(members, deposed, first).unwrap_or(first)
+        } else {
+            first
+        }
+    }
+
     /// The segment the object lives in, if it is one of a segment's.
     pub fn segment(self) -> Option<SegmentId> {
         match self {
@@ -188,7 +202,6 @@ pub enum SyncOp {
 }
 
 impl SyncOp {
-    /// Whether the requester waits for an answer.
     /// Whether the op is a release point: what its thread wrote before it must be on the
     /// replica nodes before it takes effect (and, with replication on, before it returns).
     pub fn is_release(self) -> bool {
@@ -255,7 +268,7 @@ pub enum SyncResult {
 }
 
 /// Lock-service traffic between daemons.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncMsg {
     /// To the object's home: do `op` on behalf of `waiter`.
     Op {
@@ -279,6 +292,98 @@ pub enum SyncMsg {
         /// Its session on the sender.
         session: u64,
     },
+    /// From an object's home to the node that would be its home if this one died: what to
+    /// rebuild it from (`None`: the object is no longer kept).
+    Mirror {
+        /// The object.
+        key: SyncKey,
+        /// Its state.
+        state: Option<Mirror>,
+    },
+    /// From each survivor to the new home of a dead node's objects, once the death is agreed:
+    /// what its threads hold of those objects and its semaphore traffic. The new home serves
+    /// them once every survivor's claims are in; the survivor's waits follow as [`SyncMsg::Op`]s.
+    Claims {
+        /// The dead home.
+        dead: NodeId,
+        /// What the sender's threads hold.
+        holds: Vec<(SyncKey, Owner, Hold)>,
+        /// The sender's traffic on semaphores.
+        tallies: Vec<(SyncKey, Tally)>,
+    },
+}
+
+/// The founder after `of` in `members` (cyclically) that is not in `deposed`: where the objects
+/// homed at `of` go when it dies, and so where its home keeps their [`Mirror`]s.
+pub fn next_home(members: &[NodeId], deposed: &BTreeSet<NodeId>, of: NodeId) -> Option<NodeId> {
+    let at = members.iter().position(|&m| m == of)?;
+    (1..members.len())
+        .map(|i| members[(at + i) % members.len()])
+        .find(|m| !deposed.contains(m))
+}
+
+/// What one thread holds of an object, as its node tells the object's new home when the old
+/// one died ([`SyncMsg::Claims`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Hold {
+    /// A mutex, locked `count` times (more than once only if recursive).
+    Mutex {
+        /// Its type.
+        kind: MutexKind,
+        /// Locks held.
+        count: u32,
+    },
+    /// A rwlock's read lock, taken `count` times.
+    Read(u32),
+    /// A rwlock's write lock.
+    Write,
+}
+
+/// One node's traffic on a semaphore: what a new home needs to work out its value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// The value `sem_init` gave it.
+    pub initial: u32,
+    /// Posts the node's threads made (sent, at the node; applied, at the home).
+    pub posts: u64,
+    /// Waits granted to the node's threads (answered, at the node; decided, at the home).
+    pub grants: u64,
+}
+
+/// What an object's home keeps at the node that would become its home ([`next_home`]): the
+/// part of its state no survivor could tell — holders on the home's own node, flags, a
+/// semaphore's value, a heap's top. Sent when that part changes, not awaited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mirror {
+    /// A mutex.
+    Mutex {
+        /// Its holder, if a thread on the home's node, with its lock count.
+        holder: Option<(Owner, u32)>,
+        /// The holder's type.
+        kind: MutexKind,
+        /// A robust holder died.
+        inconsistent: bool,
+        /// Beyond repair.
+        unrecoverable: bool,
+    },
+    /// A rwlock's holders on the home's node.
+    Rw {
+        /// The writer.
+        writer: Option<Owner>,
+        /// The readers, with their counts.
+        readers: Vec<(Owner, u32)>,
+        /// Its writer died with its host.
+        unrecoverable: bool,
+    },
+    /// A semaphore.
+    Sem {
+        /// Its value.
+        value: u32,
+        /// Each node's posts and grants so far, as the home applied them.
+        tally: Vec<(NodeId, Tally)>,
+    },
+    /// A `dsm_alloc` heap's next free offset.
+    Heap(u64),
 }
 
 /// FNV-1a of a name: the id of a named barrier (the same on every node).

@@ -80,7 +80,14 @@ impl Server {
     /// A peer's daemon died or restarted.
     pub(super) fn node_gone(&mut self, node: NodeId) {
         let now_ms = self.now_ms();
-        self.sync.node_gone(node, now_ms);
+        let survivors: Vec<NodeId> = self
+            .members
+            .members()
+            .into_iter()
+            .filter(|(_, m)| m.alive)
+            .map(|(n, _)| n)
+            .collect();
+        self.sync.node_gone(node, &survivors, now_ms);
         self.drain_sync();
     }
 
