@@ -445,3 +445,52 @@ fn counter_survives_the_death_of(victim: usize) {
         "counter {value}, unlocks returned {returned} (survivors {did}, node {victim} {dead_done})"
     );
 }
+
+/// A semaphore homed on a host that dies mid-run (node 1 made its segment): node 2 posts 400
+/// times, node 3 takes 400 times; node 1 is SIGKILLed halfway. Node 2 rebuilds the semaphore
+/// from node 1's mirror and the survivors' claims: node 3 takes every post, and none is left
+/// over (a post counted twice).
+#[test]
+fn a_semaphore_whose_home_dies_keeps_every_post() {
+    let mut c = Cluster::start(3, &["--fault-timeout-ms", "2000"]);
+    let name = shm_name("durable-sem");
+    let spawn = |c: &Cluster, n: usize| {
+        let mut cmd = c.command(n, &c_program("durable_sem"));
+        cmd.args([name.as_str(), &(n - 1).to_string(), "400"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        Spawned(cmd.spawn().unwrap())
+    };
+    let mut home = spawn(&c, 1);
+    wait_for_line(&mut home, "ready");
+    let mut poster = spawn(&c, 2);
+    let mut taker = spawn(&c, 3);
+    wait_for_line(&mut taker, "halfway");
+    c.kill(1);
+    drop(home);
+    for (p, want) in [
+        (&mut poster, "posted 400"),
+        (&mut taker, "took 400, none left"),
+    ] {
+        use std::io::Read;
+        let status = wait_limited(p, Duration::from_secs(120), "a survivor");
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        p.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        p.stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(status.success(), "{status}: {stdout}{stderr}");
+        assert!(stdout.contains(want), "{stdout}{stderr}");
+    }
+    let log = c.node(2).log();
+    assert!(
+        log.contains("objects homed at node 1 are served here now"),
+        "{log}"
+    );
+}
