@@ -238,6 +238,21 @@ static void write_file(const char *name, long n) {
     close(fd);
 }
 
+/* Sequential writes of MIB fresh MiB, msync(MS_SYNC) after each (a release point: with
+ * replicas, each MiB is on the replica nodes before the next is written). */
+static void write_msync(const char *name, long mib) {
+    const size_t chunk = 1 << 20;
+    char *m = open_segment(name, 1, mib * chunk, NULL);
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < mib; i++) {
+        memset(m + i * chunk, (int)i + 1, chunk);
+        if (msync(m + i * chunk, chunk, MS_SYNC)) die("msync");
+    }
+    double secs = (now_ns() - t0) / 1e9;
+    printf("{\"what\": \"write-msync\", \"bytes\": %zu, \"mb_per_s\": %.1f}\n", mib * chunk,
+           mib * chunk / secs / 1e6);
+}
+
 static void scan(const char *name) {
     size_t size;
     char *m = open_segment(name, 0, 0, &size);
@@ -400,6 +415,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "write")) touch(argc > 4 ? argv[4] : "write", open_segment(argv[2], 0, 0, NULL), atol(argv[3]), 1);
     else if (!strcmp(mode, "fill")) { size_t n = atol(argv[3]); char *m = open_segment(argv[2], 1, n, NULL); memset(m, 7, n); }
     else if (!strcmp(mode, "scan")) scan(argv[2]);
+    else if (!strcmp(mode, "write-msync")) write_msync(argv[2], atol(argv[3]));
     else if (!strcmp(mode, "write-file")) write_file(argv[2], atol(argv[3]));
     else if (!strcmp(mode, "pingpong")) pingpong(argv[2], atoi(argv[3]), atoi(argv[4]));
     else if (!strcmp(mode, "create")) open_segment(argv[2], 1, strtoull(argv[3], NULL, 0), NULL);

@@ -103,6 +103,8 @@ pub struct Service {
     held: BTreeMap<(SyncKey, Owner), Hold>,
     /// Local threads' traffic on each semaphore, for a new home's rebuild.
     tally: BTreeMap<SyncKey, Tally>,
+    /// The end of the highest allocation local threads got from each heap, for the same.
+    heap_ends: BTreeMap<SyncKey, u64>,
     /// Mirrors of objects homed elsewhere that would come here, with their home.
     mirrors: BTreeMap<SyncKey, (NodeId, Mirror)>,
     /// What was last mirrored of each object homed here.
@@ -143,6 +145,7 @@ impl Service {
             deposed: BTreeSet::new(),
             held: BTreeMap::new(),
             tally: BTreeMap::new(),
+            heap_ends: BTreeMap::new(),
             mirrors: BTreeMap::new(),
             mirrored: BTreeMap::new(),
             touched: BTreeSet::new(),
@@ -226,6 +229,12 @@ impl Service {
                 self.held
                     .retain(|(_, o), _| !(o.node == from && o.session == session));
             }
+            SyncMsg::Mirror { key, state }
+                if next_home(&self.members, &self.deposed, from) != Some(self.me) =>
+            {
+                // The sender may have applied a death that made this node its heir.
+                return self.keep_early(from, SyncMsg::Mirror { key, state });
+            }
             SyncMsg::Mirror { key, state } => match state {
                 Some(m) => {
                     self.mirrors.insert(key, (from, m));
@@ -238,16 +247,18 @@ impl Service {
                 dead,
                 holds,
                 tallies,
+                heaps,
             } => {
                 if !self.deposed.contains(&dead) {
                     let msg = SyncMsg::Claims {
                         dead,
                         holds,
                         tallies,
+                        heaps,
                     };
                     return self.keep_early(from, msg);
                 }
-                self.claims(from, dead, holds, tallies);
+                self.claims(from, dead, holds, tallies, heaps);
                 self.finish_rebuilds(now_ms);
             }
         }
@@ -347,6 +358,7 @@ impl Service {
         self.mirrors.retain(|key, _| other(key));
         self.held.retain(|(key, _), _| other(key));
         self.tally.retain(|key, _| other(key));
+        self.heap_ends.retain(|key, _| other(key));
     }
 
     /// Time passed: timed waits that are due time out.
@@ -689,6 +701,13 @@ impl Service {
                 });
                 t.grants += 1;
             }
+            SyncOp::Alloc { size, .. } => {
+                if let SyncResult::Allocated(start) = result {
+                    let end = start.saturating_add(size.max(1));
+                    let e = self.heap_ends.entry(p.key).or_default();
+                    *e = (*e).max(end);
+                }
+            }
             _ => {}
         }
     }
@@ -766,8 +785,14 @@ impl Service {
             .filter(|(&key, _)| was_dead(key))
             .map(|(&key, &t)| (key, t))
             .collect();
+        let heaps: Vec<(SyncKey, u64)> = self
+            .heap_ends
+            .iter()
+            .filter(|(&key, _)| was_dead(key))
+            .map(|(&key, &end)| (key, end))
+            .collect();
         if heir == self.me {
-            self.claims(self.me, dead, holds, tallies);
+            self.claims(self.me, dead, holds, tallies, heaps);
         } else {
             self.send(
                 heir,
@@ -775,6 +800,7 @@ impl Service {
                     dead,
                     holds,
                     tallies,
+                    heaps,
                 },
             );
         }
@@ -826,6 +852,7 @@ impl Service {
         dead: NodeId,
         holds: Vec<(SyncKey, Owner, Hold)>,
         tallies: Vec<(SyncKey, Tally)>,
+        heaps: Vec<(SyncKey, u64)>,
     ) {
         let Some(rebuild) = self.rebuilding.get_mut(&dead) else {
             // Not the heir, or the rebuild is over (the claims of a node that joined since).
@@ -888,6 +915,12 @@ impl Service {
                 - (i128::from(t.grants) - i128::from(seen.grants));
             sem.value = (i128::from(sem.value) + delta).clamp(0, i128::from(u32::MAX)) as u32;
             sem.tally.insert(from, t);
+        }
+        // A heap's top is past every allocation a survivor was given (the mirror may be older).
+        for (key, end) in heaps {
+            if let Object::Heap(next) = self.objects.entry(key).or_insert(Object::Heap(0)) {
+                *next = (*next).max(end);
+            }
         }
     }
 

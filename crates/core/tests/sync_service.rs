@@ -1057,3 +1057,46 @@ fn allocations_are_aligned_disjoint_and_bounded() {
         ]
     );
 }
+
+/// A heap's top survives its home's death even when the mirror of the last allocation did not
+/// reach the heir: the survivor that was answered claims it, and the heir allocates past it.
+#[test]
+fn a_dead_home_s_heap_never_hands_out_a_range_twice() {
+    let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+    let (mut home, mut heir) = (
+        Service::new(NodeId(1), members.clone()),
+        Service::new(NodeId(2), members),
+    );
+    let h = SyncKey::Heap(SegmentId::new(NodeId(1), 1));
+    let alloc = SyncOp::Alloc {
+        size: 100,
+        align: 8,
+        limit: 4096,
+    };
+    heir.request(1, owner(2, 1), h, alloc, 0);
+    let Some(SyncOutput::Send { msg, .. }) = heir.poll_output() else {
+        panic!("the request goes to the home");
+    };
+    home.on_peer(NodeId(2), msg, 0).unwrap();
+    // The home answers, and mirrors its top to its heir: only the answer arrives.
+    while let Some(out) = home.poll_output() {
+        if let SyncOutput::Send {
+            msg: msg @ SyncMsg::Done { .. },
+            ..
+        } = out
+        {
+            heir.on_peer(NodeId(1), msg, 0).unwrap();
+        }
+    }
+    assert_eq!(answers(&mut heir), [(1, SyncResult::Allocated(0))]);
+    heir.node_gone(NodeId(1), &[NodeId(2), NodeId(3)], 1);
+    let none = SyncMsg::Claims {
+        dead: NodeId(1),
+        holds: Vec::new(),
+        tallies: Vec::new(),
+        heaps: Vec::new(),
+    };
+    heir.on_peer(NodeId(3), none, 1).unwrap();
+    heir.request(2, owner(2, 1), h, alloc, 2);
+    assert_eq!(answers(&mut heir), [(2, SyncResult::Allocated(104))]);
+}

@@ -310,6 +310,8 @@ pub enum SyncMsg {
         holds: Vec<(SyncKey, Owner, Hold)>,
         /// The sender's traffic on semaphores.
         tallies: Vec<(SyncKey, Tally)>,
+        /// Per `dsm_alloc` heap, the end of the highest allocation the sender was answered.
+        heaps: Vec<(SyncKey, u64)>,
     },
 }
 
