@@ -72,10 +72,10 @@ pub struct Config {
     #[arg(long, value_name = "KIND", default_value = "dynamic", value_parser = parse_manager)]
     pub manager: ManagerKind,
 
-    /// A fault still waiting for its page after this many milliseconds fails: the process gets
-    /// SIGBUS and the log names the page and the peer (a peer that is down or unreachable). A
-    /// host whose link stays down for half of it (at least 1 s) is declared dead, its pages taken
-    /// over from surviving copies.
+    /// How long a peer may be unreachable before others act: a host whose link stays down for
+    /// half of it (at least 1 s) is declared dead, its pages taken over from surviving copies; a
+    /// fault still waiting for its page after twice this fails (the process gets SIGBUS and the
+    /// log names the page and the peer).
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub fault_timeout_ms: u64,
 

@@ -189,6 +189,9 @@ pub struct Server {
     next_request: u64,
     /// Revocations sent so far (a grant carries this, see `Reply::Granted::seq`).
     revoke_seq: u64,
+    /// Whether releases wait for replicas (what sessions were told): with `--replicas` above
+    /// 0, once the cluster has another node to hold them (configured, or joined).
+    replicating: bool,
     /// Sessions still to acknowledge the revocation of a page.
     revoking: HashMap<PageKey, BTreeSet<SessionId>>,
     /// Which page each outstanding revocation (session, seq) is for.
@@ -243,6 +246,8 @@ impl Latencies {
 impl Server {
     /// Binds the sockets and installs the signal handlers.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
+        let alone = config.peers.is_empty() && config.joins.is_empty();
+        let replicating = config.replicas > 0 && !alone;
         let key = config.cluster_key().map_err(ServerError::Config)?;
         if key.is_none() && !(config.peers.is_empty() && config.joins.is_empty()) {
             warn!("--insecure: peer links are neither authenticated nor encrypted");
@@ -342,6 +347,7 @@ impl Server {
             parked: HashMap::new(),
             next_request: 1,
             revoke_seq: 0,
+            replicating,
             revoking: HashMap::new(),
             revoke_acks: HashMap::new(),
             revoke_batch: Vec::new(),
@@ -789,7 +795,7 @@ impl Server {
         }
         // A process waits for an answer this long before it takes the daemon for stopped: the
         // daemon's own timeouts (faults, directory requests and their cancellation) end first.
-        let limit_ms = self.config.fault_timeout_ms + 2_000;
+        let limit_ms = 2 * self.config.fault_timeout_ms + 2_000;
         let dir_limit_ms = dir_timeout_ms(self.config.fault_timeout_ms) + 3_000;
         self.send(
             token,
@@ -798,7 +804,7 @@ impl Server {
                 session,
                 limit_ms,
                 dir_limit_ms,
-                replicating: self.config.replicas > 0,
+                replicating: self.replicating,
             },
             None,
         );
@@ -853,7 +859,7 @@ impl Server {
             };
             if let Err(e) = allowed {
                 match request {
-                    Request::Sync { op, .. } if op.answered() => {
+                    Request::Sync { op, wait, .. } if op.answered() || wait => {
                         let invalid = dsm_proto::sync::SyncResult::Invalid;
                         self.send(token, &Reply::Synced(invalid), None);
                     }
@@ -945,10 +951,10 @@ impl Server {
                     return Ok(());
                 }
             }
-            Request::Sync { key, op } => {
+            Request::Sync { key, op, wait } => {
                 if op.is_release() && self.config.replicas > 0 {
                     // A release point: what this node wrote goes to its replicas first.
-                    self.release_then(token, session, tid, key, op);
+                    self.release_then(token, session, tid, key, op, wait);
                 } else {
                     self.sync_request(token, session, tid, key, op)?;
                 }
@@ -1229,6 +1235,22 @@ impl Server {
                             joined_at,
                             down,
                         });
+                        // Nodes that joined before this one (in the state it caught up
+                        // from, not in log entries it applied) are members as much as the
+                        // founders: without this, their messages would be refused.
+                        let me = self.config.node_id;
+                        let earlier: Vec<(NodeId, u64, Option<std::net::SocketAddr>)> = self
+                            .members
+                            .members()
+                            .into_iter()
+                            .filter(|(n, m)| m.alive && *n != me && !self.founders.contains(n))
+                            .map(|(n, m)| (n, m.incarnation, m.addr))
+                            .collect();
+                        for (node, incarnation, addr) in earlier {
+                            self.peers.add(node, addr);
+                            self.core.handle(Input::PeerUp { node, incarnation });
+                        }
+                        self.drain_core();
                     } else {
                         // Where it listens, for a node this one never met (it joined).
                         let addr = self.members.incarnation_of(node).and_then(|m| m.addr);
@@ -1244,6 +1266,8 @@ impl Server {
                          what its processes held is released, its pages with no other copy \
                          are lost"
                     );
+                    // Its death is agreed: no "unreachable, not agreed dead" line for it.
+                    self.unreachable.remove(&node);
                     if self.link_inc.get(&node) == Some(&incarnation) {
                         self.held.remove(&node);
                     }
@@ -1276,6 +1300,7 @@ impl Server {
             }
         }
         self.peers.set_formed(self.members.formed());
+        self.update_replicating();
     }
 
     /// This node joined: the fixed and central managers' nodes and the lock service's homes
@@ -1860,6 +1885,29 @@ impl Server {
         }
         for (token, push) in pushes {
             self.send(token, &push, None);
+        }
+    }
+
+    /// A node alone (started with no `--peer` and no `--join`) has nowhere to replicate, and
+    /// its processes' releases do not wait; once another node joined it, they do: every
+    /// session is told.
+    fn update_replicating(&mut self) {
+        if self.replicating || self.config.replicas == 0 {
+            return;
+        }
+        let others = self
+            .members
+            .members()
+            .into_iter()
+            .any(|(n, m)| m.alive && n != self.config.node_id);
+        if !others {
+            return;
+        }
+        self.replicating = true;
+        info!("another node joined: releases wait for their replicas from now on");
+        let tokens: Vec<Token> = self.sessions.values().map(|s| s.token).collect();
+        for token in tokens {
+            self.send(token, &Push::Replicating { on: true }, None);
         }
     }
 

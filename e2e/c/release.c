@@ -1,7 +1,8 @@
 /* Writes the pattern check.c checks into every page of a new segment of PAGES pages while
  * holding a process-shared mutex (in a second segment, NAME.lock), unlocks it — a release
  * point — says "released", then waits to be killed. With "msync", no mutex: msync(MS_SYNC)
- * is the release point.  usage: release NAME PAGES [msync] */
+ * is the release point; with "async", msync(MS_ASYNC) starts it and returns at once. With a fourth argument, it says "attached" once its segments are open
+ * and writes only after a line on stdin.  usage: release NAME PAGES [msync|mutex] [stdin] */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -29,11 +30,17 @@ int main(int argc, char **argv) {
     pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     pthread_mutex_init(m, &a);
     unsigned *mem = map(argv[1], size);
-    int by_msync = argc > 3 && !strcmp(argv[3], "msync");
+    int by_msync = argc > 3 && (!strcmp(argv[3], "msync") || !strcmp(argv[3], "async"));
+    int flags = argc > 3 && !strcmp(argv[3], "async") ? MS_ASYNC : MS_SYNC;
+    if (argc > 4) {
+        printf("attached\n");
+        fflush(stdout);
+        if (getchar() == EOF) return 1;
+    }
     if (!by_msync) pthread_mutex_lock(m);
     for (size_t i = 0; i < size / sizeof *mem; i++) mem[i] = (unsigned)(i * 2654435761u);
     if (by_msync) {
-        if (msync(mem, size, MS_SYNC)) { perror("msync"); return 1; }
+        if (msync(mem, size, flags)) { perror("msync"); return 1; }
     } else {
         pthread_mutex_unlock(m);
     }

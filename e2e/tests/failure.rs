@@ -291,7 +291,12 @@ fn connections_reset_under_load_lose_nothing() {
 /// alone replicates.)
 #[test]
 fn writes_released_before_a_host_dies_survive_on_its_replicas() {
-    for (replicas, how) in [("1", "mutex"), ("1", "msync"), ("0", "mutex")] {
+    for (replicas, how) in [
+        ("1", "mutex"),
+        ("1", "msync"),
+        ("1", "async"),
+        ("0", "mutex"),
+    ] {
         let mut c = Cluster::start(
             3,
             &[
@@ -310,6 +315,14 @@ fn writes_released_before_a_host_dies_survive_on_its_replicas() {
             .stderr(std::process::Stdio::piped());
         let mut writer = Spawned(cmd.spawn().unwrap());
         wait_for_line(&mut writer, "released");
+        if how == "async" {
+            // MS_ASYNC returned at once; the replication it started completes on its own.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.node(3).json(&["stats"])["replicas_held"].as_u64() < Some(512) {
+                assert!(Instant::now() < deadline, "MS_ASYNC replicated nothing");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         c.kill(2);
         drop(writer);
         for reader in [1, 3] {
@@ -493,4 +506,58 @@ fn a_semaphore_whose_home_dies_keeps_every_post() {
         log.contains("objects homed at node 1 are served here now"),
         "{log}"
     );
+}
+
+/// A node started alone (no --peer, no --join) has nowhere to put replicas, so its processes'
+/// releases do not wait for any; once others join it, the daemon tells its processes, and a
+/// release made then survives the node's death.
+#[test]
+fn a_node_alone_replicates_once_others_join_it() {
+    let mut c = Cluster::start(1, &["--fault-timeout-ms", "2000"]);
+    let name = shm_name("alone");
+    let mut cmd = c.command(1, &c_program("release"));
+    cmd.args([name.as_str(), "256", "msync", "stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut writer = Spawned(cmd.spawn().unwrap());
+    wait_for_line(&mut writer, "attached");
+    let seed = c.node(1).status()["listen"].as_str().unwrap().to_owned();
+    for id in [2, 3] {
+        let [kf, key] = c.key.args();
+        let args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{}", dsm_e2e::free_port()),
+            "--join".into(),
+            seed.clone(),
+            "--fault-timeout-ms".into(),
+            "2000".into(),
+            kf,
+            key,
+        ];
+        let joiner = Daemon::start_with(id, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        c.nodes.push(joiner);
+        c.args.push(args);
+    }
+    c.wait_linked();
+    writer.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    wait_for_line(&mut writer, "released");
+    assert!(
+        c.node(1)
+            .log()
+            .contains("releases wait for their replicas from now on"),
+        "{}",
+        c.node(1).log()
+    );
+    c.kill(1);
+    drop(writer);
+    for reader in [2, 3] {
+        let out = check(&c, reader, &[&name, "keep"]);
+        out.assert_ok();
+        assert!(
+            out.stdout.contains("0 of 262144 words wrong"),
+            "{}",
+            out.stdout
+        );
+    }
 }

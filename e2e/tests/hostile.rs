@@ -56,6 +56,7 @@ fn a_channel_that_floods_while_it_waits_is_read_no_further() {
     let wait = Request::Sync {
         key: SyncKey::Barrier(42),
         op: SyncOp::Barrier { count: 2 },
+        wait: true,
     };
     chan.write_all(&frame::encode(&wait).unwrap()).unwrap();
     // Then it pipelines requests without end; its writes block once the daemon stops reading.

@@ -140,13 +140,19 @@ fn listen(fd: i32) {
             // The daemon is gone or the session closed (fork child, exit): nothing to revoke.
             Err(_) => return,
         };
-        let Push::Revoke {
-            segment,
-            page,
-            count,
-            access,
-            seq,
-        } = push;
+        let (segment, page, count, access, seq) = match push {
+            Push::Revoke {
+                segment,
+                page,
+                count,
+                access,
+                seq,
+            } => (segment, page, count, access, seq),
+            Push::Replicating { on } => {
+                wire::set_replicating(on);
+                continue;
+            }
+        };
         apply_revoke(segment, page, count, access, seq);
         if wire::send(fd, &PushAck::Revoked { seq }).is_err() {
             return;

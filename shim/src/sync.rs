@@ -35,11 +35,16 @@ fn call_as(key: SyncKey, op: SyncOp, interruptible: bool) -> Result<SyncResult, 
     if session::ensure().is_err() {
         return Err(UNREACHABLE);
     }
-    let request = Request::Sync { key, op };
+    let request = Request::Sync {
+        key,
+        op,
+        wait: true,
+    };
     let reply = if interruptible {
         let withdraw = Request::Sync {
             key,
             op: SyncOp::Withdraw,
+            wait: false,
         };
         channels::call_interruptible(&request, &withdraw)
     } else {
@@ -78,7 +83,12 @@ pub fn post(key: SyncKey, op: SyncOp) -> c_int {
             Err(e) => e,
         };
     }
-    match channels::post(&Request::Sync { key, op }) {
+    let request = Request::Sync {
+        key,
+        op,
+        wait: false,
+    };
+    match channels::post(&request) {
         Ok(()) => 0,
         Err(e) => {
             say!(

@@ -47,6 +47,11 @@ pub fn replicating() -> bool {
     REPLICATING.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// The daemon said releases wait for replicas from now on, or no longer.
+pub fn set_replicating(on: bool) {
+    REPLICATING.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Which bound a request has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bound {

@@ -66,7 +66,10 @@ pub struct Config {
     pub members: Vec<NodeId>,
     /// The manager algorithm (the same on every node).
     pub manager: ManagerKind,
-    /// A local fault still waiting after this long fails (`FaultError::TimedOut`).
+    /// How long a node may be silent before it may be declared dead; a local fault still
+    /// waiting after twice this long fails (`FaultError::TimedOut`): long enough for a dead
+    /// owner's death to be agreed (this long after its link went down, plus an election when
+    /// it led) and its page taken over.
     pub fault_timeout_ms: u64,
     /// Most pages to read ahead of a sequential run of read misses (0: no read-ahead).
     pub readahead: u32,
@@ -2312,7 +2315,7 @@ impl Node {
         let mut failed = Vec::new();
         for busy in self.busy.values_mut() {
             busy.faults.retain(|w| {
-                let expired = now_ms.saturating_sub(w.since_ms) >= timeout;
+                let expired = now_ms.saturating_sub(w.since_ms) >= 2 * timeout;
                 if expired {
                     failed.push(w.id);
                 }

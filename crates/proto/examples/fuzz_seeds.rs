@@ -63,6 +63,7 @@ fn main() {
                     initial: 1,
                     wait: Wait::Block,
                 },
+                wait: true,
             }),
             payload(&Request::Identify { dev: 5, ino: 77 }),
         ],

@@ -84,6 +84,9 @@ pub enum Request<'a> {
         key: SyncKey,
         /// What.
         op: SyncOp,
+        /// The process waits for an answer even if `op` is not answered (a release point
+        /// with replication on: it returns once the release completed).
+        wait: bool,
     },
     /// This node's id and the cluster's size.
     Info,
@@ -283,6 +286,12 @@ pub enum Push {
         access: Access,
         /// This revocation's number (increasing).
         seq: u64,
+    },
+    /// Releases wait for replicas from now on (`on`: another node joined a node that was
+    /// alone), or no longer need to. Not answered.
+    Replicating {
+        /// Whether they do.
+        on: bool,
     },
 }
 

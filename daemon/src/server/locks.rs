@@ -181,13 +181,14 @@ impl Server {
 /// What waits for a release to complete.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum AfterRelease {
-    /// A lock request, carried out then.
+    /// A lock request, carried out then (and answered, if its process waits for that).
     Sync {
         token: Token,
         session: SessionId,
         tid: u32,
         key: SyncKey,
         op: SyncOp,
+        wait: bool,
     },
     /// An `msync(MS_SYNC)`, answered then.
     Answer(Token),
@@ -203,6 +204,7 @@ impl Server {
         tid: u32,
         key: SyncKey,
         op: SyncOp,
+        wait: bool,
     ) {
         if let Some(conn) = self.conns.get_mut(&token) {
             conn.busy = true;
@@ -213,6 +215,7 @@ impl Server {
             tid,
             key,
             op,
+            wait,
         }));
     }
 
@@ -246,7 +249,7 @@ impl Server {
         let Some(Some(after)) = self.releasing.remove(&id) else {
             return;
         };
-        let (token, session, tid, key, op) = match after {
+        let (token, session, tid, key, op, wait) = match after {
             AfterRelease::Answer(token) => {
                 self.answer_waiting(token, &Reply::Done);
                 return;
@@ -257,7 +260,8 @@ impl Server {
                 tid,
                 key,
                 op,
-            } => (token, session, tid, key, op),
+                wait,
+            } => (token, session, tid, key, op, wait),
         };
         if let Some(conn) = self.conns.get_mut(&token) {
             conn.busy = false;
@@ -265,7 +269,7 @@ impl Server {
         if let Err(e) = self.sync_request(token, session, tid, key, op) {
             warn!("session {}: {e}", session.0);
         }
-        if !op.answered() {
+        if !op.answered() && wait {
             // The process waits for its release all the same (see `HelloReply::Welcome`).
             self.answer_waiting(token, &Reply::Synced(dsm_proto::sync::SyncResult::Ok));
         } else if self.conns.get(&token).is_some_and(|c| !c.busy) {
