@@ -124,6 +124,8 @@ pub struct Service {
 struct Rebuild {
     /// Survivors whose claims are not in yet.
     awaiting: BTreeSet<NodeId>,
+    /// The objects built from the dead home's mirrors (the only ones its holders are in).
+    moved: Vec<SyncKey>,
     /// Each semaphore's per-node traffic as the dead home mirrored it.
     tallies: BTreeMap<SyncKey, BTreeMap<NodeId, Tally>>,
 }
@@ -637,7 +639,18 @@ impl Service {
     /// host, not as a process (see [`Object::drop_owners`]).
     fn drop_owners(&mut self, gone: impl Fn(&Owner) -> bool, host_died: bool, now_ms: u64) {
         let keys: Vec<SyncKey> = self.objects.keys().copied().collect();
-        for key in keys {
+        self.drop_owners_of(&keys, gone, host_died, now_ms);
+    }
+
+    /// [`Service::drop_owners`], at the objects `keys` only.
+    fn drop_owners_of(
+        &mut self,
+        keys: &[SyncKey],
+        gone: impl Fn(&Owner) -> bool,
+        host_died: bool,
+        now_ms: u64,
+    ) {
+        for &key in keys {
             let mut fx = Effects::default();
             if let Some(obj) = self.objects.get_mut(&key) {
                 obj.drop_owners(&gone, host_died, &mut fx);
@@ -754,6 +767,7 @@ impl Service {
                     .filter(|&n| n != self.me && n != dead)
                     .collect(),
                 tallies: BTreeMap::new(),
+                moved: Vec::new(),
             };
             let moved: Vec<SyncKey> = self
                 .mirrors
@@ -769,6 +783,7 @@ impl Service {
                     rebuild.tallies.insert(key, tally.iter().copied().collect());
                 }
                 self.objects.insert(key, Object::from_mirror(mirror));
+                rebuild.moved.push(key);
             }
             self.rebuilding.insert(dead, rebuild);
         }
@@ -936,11 +951,15 @@ impl Service {
         if done.is_empty() {
             return;
         }
-        for dead in &done {
-            self.rebuilding.remove(dead);
+        for dead in done {
+            let Some(rebuild) = self.rebuilding.remove(&dead) else {
+                continue;
+            };
             log::info!("lock service: the objects homed at {dead} are served here now");
+            // Only the mirrors name the dead node's holders (a new incarnation of it may hold
+            // other objects by now).
+            self.drop_owners_of(&rebuild.moved, |o| o.node == dead, true, now_ms);
         }
-        self.drop_owners(|o| done.contains(&o.node), true, now_ms);
         self.touched.extend(self.objects.keys().copied());
         for (key, op, waiter) in std::mem::take(&mut self.parked) {
             self.apply(key, op, waiter, now_ms);
