@@ -561,3 +561,54 @@ fn a_node_alone_replicates_once_others_join_it() {
         );
     }
 }
+
+/// The node holding a page's replica dies, then the page's owner (4 nodes, one replica each:
+/// three survive the first death and can agree the second). Where another copy of the page
+/// lives (node 1 read it), node 4 reads every released byte from it; where none does, the page
+/// is lost and a read of it ends in SIGBUS once the death is agreed — never a hang.
+#[test]
+fn the_replica_holder_then_the_owner_dies() {
+    for read_first in [true, false] {
+        let mut c = Cluster::start(
+            4,
+            &["--fault-timeout-ms", "2000", "--replica-interval-ms", "0"],
+        );
+        let name = shm_name("twice");
+        let mut cmd = c.command(2, &c_program("release"));
+        cmd.args([name.as_str(), "64"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut writer = Spawned(cmd.spawn().unwrap());
+        wait_for_line(&mut writer, "released");
+        if read_first {
+            check(&c, 1, &[&name, "keep"]).assert_ok();
+        }
+        // Node 3 holds node 2's replicas (the next node by id).
+        assert!(
+            c.node(3).json(&["stats"])["replicas_held"].as_u64() >= Some(64),
+            "{}",
+            c.node(3).json(&["stats"])
+        );
+        c.kill(3);
+        c.wait_member(1, 3, "dead", Duration::from_secs(20));
+        c.kill(2);
+        drop(writer);
+        let started = Instant::now();
+        let out = check(&c, 4, &[&name, "keep"]);
+        if read_first {
+            out.assert_ok();
+            assert!(
+                out.stdout.contains("0 of 65536 words wrong"),
+                "{}",
+                out.stdout
+            );
+        } else {
+            assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{}", out.stderr);
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+    }
+}
