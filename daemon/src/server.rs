@@ -1260,7 +1260,11 @@ impl Server {
                         self.release_held(node);
                     }
                 }
-                MemberOutput::Died { node, incarnation } => {
+                MemberOutput::Died {
+                    node,
+                    incarnation,
+                    survivors,
+                } => {
                     warn!(
                         "{node} (incarnation {incarnation:#x}) is dead, as the cluster agreed: \
                          what its processes held is released, its pages with no other copy \
@@ -1284,7 +1288,7 @@ impl Server {
                     }
                     self.core.handle(Input::PeerDown { node });
                     self.drain_core();
-                    self.node_gone(node);
+                    self.node_gone(node, &survivors);
                 }
                 MemberOutput::Expelled => {
                     self.fatal = Some(format!(

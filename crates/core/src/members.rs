@@ -160,7 +160,8 @@ enum Applied {
         req: u64,
     },
     Joined(NodeId, u64),
-    Died(NodeId, u64, Vec<DirMsg>),
+    /// A death, the directory's news of it, and the members alive just after it.
+    Died(NodeId, u64, Vec<DirMsg>, Vec<NodeId>),
 }
 
 impl Cluster {
@@ -202,7 +203,13 @@ impl Cluster {
                 }
                 self.done.retain(|(n, _), _| *n != node);
                 let news = self.directory.node_died(node);
-                Applied::Died(node, incarnation, news)
+                let survivors = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.alive)
+                    .map(|(&n, _)| n)
+                    .collect();
+                Applied::Died(node, incarnation, news, survivors)
             }
             Command::Dir {
                 from,
@@ -398,6 +405,9 @@ pub enum MemberOutput {
         node: NodeId,
         /// Its incarnation.
         incarnation: u64,
+        /// The members alive just after the death, as the log says (the same on every node,
+        /// whatever else this node applied since).
+        survivors: Vec<NodeId>,
     },
     /// This node's own death was committed (it was cut off too long): it must start afresh.
     Expelled,
@@ -1100,7 +1110,7 @@ impl Members {
                 self.outputs
                     .push_back(MemberOutput::Joined { node, incarnation });
             }
-            Applied::Died(node, incarnation, news) => {
+            Applied::Died(node, incarnation, news, survivors) => {
                 for n in news {
                     self.outputs.push_back(MemberOutput::News(n));
                 }
@@ -1110,8 +1120,11 @@ impl Members {
                         self.outputs.push_back(MemberOutput::Expelled);
                     }
                 } else {
-                    self.outputs
-                        .push_back(MemberOutput::Died { node, incarnation });
+                    self.outputs.push_back(MemberOutput::Died {
+                        node,
+                        incarnation,
+                        survivors,
+                    });
                 }
             }
         }

@@ -126,12 +126,18 @@ struct Rebuild {
     awaiting: BTreeSet<NodeId>,
     /// The objects built from the dead home's mirrors (the only ones its holders are in).
     moved: Vec<SyncKey>,
+    /// When it began.
+    since_ms: u64,
     /// Each semaphore's per-node traffic as the dead home mirrored it.
     tallies: BTreeMap<SyncKey, BTreeMap<NodeId, Tally>>,
 }
 
 /// Messages kept for a death not yet applied here; more are refused.
 const EARLY_KEPT: usize = 65_536;
+
+/// A rebuild waits this long for a survivor's claims (one that never applied the death: it
+/// caught up from a snapshot taken after it), then goes on without them.
+const CLAIMS_WAIT_MS: u64 = 30_000;
 
 impl Service {
     /// The service of node `me` in a cluster of `members` (sorted, `me` included).
@@ -363,8 +369,21 @@ impl Service {
         self.heap_ends.retain(|key, _| other(key));
     }
 
-    /// Time passed: timed waits that are due time out.
+    /// Time passed: timed waits that are due time out; rebuilds that waited too long for a
+    /// survivor's claims go on without them.
     pub fn tick(&mut self, now_ms: u64) {
+        for (dead, rebuild) in &mut self.rebuilding {
+            if !rebuild.awaiting.is_empty() && now_ms >= rebuild.since_ms + CLAIMS_WAIT_MS {
+                log::warn!(
+                    "lock service: no claims on the objects of {dead} from {:?} in {} s: \
+                     served without them (what their threads held there is not known)",
+                    rebuild.awaiting,
+                    CLAIMS_WAIT_MS / 1000
+                );
+                rebuild.awaiting.clear();
+            }
+        }
+        self.finish_rebuilds(now_ms);
         while let Some(&(due, key)) = self.deadlines.first() {
             if due > now_ms {
                 break;
@@ -381,7 +400,13 @@ impl Service {
 
     /// When [`Service::tick`] next has something to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.deadlines.first().map(|&(due, _)| due)
+        let rebuild = self
+            .rebuilding
+            .values()
+            .map(|r| r.since_ms + CLAIMS_WAIT_MS)
+            .min();
+        let wait = self.deadlines.first().map(|&(due, _)| due);
+        wait.into_iter().chain(rebuild).min()
     }
 
     /// The next thing for the driver to do.
@@ -768,6 +793,7 @@ impl Service {
                     .collect(),
                 tallies: BTreeMap::new(),
                 moved: Vec::new(),
+                since_ms: now_ms,
             };
             let moved: Vec<SyncKey> = self
                 .mirrors

@@ -1100,3 +1100,25 @@ fn a_dead_home_s_heap_never_hands_out_a_range_twice() {
     heir.request(2, owner(2, 1), h, alloc, 2);
     assert_eq!(answers(&mut heir), [(2, SyncResult::Allocated(104))]);
 }
+
+/// A survivor that never sends its claims (it caught up from a snapshot taken after the death,
+/// so it never applied it) holds a rebuild up for 30 s at most: then its objects are served.
+#[test]
+fn a_rebuild_goes_on_without_claims_that_never_come() {
+    let mut heir = Service::new(NodeId(2), vec![NodeId(1), NodeId(2), NodeId(3)]);
+    let m = object(0, 0); // homed at node 1
+    heir.node_gone(NodeId(1), &[NodeId(2), NodeId(3)], 0);
+    heir.request(
+        1,
+        owner(2, 1),
+        m,
+        lock_op(MutexKind::default(), Wait::Block),
+        1,
+    );
+    assert!(answers(&mut heir).is_empty(), "node 3's claims are awaited");
+    assert_eq!(heir.next_deadline(), Some(30_000));
+    heir.tick(29_999);
+    assert!(answers(&mut heir).is_empty());
+    heir.tick(30_000);
+    assert_eq!(answers(&mut heir), [(1, SyncResult::Ok)]);
+}

@@ -78,16 +78,10 @@ impl Server {
     }
 
     /// A peer's daemon died or restarted.
-    pub(super) fn node_gone(&mut self, node: NodeId) {
+    /// `survivors`: the members alive just after the death, as the log says.
+    pub(super) fn node_gone(&mut self, node: NodeId, survivors: &[NodeId]) {
         let now_ms = self.now_ms();
-        let survivors: Vec<NodeId> = self
-            .members
-            .members()
-            .into_iter()
-            .filter(|(_, m)| m.alive)
-            .map(|(n, _)| n)
-            .collect();
-        self.sync.node_gone(node, &survivors, now_ms);
+        self.sync.node_gone(node, survivors, now_ms);
         self.drain_sync();
     }
 
