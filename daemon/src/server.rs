@@ -1964,22 +1964,33 @@ impl Server {
         Ok(())
     }
 
+    /// A segment's pages as this node knows them: one it has open, or else any segment of the
+    /// cluster (a replica node need not have opened what it keeps replicas of).
     fn pages(&self, wanted: &str) -> Option<dsm_proto::ctl::Pages> {
         let name = wanted.trim_start_matches('/');
         let id = u64::from_str_radix(wanted.trim_start_matches("0x"), 16).ok();
-        let seg = self
+        let (segment, display, pages) = match self
             .store
             .iter()
-            .find(|s| (!s.unlinked && s.meta.name == name) || Some(s.meta.id.0) == id)?;
+            .find(|s| (!s.unlinked && s.meta.name == name) || Some(s.meta.id.0) == id)
+        {
+            Some(seg) => (seg.meta.id, seg.display_name(), seg.pages()),
+            None => self.members.with_directory(|d| {
+                d.segments()
+                    .find(|m| (!m.name.is_empty() && m.name == name) || Some(m.id.0) == id)
+                    .map(|m| {
+                        let pages = m.size.div_ceil(PAGE_SIZE as u64) as u32;
+                        (m.id, format!("/{}", m.name), pages)
+                    })
+            })?,
+        };
         let me = self.config.node_id;
-        let pages = (0..seg.pages())
+        let pages = (0..pages)
             .map(|page| {
-                let key = PageKey {
-                    segment: seg.meta.id,
-                    page,
-                };
+                let key = PageKey { segment, page };
                 let state = self.core.page(key);
                 let owner = state.probable_owner == me;
+                let repl = self.core.replication(key);
                 dsm_proto::ctl::PageInfo {
                     page,
                     access: state.access,
@@ -1992,12 +2003,16 @@ impl Server {
                         Vec::new()
                     },
                     busy: self.core.busy(key).is_some(),
+                    dirty: repl.dirty,
+                    replicated: repl.sent.map(|(_, v)| v),
+                    replicating: repl.under_way,
+                    replica: repl.held,
                 }
             })
             .collect();
         Some(dsm_proto::ctl::Pages {
-            segment: seg.display_name(),
-            id: seg.meta.id.0,
+            segment: display,
+            id: segment.0,
             pages,
         })
     }

@@ -315,6 +315,16 @@ fn writes_released_before_a_host_dies_survive_on_its_replicas() {
             .stderr(std::process::Stdio::piped());
         let mut writer = Spawned(cmd.spawn().unwrap());
         wait_for_line(&mut writer, "released");
+        if how == "mutex" && replicas == "1" {
+            // `dsmctl pages`: the owner sent version 1 of each page and wrote none since; the
+            // replica node (the next by id) keeps it.
+            let pages = c.node(2).json(&["pages", &name]);
+            let first = &pages["pages"][0];
+            assert_eq!(first["replicated"], 1, "{first}");
+            assert_eq!(first["dirty"], false, "{first}");
+            let kept = c.node(3).json(&["pages", &name]);
+            assert_eq!(kept["pages"][0]["replica"][1], 1, "{kept}");
+        }
         if how == "async" {
             // MS_ASYNC returned at once; the replication it started completes on its own.
             let deadline = Instant::now() + Duration::from_secs(30);

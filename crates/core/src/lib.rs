@@ -18,6 +18,6 @@ pub mod node;
 pub mod page;
 pub mod sync;
 
-pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Stats};
+pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Replication, Stats};
 pub use page::PageState;
 pub use sync::{ObjectView, Service, SyncOutput, SyncStats};

@@ -13,6 +13,7 @@
 //! does: a page never leaves, or is downgraded, while a local process could still write it.
 
 mod replicas;
+pub use replicas::Replication;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -2571,9 +2572,9 @@ mod tests {
                 }
             }]
         );
-        n.handle(Input::Tick { now_ms: 50 });
-        assert!(drain(&mut n).is_empty(), "not yet");
-        n.handle(Input::Tick { now_ms: 110 });
+        n.handle(Input::Tick { now_ms: 150 });
+        assert!(drain(&mut n).is_empty(), "not yet: twice the fault timeout");
+        n.handle(Input::Tick { now_ms: 210 });
         assert_eq!(
             drain(&mut n),
             vec![Output::Fail {
@@ -2609,7 +2610,7 @@ mod tests {
         };
         n.handle(fault(1, 0));
         drain(&mut n);
-        n.handle(Input::Tick { now_ms: 100 });
+        n.handle(Input::Tick { now_ms: 200 });
         assert!(matches!(
             drain(&mut n).as_slice(),
             [Output::Fail {
@@ -2619,7 +2620,7 @@ mod tests {
         ));
         // The request is not answered by then: the page is not left busy for ever.
         assert_eq!(n.busy(key(1, 0)).and_then(|b| b.pending), None);
-        n.handle(fault(2, 120));
+        n.handle(fault(2, 220));
         assert_eq!(
             drain(&mut n),
             vec![Output::Send {

@@ -52,7 +52,9 @@ enum Command {
     /// The cluster's members as agreed (Raft): node, address, incarnation, alive or dead, and
     /// the leader.
     Members,
-    /// Each page of a segment on this node: access, owner (or probable owner), copyset.
+    /// Each page of a segment on this node: access, owner (or probable owner), copyset, and
+    /// replicas: as the owner, the version last replicated and whether it was written since;
+    /// as a replica node, the replica it keeps (any segment of the cluster, opened here or not).
     Pages {
         /// The segment: /name, name, or its id in hex.
         segment: String,
@@ -284,11 +286,40 @@ fn print_pages(p: &Pages) {
                 } else {
                     copyset.join(",")
                 },
+                replication(g),
                 if g.busy { "busy" } else { "" }.into(),
             ]
         })
         .collect();
-    table::print(&["PAGE", "ACCESS", "LOCAL", "OWNER", "COPYSET", ""], rows);
+    table::print(
+        &[
+            "PAGE", "ACCESS", "LOCAL", "OWNER", "COPYSET", "REPLICAS", "",
+        ],
+        rows,
+    );
+}
+
+/// What a page's REPLICAS column says: as owner, the last version replicated from here (and
+/// whether it is written since, or still on its way); as a replica node, what it keeps.
+fn replication(g: &dsm_proto::ctl::PageInfo) -> String {
+    let mut parts = Vec::new();
+    if let Some(v) = g.replicated {
+        parts.push(format!(
+            "v{v} {}",
+            if g.replicating { "sending" } else { "sent" }
+        ));
+    }
+    if g.dirty {
+        parts.push("written since".to_string());
+    }
+    if let Some((epoch, version)) = g.replica {
+        parts.push(format!("keeps e{epoch} v{version}"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn print_locks(locks: &[LockStatus]) {

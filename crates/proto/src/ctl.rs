@@ -148,6 +148,15 @@ pub struct PageInfo {
     pub copyset: Vec<u32>,
     /// Whether a transfer, invalidation or revocation is under way.
     pub busy: bool,
+    /// Written here since its last replication (the next release sends it to the replicas).
+    pub dirty: bool,
+    /// Owner: the version of its last replication from here (counted in its ownership epoch).
+    pub replicated: Option<u32>,
+    /// Owner: that replication is still under way.
+    pub replicating: bool,
+    /// A replica this node keeps for the page's owner: its epoch and version (the newest
+    /// survives the owner's death: docs/protocol.md, "Replicas at release points").
+    pub replica: Option<(u16, u32)>,
 }
 
 /// Counters and fault latencies of one node.

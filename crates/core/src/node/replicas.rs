@@ -43,7 +43,30 @@ pub(super) struct Inflight {
     pub waiting: NodeSet,
 }
 
+/// What this node knows of a page's replication, for `dsmctl pages`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// Written here since its last replication: the next release sends it.
+    pub dirty: bool,
+    /// The last replication this node (as its owner) started: epoch and version.
+    pub sent: Option<(u16, u32)>,
+    /// That replication is not acknowledged yet.
+    pub under_way: bool,
+    /// A replica this node keeps for the page's owner: epoch and version.
+    pub held: Option<(u16, u32)>,
+}
+
 impl Node {
+    /// What this node knows of `key`'s replication (`dsmctl pages`).
+    pub fn replication(&self, key: PageKey) -> Replication {
+        Replication {
+            dirty: self.dirty.contains(&key),
+            sent: self.versions.get(&key).copied(),
+            under_way: self.inflight.contains_key(&key) || self.backlog.contains(&key),
+            held: self.held.get(&key).copied(),
+        }
+    }
+
     /// Whether pages are replicated at all: `--replicas` above 0.
     fn replicating(&self) -> bool {
         self.config.replicas > 0
