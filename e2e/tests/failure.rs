@@ -622,3 +622,56 @@ fn the_replica_holder_then_the_owner_dies() {
         }
     }
 }
+
+/// A revocation the kernel refuses (lowering one page splits a mapping, and the process is at
+/// `vm.max_map_count`; simulated with the shim's test hook, as the real limit is the whole
+/// machine's) must not leave the page writable: the whole mapping is revoked instead, the
+/// process says so once, and its next write faults and invalidates the reader's copy.
+#[test]
+fn a_revocation_the_kernel_refuses_never_leaves_a_page_writable() {
+    let c = Cluster::start(2, &[]);
+    let name = shm_name("refused");
+    let _holder = hold(&c, 1, &name, "16384");
+    let mut cmd = c.command(1, &c_program("write_later"));
+    cmd.args([name.as_str(), "1"])
+        .env("DSM_TEST_REVOKE_ENOMEM", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut writer = Spawned(cmd.spawn().unwrap());
+    wait_for_line(&mut writer, "mapped");
+    let read = |c: &Cluster| {
+        let mut cmd = c.command(2, &c_program("touch_later"));
+        cmd.args([name.as_str(), "1"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut reader = Spawned(cmd.spawn().unwrap());
+        wait_for_line(&mut reader, "mapped");
+        reader.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let status = wait_limited(&mut reader, Duration::from_secs(30), "the reader");
+        let mut out = String::new();
+        std::io::Read::read_to_string(reader.stdout.as_mut().unwrap(), &mut out).unwrap();
+        assert!(status.success(), "{status}: {out}");
+        out
+    };
+    // The reader's copy makes node 1 revoke the writer to read: that mprotect "fails".
+    assert!(read(&c).contains("read 1"));
+    writer
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"again\n")
+        .unwrap();
+    wait_for_line(&mut writer, "wrote 2");
+    assert!(
+        read(&c).contains("read 2"),
+        "the write went unseen: the page stayed writable"
+    );
+    drop(writer.stdin.take());
+    let status = wait_limited(&mut writer, Duration::from_secs(30), "the writer");
+    let mut err = String::new();
+    std::io::Read::read_to_string(writer.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(err.contains("could not revoke one page"), "{err}");
+}

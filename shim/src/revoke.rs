@@ -108,14 +108,63 @@ fn apply_revoke(segment: SegmentId, first: u32, count: u32, access: Access, seq:
         for (mapping, addr) in mappings::pieces_holding(segment, page) {
             // SAFETY: lowering (never raising beyond the node's access) a page of our own DSM
             // mapping; a later access faults and is served again.
-            let _ = unsafe { sys::mprotect(addr, PAGE_SIZE, prot_for(access, &mapping)) };
+            let lowered = unsafe { sys::mprotect(addr, PAGE_SIZE, prot_for(access, &mapping)) };
+            if lowered.is_err() || injected_failure() {
+                lower_all(&mapping);
+            }
         }
     }
     LAST_APPLIED.fetch_max(seq, Ordering::Relaxed);
 }
 
+/// Test hook: `DSM_TEST_REVOKE_ENOMEM=N` makes the Nth page revocation of the process fail as
+/// at `vm.max_map_count` (which a test cannot safely reach: the limit is the whole machine's).
+static INJECT_AT: AtomicU64 = AtomicU64::new(0);
+static REVOKED: AtomicU64 = AtomicU64::new(0);
+
+fn injected_failure() -> bool {
+    let at = INJECT_AT.load(Ordering::Relaxed);
+    at != 0 && REVOKED.fetch_add(1, Ordering::Relaxed) + 1 == at
+}
+
+/// A page's protection could not be lowered — lowering the middle of a mapping splits it, and
+/// the process is at `vm.max_map_count` — so the whole mapping loses its access instead (one
+/// piece: nothing to split). The page is never left writable against the daemon's word; every
+/// page of the mapping faults again, and the faults that cannot be granted for the same reason
+/// fail with a line that names the limit.
+fn lower_all(mapping: &Mapping) {
+    static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    // SAFETY: removing access from a whole DSM mapping of this process; every later access
+    // faults and is served again.
+    let all = unsafe { sys::mprotect(mapping.start, mapping.end - mapping.start, libc::PROT_NONE) };
+    if !SAID.swap(true, Ordering::Relaxed) {
+        crate::say!(
+            "could not revoke one page of a shared mapping (the process is at vm.max_map_count: \
+             raise it, sysctl -w vm.max_map_count=1048576): the whole mapping was revoked \
+             instead, and faults again{}",
+            if all.is_ok() {
+                ""
+            } else {
+                " (that failed too)"
+            }
+        );
+    }
+    if all.is_err() {
+        // Never go on with memory the cluster took away.
+        crate::say!("cannot revoke access to shared memory: stopping the process");
+        // SAFETY: ending the process is always sound.
+        unsafe { libc::abort() };
+    }
+}
+
 /// Starts the listener thread on the session connection `fd`.
 pub fn start_listener(fd: i32) {
+    if let Some(at) = std::env::var("DSM_TEST_REVOKE_ENOMEM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        INJECT_AT.store(at, Ordering::Relaxed);
+    }
     let spawned = std::thread::Builder::new()
         .name("dsm-revoke".into())
         .spawn(move || listen(fd));
