@@ -246,6 +246,7 @@ impl Latencies {
 impl Server {
     /// Binds the sockets and installs the signal handlers.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
+        raise_map_count();
         let alone = config.peers.is_empty() && config.joins.is_empty();
         let replicating = config.replicas > 0 && !alone;
         let key = config.cluster_key().map_err(ServerError::Config)?;
@@ -2369,6 +2370,38 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 fn connection_limit() -> usize {
     let fds = usize::try_from(crate::page_store::raise_fd_limit()).unwrap_or(usize::MAX);
     (fds.saturating_sub(512) / 2).clamp(64, 65_536)
+}
+
+/// What `vm.max_map_count` should be at least: pages of one mapping with different protections
+/// are separate kernel mappings, and the kernel's default (65,530) lets a process hold ~32k
+/// scattered pages of a segment with different access.
+const MAP_COUNT_WANTED: u64 = 1_048_576;
+
+/// Raises `vm.max_map_count` to [`MAP_COUNT_WANTED`] where this daemon may (root), and says
+/// what it did; where it may not, says how.
+fn raise_map_count() {
+    const PATH: &str = "/proc/sys/vm/max_map_count";
+    let Some(now) = std::fs::read_to_string(PATH)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    if now >= MAP_COUNT_WANTED {
+        return;
+    }
+    match std::fs::write(PATH, MAP_COUNT_WANTED.to_string()) {
+        Ok(()) => info!(
+            "raised vm.max_map_count from {now} to {MAP_COUNT_WANTED}: each page a process holds \
+             with other access than its neighbours is a kernel mapping"
+        ),
+        Err(e) => warn!(
+            "vm.max_map_count is {now} and this daemon cannot raise it ({e}): a process touching \
+             more than ~{} scattered pages of a segment gets SIGBUS; as root: sysctl -w \
+             vm.max_map_count={MAP_COUNT_WANTED}",
+            now / 2
+        ),
+    }
 }
 
 /// The supplementary groups of process `pid` (from `/proc`), at most [`Caller::MAX_GROUPS`];

@@ -474,3 +474,22 @@ fn a_signal_handler_faulting_mid_request_does_not_corrupt_the_channel() {
         "the handler never found the channel busy: the test proved nothing"
     );
 }
+
+/// dsmd raises `vm.max_map_count` (each page a process holds with other access than its
+/// neighbours is a kernel mapping) where it may, and says how where it may not.
+#[test]
+fn dsmd_raises_vm_max_map_count_or_says_how() {
+    let d = Daemon::start(1);
+    let now: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if now < 1_048_576 {
+        let log = d.log();
+        assert!(
+            log.contains("sysctl -w vm.max_map_count=1048576"),
+            "{now}: {log}"
+        );
+    }
+}
