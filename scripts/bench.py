@@ -421,6 +421,17 @@ def main():
         rr = c.run(2, "read", "/b-rr", n, "remote-read")[0]
         remote_floor = f50["fault"] + f50["unix"] + f50["tcp"]
         fault_row("3a remote read fault", rr, remote_floor, "fault + unix rt + tcp rt 4 KiB", 1.5)
+        # Where its time goes (issue 13): the requesting daemon's stages (dsmctl stats), and the
+        # rest — the signal, the shim and the Unix socket both ways — by difference.
+        stages = c.stats(2)["remote_stages_us"]
+        breakdown = {
+            "fault_p50_us": rr["p50_ns"] / 1e3,
+            "daemon_read_to_asked_us": stages[0]["p50"],
+            "asked_to_grant_us": stages[1]["p50"],
+            "grant_to_answered_us": stages[2]["p50"],
+        }
+        breakdown["shim_and_unix_us"] = breakdown["fault_p50_us"] - sum(
+            v for k, v in breakdown.items() if k != "fault_p50_us")
 
         c.run(1, "first", "/b-w0", n)
         w0 = c.run(2, "write", "/b-w0", n, "remote-write")[0]
@@ -584,6 +595,9 @@ def main():
     print(f"\nlock hand-off: node 1 (home) took {lock['home_share'] * 100:.0f}% of the acquisitions; "
           "ArgoDSM over TCP on this kind of machine: 0.7-2.4k lock and 6-7k barrier round trips/s")
     print()
+    print("remote read fault, where the time goes (p50, µs): "
+          + ", ".join(f"{k.removesuffix('_us').replace('_', ' ')} {v:.1f}" for k, v in breakdown.items()))
+    print()
     print("floors: " + ", ".join(f"{k} {v.get('p50_ns', 0) / 1e3:.1f} µs" for k, v in floor.items() if "p50_ns" in v)
           + f", tcp bandwidth {floor['tcp_bw']['mb_per_s']:.0f} MB/s"
           + f", storing into fresh memfd pages {floor['memfd']['mb_per_s']:.0f} MB/s (a receiving node's ceiling)")
@@ -605,6 +619,7 @@ def main():
         pass
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"machine": machine, "pages": PAGES, "floors": floor, "figures": rows,
+                   "remote_read_breakdown": breakdown,
                    "messages_per_fault": messages, "node_stats": stats},
                   f, indent=2)
     print(f"results: {os.path.join(out_dir, 'results.json')}")

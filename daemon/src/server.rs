@@ -201,12 +201,27 @@ pub struct Server {
     revoke_batch: Vec<(SessionId, Token, PageKey, dsm_proto::Access)>,
     /// Recent fault latencies: [served at once, had to wait].
     latency: [Latencies; 2],
+    /// A remote fault's stages here: [its request read → the request to a peer sent, → the
+    /// grant received, → the answer sent].
+    stages: [Latencies; 3],
+    /// When this node's own request for a page went out, and when its grant came.
+    asked_at: HashMap<PageKey, Instant>,
+    granted_at: HashMap<PageKey, Instant>,
     started: Instant,
     /// The lock, condition, barrier and allocation service.
     sync: Service,
     /// Local requests under way in the service, by ticket.
     tickets: HashMap<u64, Token>,
     next_ticket: u64,
+}
+
+/// Notes when something happened to `key`, in a map kept small: a page whose fault never came
+/// (read ahead, given up) is forgotten with the rest once it holds 4,096.
+fn stamp(map: &mut HashMap<PageKey, Instant>, key: PageKey) {
+    if map.len() >= 4_096 {
+        map.clear();
+    }
+    map.insert(key, Instant::now());
 }
 
 /// The most recent fault latencies, for percentiles.
@@ -353,6 +368,9 @@ impl Server {
             revoke_acks: HashMap::new(),
             revoke_batch: Vec::new(),
             latency: Default::default(),
+            stages: Default::default(),
+            asked_at: HashMap::new(),
+            granted_at: HashMap::new(),
             started: Instant::now(),
             sync: Service::new(me, members.clone()),
             founders: members,
@@ -1631,6 +1649,11 @@ impl Server {
                     warn!("{from} sent {msg:?}, for a page this node cannot have: ignored");
                     return;
                 }
+                if let PeerMsg::Grant { key, .. } = msg {
+                    if self.asked_at.contains_key(&key) {
+                        stamp(&mut self.granted_at, key);
+                    }
+                }
                 self.core.handle(Input::Peer { from, msg });
                 // A page that arrived may be taken from the table (read-ahead, waiting readers).
                 self.publish(key);
@@ -1701,6 +1724,15 @@ impl Server {
                         self.conns.get(&Token(id.0 as usize)).and_then(|c| c.fault)
                     {
                         self.latency[usize::from(waited)].record(since.elapsed());
+                        let asked = self.asked_at.remove(&key);
+                        let granted = self.granted_at.remove(&key);
+                        if let (Some(asked), Some(granted)) = (asked, granted) {
+                            if since <= asked && asked <= granted {
+                                self.stages[0].record(asked - since);
+                                self.stages[1].record(granted - asked);
+                                self.stages[2].record(granted.elapsed());
+                            }
+                        }
                     }
                     let seq = self.revoke_seq;
                     self.answer_fault(id, Reply::Granted { access, seq });
@@ -1722,6 +1754,17 @@ impl Server {
                         // Meant for a daemon that has restarted since: it must not get it (the
                         // old one's death reaches the core soon).
                         continue;
+                    }
+                    if let PeerMsg::Request {
+                        key,
+                        requester,
+                        hops: 0,
+                        ..
+                    } = msg
+                    {
+                        if requester == self.config.node_id {
+                            stamp(&mut self.asked_at, key);
+                        }
                     }
                     let frame = PeerFrame::Coherence(msg);
                     match msg {
@@ -2047,6 +2090,11 @@ impl Server {
             sync_objects: self.sync.objects() as u64,
             local_latency_us: self.latency[0].percentiles(),
             remote_latency_us: self.latency[1].percentiles(),
+            remote_stages_us: [
+                self.stages[0].percentiles(),
+                self.stages[1].percentiles(),
+                self.stages[2].percentiles(),
+            ],
         }
     }
 

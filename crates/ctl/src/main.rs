@@ -425,6 +425,9 @@ fn print_stats(s: &Stats) {
         vec![
             row("served at once", &s.local_latency_us),
             row("waited for a peer", &s.remote_latency_us),
+            row("  read → asked a peer", &s.remote_stages_us[0]),
+            row("  asked → grant came", &s.remote_stages_us[1]),
+            row("  grant → answered", &s.remote_stages_us[2]),
         ],
     );
 }

@@ -214,6 +214,10 @@ pub struct Stats {
     pub local_latency_us: Percentiles,
     /// Latency of faults that needed a peer (µs), over the most recent ones.
     pub remote_latency_us: Percentiles,
+    /// A remote fault's stages on this node, µs: its request read → this node's request sent
+    /// to a peer; → the peer's grant received (the network both ways and the peers' work);
+    /// → the answer sent to the process.
+    pub remote_stages_us: [Percentiles; 3],
 }
 
 /// Percentiles of a sample.
