@@ -87,15 +87,20 @@ fn a_host_cut_off_stops_writing_before_the_others_declare_it_dead_and_rejoins_as
     let mut writer = Spawned(writer.spawn().unwrap());
     wait_for_line(&mut writer, "mapped");
 
-    // What `hold` wrote reaches host 1 (the replica node after host 3) by the background
-    // flush (`--replica-interval-ms`), before the cut.
+    // What `hold` and `write_later` wrote reaches host 1 (the replica node after host 3) by
+    // the background flush (`--replica-interval-ms`), before the cut: host 3 shows page 1
+    // replicated and not written since (`dsmctl pages`), host 1 holds both pages' replicas.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while c.node(1).json(&["stats"])["replicas_held"]
-        .as_u64()
-        .unwrap_or(0)
-        < 2
-    {
-        assert!(Instant::now() < deadline, "no replicas on host 1");
+    loop {
+        let page = c.node(3).json(&["pages", &p])["pages"][1].clone();
+        let flushed = page["replicated"].as_u64() >= Some(1)
+            && page["dirty"] == false
+            && page["replicating"] == false;
+        let held = c.node(1).json(&["stats"])["replicas_held"].as_u64() >= Some(2);
+        if flushed && held {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no replicas on host 1: {page}");
         std::thread::sleep(Duration::from_millis(20));
     }
     net.cut(3);
@@ -128,7 +133,8 @@ fn a_host_cut_off_stops_writing_before_the_others_declare_it_dead_and_rejoins_as
     );
     assert_eq!(status.signal(), Some(libc::SIGBUS), "{status}");
     // The majority goes on: new segments, and the cut-off host's pages are taken over from
-    // their replicas: what it wrote before the flush, not a byte lost.
+    // their replicas: what it wrote before the flush, not a byte lost — `hold`'s pattern, and
+    // the one word `write_later` added to (so 1 word differs from the pattern).
     let r = format!("/{}", unique("r"));
     let started = Instant::now();
     let mut fresh = c.command(1, &c_program("hold"));
@@ -145,7 +151,7 @@ fn a_host_cut_off_stops_writing_before_the_others_declare_it_dead_and_rejoins_as
         .output()
         .unwrap();
     assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("0 of 2048"),
+        String::from_utf8_lossy(&out.stdout).contains("1 of 2048 words wrong"),
         "{out:?}"
     );
 
