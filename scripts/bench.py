@@ -193,6 +193,41 @@ def replica_figures(work):
     return rows
 
 
+def scaling_figures(work):
+    """Figure 13b: the remote read fault and the lock hand-off as the cluster grows — 2, 4 and 8
+    daemons on loopback (all on this machine's CPUs: the figures also say what more daemons
+    cost one host). Node 1 writes 4,000 pages and homes the mutex; the last node reads 2,000 of
+    them at random and takes the mutex against node 1. Floors from the same run: fault + Unix
+    round trip + TCP 4 KiB round trip, and 1 / (Unix + TCP round trip)."""
+    print("== figure 13b: 2, 4 and 8 nodes", flush=True)
+    fault = bare(work, "floor-fault", str(PAGES))["p50_ns"]
+    unix = bare(work, "floor-unix", str(PAGES))["p50_ns"]
+    tcp = bare(work, "floor-tcp", str(PAGES))["p50_ns"]
+    rows = []
+    for n in (2, 4, 8):
+        k = Cluster(n, work)
+        try:
+            k.run(1, "first", "/b-n", "4000")
+            rr = k.run(n, "random", "/b-n", "2000", "3", "read")[0]
+            k.run(1, "sync-setup", "/b-n-sync")
+            other = subprocess.Popen([work, "lock", "/b-n-sync", "1", "2"], env=k.env(n),
+                                     stdout=subprocess.PIPE, text=True)
+            mine = k.run(1, "lock", "/b-n-sync", "0", "2")[0]
+            theirs = json.loads(other.communicate(timeout=60)[0].splitlines()[-1])
+        finally:
+            k.stop()
+        floor = fault + unix + tcp
+        rows.append({"figure": f"13b remote read fault, {n} nodes", "p50_us": rr["p50_ns"] / 1e3,
+                     "p99_us": rr["p99_ns"] / 1e3, "floor_us": floor / 1e3,
+                     "floor": "fault + unix rt + tcp rt 4 KiB", "ratio": rr["p50_ns"] / floor,
+                     "target": None})
+        lock = (mine["per_s"] + theirs["per_s"]) / 2
+        rows.append({"figure": f"13b lock hand-off, {n} nodes (round trips)", "per_s": lock,
+                     "floor_per_s": 1e9 / (unix + tcp), "floor": "1 / (unix rt + tcp rt)",
+                     "ratio": lock * (unix + tcp) / 1e9, "target": None})
+    return rows
+
+
 def rss(pid):
     """A process's resident memory, bytes: total, anonymous, and shared (memfd pages)."""
     out = {}
@@ -561,6 +596,7 @@ def main():
     rows += replica_figures(work)
     rows += failure_figures(work)
     rows += footprint_figures(work)
+    rows += scaling_figures(work)
 
     redis = redis_figure(int(keys))
     if redis:
