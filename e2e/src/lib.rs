@@ -421,6 +421,26 @@ impl Running {
     }
 }
 
+/// Waits for `child` (within `limit`, see [`wait_limited`]) and reads what is left on its piped
+/// stdout and stderr.
+pub fn outcome_of(child: &mut Child, limit: Duration, what: &str) -> Outcome {
+    let status = wait_limited(child, limit, what);
+    let read = |pipe: Option<&mut dyn Read>| {
+        let mut text = String::new();
+        if let Some(p) = pipe {
+            let _ = p.read_to_string(&mut text);
+        }
+        text
+    };
+    let stdout = read(child.stdout.as_mut().map(|p| p as &mut dyn Read));
+    let stderr = read(child.stderr.as_mut().map(|p| p as &mut dyn Read));
+    Outcome {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
 /// The log of a daemon that does not fit and must stop: it exits at start, or soon after
 /// (within `limit`) with status 1.
 pub fn stopped_log(started: Result<Daemon, String>, limit: Duration) -> String {

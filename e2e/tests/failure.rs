@@ -5,7 +5,9 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use dsm_e2e::{c_program, unique, wait_for_line, wait_limited, Cluster, Daemon, Spawned};
+use dsm_e2e::{
+    c_program, outcome_of, unique, wait_for_line, wait_limited, Cluster, Daemon, Spawned,
+};
 use std::io::Write;
 
 fn shm_name(label: &str) -> String {
@@ -422,25 +424,14 @@ fn counter_survives_the_death_of(victim: usize) {
     let dead_done = logged(victim);
     let mut did = 0;
     for mut p in survivors {
-        use std::io::Read;
-        let status = wait_limited(&mut p, Duration::from_secs(120), "a survivor");
-        let (mut stdout, mut stderr) = (String::new(), String::new());
-        p.stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        p.stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        assert!(status.success(), "{stderr}");
-        did += stdout
+        let out = outcome_of(&mut p, Duration::from_secs(120), "a survivor");
+        assert!(out.status.success(), "{}", out.stderr);
+        did += out
+            .stdout
             .trim()
             .strip_prefix("did ")
             .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("{stdout}"));
+            .unwrap_or_else(|| panic!("{}", out.stdout));
     }
     let out = dsm_e2e::run({
         let mut cmd = c.command(3, &c_program("durable_counter"));
@@ -495,21 +486,9 @@ fn a_semaphore_whose_home_dies_keeps_every_post() {
         (&mut poster, "posted 400"),
         (&mut taker, "took 400, none left"),
     ] {
-        use std::io::Read;
-        let status = wait_limited(p, Duration::from_secs(120), "a survivor");
-        let (mut stdout, mut stderr) = (String::new(), String::new());
-        p.stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        p.stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        assert!(status.success(), "{status}: {stdout}{stderr}");
-        assert!(stdout.contains(want), "{stdout}{stderr}");
+        let out = outcome_of(p, Duration::from_secs(120), "a survivor");
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stdout.contains(want), "{out:?}");
     }
     let log = c.node(2).log();
     assert!(
@@ -649,11 +628,9 @@ fn a_revocation_the_kernel_refuses_never_leaves_a_page_writable() {
         let mut reader = Spawned(cmd.spawn().unwrap());
         wait_for_line(&mut reader, "mapped");
         reader.stdin.take().unwrap().write_all(b"go\n").unwrap();
-        let status = wait_limited(&mut reader, Duration::from_secs(30), "the reader");
-        let mut out = String::new();
-        std::io::Read::read_to_string(reader.stdout.as_mut().unwrap(), &mut out).unwrap();
-        assert!(status.success(), "{status}: {out}");
-        out
+        let out = outcome_of(&mut reader, Duration::from_secs(30), "the reader");
+        assert!(out.status.success(), "{out:?}");
+        out.stdout
     };
     // The reader's copy makes node 1 revoke the writer to read: that mprotect "fails".
     assert!(read(&c).contains("read 1"));
@@ -669,9 +646,7 @@ fn a_revocation_the_kernel_refuses_never_leaves_a_page_writable() {
         "the write went unseen: the page stayed writable"
     );
     drop(writer.stdin.take());
-    let status = wait_limited(&mut writer, Duration::from_secs(30), "the writer");
-    let mut err = String::new();
-    std::io::Read::read_to_string(writer.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{status}: {err}");
-    assert!(err.contains("could not revoke one page"), "{err}");
+    let out = outcome_of(&mut writer, Duration::from_secs(30), "the writer");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.contains("could not revoke one page"), "{out:?}");
 }
