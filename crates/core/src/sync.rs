@@ -820,18 +820,8 @@ impl Service {
             .filter(|((key, _), _)| was_dead(*key))
             .map(|(&(key, owner), &hold)| (key, owner, hold))
             .collect();
-        let tallies: Vec<(SyncKey, Tally)> = self
-            .tally
-            .iter()
-            .filter(|(&key, _)| was_dead(key))
-            .map(|(&key, &t)| (key, t))
-            .collect();
-        let heaps: Vec<(SyncKey, u64)> = self
-            .heap_ends
-            .iter()
-            .filter(|(&key, _)| was_dead(key))
-            .map(|(&key, &end)| (key, end))
-            .collect();
+        let tallies = entries_where(&self.tally, &was_dead);
+        let heaps = entries_where(&self.heap_ends, &was_dead);
         if heir == self.me {
             self.claims(self.me, dead, holds, tallies, heaps);
         } else {
@@ -1351,6 +1341,17 @@ impl Object {
             Object::Barrier(_) | Object::Heap(_) => {}
         }
     }
+}
+
+/// The entries of `map` whose key `keep` says to.
+fn entries_where<V: Copy>(
+    map: &BTreeMap<SyncKey, V>,
+    keep: &dyn Fn(SyncKey) -> bool,
+) -> Vec<(SyncKey, V)> {
+    map.iter()
+        .filter(|(&key, _)| keep(key))
+        .map(|(&key, &v)| (key, v))
+        .collect()
 }
 
 /// Removes and returns the entries `pick` chooses, keeping the others in order.
