@@ -37,6 +37,14 @@ fn check(c: &Cluster, id: usize, args: &[&str]) -> dsm_e2e::Outcome {
     dsm_e2e::run(cmd)
 }
 
+/// Node `id` reads every word of the `release`/`hold` pattern in `name`: all `words` are intact.
+fn assert_intact(c: &Cluster, id: usize, name: &str, words: usize) {
+    let out = check(c, id, &[name, "keep"]);
+    out.assert_ok();
+    let want = format!("0 of {words} words wrong");
+    assert!(out.stdout.contains(&want), "{}", out.stdout);
+}
+
 /// Starts `write_later NAME PAGE` on node `id` (it writes the page once) and waits until it has.
 fn write_later(c: &Cluster, id: usize, name: &str, page: &str) -> Spawned {
     let mut cmd = c.command(id, &c_program("write_later"));
@@ -338,15 +346,10 @@ fn writes_released_before_a_host_dies_survive_on_its_replicas() {
         c.kill(2);
         drop(writer);
         for reader in [1, 3] {
-            let out = check(&c, reader, &[&name, "keep"]);
             if replicas == "1" {
-                out.assert_ok();
-                assert!(
-                    out.stdout.contains("0 of 524288 words wrong"),
-                    "{}",
-                    out.stdout
-                );
+                assert_intact(&c, reader, &name, 524_288);
             } else {
+                let out = check(&c, reader, &[&name, "keep"]);
                 assert_eq!(
                     out.status.signal(),
                     Some(libc::SIGBUS),
@@ -541,13 +544,7 @@ fn a_node_alone_replicates_once_others_join_it() {
     c.kill(1);
     drop(writer);
     for reader in [2, 3] {
-        let out = check(&c, reader, &[&name, "keep"]);
-        out.assert_ok();
-        assert!(
-            out.stdout.contains("0 of 262144 words wrong"),
-            "{}",
-            out.stdout
-        );
+        assert_intact(&c, reader, &name, 262_144);
     }
 }
 
@@ -583,15 +580,10 @@ fn the_replica_holder_then_the_owner_dies() {
         c.kill(2);
         drop(writer);
         let started = Instant::now();
-        let out = check(&c, 4, &[&name, "keep"]);
         if read_first {
-            out.assert_ok();
-            assert!(
-                out.stdout.contains("0 of 65536 words wrong"),
-                "{}",
-                out.stdout
-            );
+            assert_intact(&c, 4, &name, 65_536);
         } else {
+            let out = check(&c, 4, &[&name, "keep"]);
             assert_eq!(out.status.signal(), Some(libc::SIGBUS), "{}", out.stderr);
             assert!(
                 started.elapsed() < Duration::from_secs(10),
