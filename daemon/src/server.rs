@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dsm_core::members::{MemberInput, MemberOutput, Members, Timing};
-use dsm_core::{FaultError, FaultId, Input, Node, Output, Service};
+use dsm_core::{
+    FaultError, FaultId, Input, Node, Output, Revocations, RevokeInput, RevokeOutput, Service,
+};
 use dsm_proto::client::{Push, PushAck, Reply, Request, ShmError};
 use dsm_proto::ctl::{
     CtlReply, CtlRequest, MemberStatus, PeerStatus, ProcessStatus, SegmentStatus, Status,
@@ -187,18 +189,12 @@ pub struct Server {
     peers: Peers,
     parked: HashMap<u64, (Parked, Instant)>,
     next_request: u64,
-    /// Revocations sent so far (a grant carries this, see `Reply::Granted::seq`).
-    revoke_seq: u64,
     /// Whether releases wait for replicas (what sessions were told): with `--replicas` above
     /// 0, once the cluster has another node to hold them (configured, or joined).
     replicating: bool,
-    /// Sessions still to acknowledge the revocation of a page.
-    revoking: HashMap<PageKey, BTreeSet<SessionId>>,
-    /// Which page each outstanding revocation (session, seq) is for.
-    revoke_acks: HashMap<(SessionId, u64), Vec<PageKey>>,
-    /// Revocations asked for in this drain of the core, sent at its end: one push per run of
-    /// pages of a segment per process.
-    revoke_batch: Vec<(SessionId, Token, PageKey, dsm_proto::Access)>,
+    /// Revocations of local processes' access under way (a grant carries their number, see
+    /// `Reply::Granted::seq`).
+    revocations: Revocations,
     /// Recent fault latencies: [served at once, had to wait].
     latency: [Latencies; 2],
     /// A remote fault's stages here: [its request read → the request to a peer sent, → the
@@ -362,11 +358,8 @@ impl Server {
             peers,
             parked: HashMap::new(),
             next_request: 1,
-            revoke_seq: 0,
             replicating,
-            revoking: HashMap::new(),
-            revoke_acks: HashMap::new(),
-            revoke_batch: Vec::new(),
+            revocations: Revocations::new(),
             latency: Default::default(),
             stages: Default::default(),
             asked_at: HashMap::new(),
@@ -1707,7 +1700,18 @@ impl Server {
 
     // ---- the core ----
 
+    /// Drains the core, then the revocations it asked for (which may answer the core), until
+    /// neither has anything left to do.
     fn drain_core(&mut self) {
+        loop {
+            self.drain_core_once();
+            if !self.drain_revocations() {
+                return;
+            }
+        }
+    }
+
+    fn drain_core_once(&mut self) {
         // Everything the core says to peers in one drain goes out in one writev per peer.
         self.peers.begin_batch();
         while let Some(output) = self.core.poll_output() {
@@ -1734,7 +1738,7 @@ impl Server {
                             }
                         }
                     }
-                    let seq = self.revoke_seq;
+                    let seq = self.revocations.seq();
                     self.answer_fault(id, Reply::Granted { access, seq });
                 }
                 Output::Fail { id, error } => {
@@ -1800,7 +1804,6 @@ impl Server {
             }
         };
         self.peers.end_batch(self.poll.registry(), &mut resolve);
-        self.send_revocations();
     }
 
     /// This node takes a dead owner's page over from its replica: the replica's bytes become
@@ -1866,74 +1869,65 @@ impl Server {
         }
     }
 
-    /// Asks every local process that maps the segment to drop its access to the page (at the
-    /// end of this drain of the core, with the drain's other revocations: see
-    /// [`Server::send_revocations`]).
+    /// Asks every local process that maps the segment to drop its access to the page (pushed
+    /// at the end of this drain of the core, batched with the drain's other revocations: see
+    /// `crates/core/src/revoke.rs`).
     fn revoke(&mut self, key: PageKey, to: dsm_proto::Access) {
-        let sessions: Vec<SessionId> = self
+        let processes: Vec<SessionId> = self
             .store
             .get(key.segment)
             .map(|l| l.sessions.iter().copied().collect())
             .unwrap_or_default();
-        let mut waiting = BTreeSet::new();
-        for session in sessions {
-            let Some(token) = self.sessions.get(&session).map(|s| s.token) else {
-                continue;
-            };
-            waiting.insert(session);
-            self.revoke_batch.push((session, token, key, to));
-        }
         // Lower the table before any push goes out: a process that reads it after applying
         // the revocation must see the lower value (see shim/src/revoke.rs).
         self.publish(key);
-        debug!("revoke {key:?} to {to:?}: waiting for sessions {waiting:?}");
-        if waiting.is_empty() {
-            self.core.handle(Input::Revoked { key });
-            return;
-        }
-        self.revoking.insert(key, waiting);
+        debug!("revoke {key:?} to {to:?}: waiting for sessions {processes:?}");
+        self.revocations.handle(RevokeInput::Revoke {
+            key,
+            to,
+            processes,
+        });
     }
 
-    /// Sends the revocations of this drain: per process, one push per run of consecutive
-    /// pages of a segment revoked to the same access (a release revokes all its dirty pages
-    /// at once). Every acknowledgement awaited is recorded before anything is sent: a send can
-    /// find the process gone, and ending its session settles what it owed.
-    fn send_revocations(&mut self) {
-        if self.revoke_batch.is_empty() {
-            return;
-        }
-        let mut batch = std::mem::take(&mut self.revoke_batch);
-        batch.sort_by_key(|&(session, _, key, to)| (session, key.segment, to, key.page));
-        let mut pushes = Vec::new();
-        let mut i = 0;
-        while i < batch.len() {
-            let (session, token, first, to) = batch[i];
-            let mut run = vec![first];
-            while let Some(&(s, _, k, a)) = batch.get(i + run.len()) {
-                let next = run[run.len() - 1].page.checked_add(1);
-                if s != session || k.segment != first.segment || a != to || Some(k.page) != next {
-                    break;
-                }
-                run.push(k);
-            }
-            i += run.len();
-            self.revoke_seq += 1;
-            let seq = self.revoke_seq;
-            pushes.push((
-                token,
-                Push::Revoke {
-                    segment: first.segment,
-                    page: first.page,
-                    count: run.len() as u32,
-                    access: to,
+    /// Sends the revocations' pushes and tells the core of pages no process holds any more;
+    /// `true` if the core was told something (drain it again).
+    fn drain_revocations(&mut self) -> bool {
+        let mut told = false;
+        while let Some(output) = self.revocations.poll_output() {
+            match output {
+                RevokeOutput::Push {
+                    process,
+                    segment,
+                    page,
+                    count,
+                    access,
                     seq,
-                },
-            ));
-            self.revoke_acks.insert((session, seq), run);
+                } => {
+                    let Some(token) = self.sessions.get(&process).map(|s| s.token) else {
+                        continue;
+                    };
+                    let push = Push::Revoke {
+                        segment,
+                        page,
+                        count,
+                        access,
+                        seq,
+                    };
+                    self.send(token, &push, None);
+                }
+                RevokeOutput::Revoked { key } => {
+                    debug!("revoked {key:?}");
+                    self.core.handle(Input::Revoked { key });
+                    told = true;
+                }
+                RevokeOutput::Violation { process, what } => {
+                    if let Some(token) = self.sessions.get(&process).map(|s| s.token) {
+                        self.close(token, &what);
+                    }
+                }
+            }
         }
-        for (token, push) in pushes {
-            self.send(token, &push, None);
-        }
+        told
     }
 
     /// A node alone (started with no `--peer` and no `--join`) has nowhere to replicate, and
@@ -1961,34 +1955,12 @@ impl Server {
 
     fn push_ack(&mut self, session: SessionId, frame: &[u8]) -> Result<(), String> {
         let PushAck::Revoked { seq } = frame::decode(frame).map_err(|e| e.to_string())?;
-        if !self.revoke_acks.contains_key(&(session, seq)) {
-            return Err(format!(
-                "acknowledged revocation {seq}, which it was not sent"
-            ));
-        }
-        self.revoke_acked(session, seq);
+        self.revocations.handle(RevokeInput::Acked {
+            process: session,
+            seq,
+        });
+        self.drain_core();
         Ok(())
-    }
-
-    fn revoke_acked(&mut self, session: SessionId, seq: u64) {
-        let Some(keys) = self.revoke_acks.remove(&(session, seq)) else {
-            return;
-        };
-        for key in keys {
-            let done = match self.revoking.get_mut(&key) {
-                Some(waiting) => {
-                    waiting.remove(&session);
-                    waiting.is_empty()
-                }
-                None => false,
-            };
-            if done {
-                debug!("revoked {key:?}");
-                self.revoking.remove(&key);
-                self.core.handle(Input::Revoked { key });
-                self.drain_core();
-            }
-        }
     }
 
     // ---- dsmctl ----
@@ -2315,15 +2287,9 @@ impl Server {
             self.stop_mapping(id, *segment);
             self.release(id, *segment);
         }
-        let stale: Vec<(SessionId, u64)> = self
-            .revoke_acks
-            .keys()
-            .filter(|(s, _)| *s == id)
-            .copied()
-            .collect();
-        for (s, seq) in stale {
-            self.revoke_acked(s, seq);
-        }
+        // What it owed of revocations is settled.
+        self.revocations.handle(RevokeInput::Gone { process: id });
+        self.drain_core();
         if session.used_sync {
             self.sync_process_gone(id);
         }

@@ -16,8 +16,10 @@ pub mod directory;
 pub mod members;
 pub mod node;
 pub mod page;
+pub mod revoke;
 pub mod sync;
 
 pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Replication, Stats};
 pub use page::PageState;
+pub use revoke::{Revocations, RevokeInput, RevokeOutput};
 pub use sync::{ObjectView, Service, SyncOutput, SyncStats};
