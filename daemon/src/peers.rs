@@ -13,7 +13,7 @@
 //!
 //! Nothing is lost with a connection while both daemons live: every coherence, lock-service
 //! and Raft message is numbered and kept (page included) until the peer acknowledges it
-//! (`PeerFrame::Ack`, every tick or 256 messages); a new connection's hello says how many the
+//! (`PeerFrame::Ack`, at most 100 ms or 256 messages after what they cover); a new connection's hello says how many the
 //! peer received from this daemon, and the rest go again, in order, once. Messages kept for a
 //! daemon that has restarted since are dropped: nothing meant for it reaches its successor.
 
@@ -56,8 +56,11 @@ const SILENCE: Duration = Duration::from_secs(3);
 /// A newcomer claiming the node id of a link that was heard from this recently is a second
 /// daemon with that id, not a restart.
 const ALIVE_WITHIN: Duration = Duration::from_millis(1500);
-/// Messages received between acknowledgements at most (besides one every tick).
+/// Messages received between acknowledgements at most (besides those [`ACK_DELAY`] after).
 const ACK_EVERY: u64 = 256;
+/// Longest an acknowledgement waits for more messages to cover (one Raft tick: owed
+/// acknowledgements go out with the tick, not on a wake-up of their own).
+const ACK_DELAY: Duration = Duration::from_millis(100);
 
 /// A message from a peer.
 #[derive(Debug)]
@@ -190,6 +193,8 @@ struct Link {
     /// acknowledged to it.
     received: u64,
     ack_sent: u64,
+    /// When acknowledgements were last sent on the tick.
+    acks_at: Instant,
     backoff: Duration,
     retry_at: Instant,
     up_since: Option<Instant>,
@@ -216,6 +221,7 @@ impl Link {
             acked: 0,
             received: 0,
             ack_sent: 0,
+            acks_at: now,
             backoff: FIRST_BACKOFF,
             retry_at: now,
             up_since: None,
@@ -576,6 +582,28 @@ impl Peers {
         self.flush(registry, to);
     }
 
+    /// When [`Peers::tick`] next has something to do: a silent stranger to close, a link to
+    /// ping, to drop as silent or to dial again, acknowledgements owed (sent at most
+    /// [`ACK_DELAY`] after what they acknowledge, or at once every [`ACK_EVERY`] messages).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let strangers = self.strangers.values().map(|c| c.opened + HELLO_TIMEOUT);
+        let links = self.links.values().flat_map(|l| {
+            let up = l.up_since.is_some();
+            let ping = up.then_some(l.last_tx + PING_EVERY);
+            let silence = up.then_some(l.last_rx + SILENCE);
+            let ack = (up && l.received > l.ack_sent).then_some(l.acks_at + ACK_DELAY);
+            let dial = (l.dials && l.addr.is_some() && l.conn.is_none()).then_some(l.retry_at);
+            [ping, silence, ack, dial].into_iter().flatten()
+        });
+        let joining = !self.me.formed && !self.links.values().any(|l| l.up_since.is_some());
+        let seeds = self
+            .seeds
+            .iter()
+            .filter(|s| joining && !s.done && s.conn.is_none())
+            .map(|s| s.retry_at);
+        strangers.chain(links).chain(seeds).min()
+    }
+
     /// Dials the peers that are due for a (re)try, and closes connections that never said
     /// their hello.
     pub fn tick(&mut self, registry: &Registry, now: Instant) {
@@ -618,6 +646,9 @@ impl Peers {
             self.write_now(registry, node, vec![(ping, None)], false);
         }
         self.send_acks(registry, 0);
+        for link in self.links.values_mut() {
+            link.acks_at = now;
+        }
         let due: Vec<NodeId> = self
             .links
             .iter()

@@ -42,7 +42,9 @@ const SIGNALS: Token = Token(1);
 const PEER_LISTENER: Token = Token(2);
 const FIRST_CONN: usize = 16;
 /// How often the core hears the time and links retry (timeouts have this granularity).
-const TICK: Duration = Duration::from_millis(50);
+/// The shortest sleep between two rounds of timed work (a deadline that stays due after its
+/// round cannot make the loop spin).
+const MIN_SLEEP: Duration = Duration::from_millis(1);
 /// A directory request waits this much longer than a fault: long enough for a Raft election
 /// (1–2 s, a few rounds under load) after the leader died.
 const ELECTION_ALLOWANCE_MS: u64 = 5_000;
@@ -410,16 +412,18 @@ impl Server {
             }
         );
         let mut events = Events::with_capacity(256);
-        let mut last_tick = Instant::now();
+        let mut due = Instant::now();
         let busy_poll = Duration::from_micros(self.config.poll_us);
         let mut awake_until = Instant::now();
         self.peers.tick(self.poll.registry(), Instant::now());
         'serve: loop {
             let now = Instant::now();
+            // Asleep until something arrives or the next deadline (no periodic wake-up).
             let timeout = if now < awake_until {
                 Duration::ZERO
             } else {
-                self.until_sync_deadline().min(TICK)
+                self.until_sync_deadline()
+                    .min(due.saturating_duration_since(now))
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -500,11 +504,11 @@ impl Server {
                 }
             }
             self.sync_tick();
-            if last_tick.elapsed() >= TICK {
-                last_tick = Instant::now();
+            if Instant::now() >= due {
                 self.tick();
             }
             self.link_events();
+            due = self.next_deadline().max(Instant::now() + MIN_SLEEP);
             if let Some(why) = self.fatal.take() {
                 let _ = std::fs::remove_file(&self.config.socket);
                 return Err(ServerError::Config(why));
@@ -521,8 +525,48 @@ impl Server {
         Ok(())
     }
 
+    /// When [`Server::tick`] next has something to do: Raft's next tick, a fault that times
+    /// out, a link to ping, dial or drop, a local connection owing its hello, a home
+    /// unreachable for long enough, the background flush.
+    fn next_deadline(&mut self) -> Instant {
+        // Connections that said hello (or went) leave the front of the queue.
+        while let Some(t) = self.hello_due.front() {
+            if self
+                .conns
+                .get(t)
+                .is_some_and(|c| matches!(c.kind, Kind::New))
+            {
+                break;
+            }
+            self.hello_due.pop_front();
+        }
+        let at = |ms: u64| self.started + Duration::from_millis(ms);
+        let raft = at(self.members.poll_timeout());
+        let core = self.core.poll_timeout().map(at);
+        let hello = self
+            .hello_due
+            .front()
+            .and_then(|t| self.conns.get(t))
+            .map(|c| c.opened + HELLO_TIMEOUT);
+        let grace = Duration::from_millis(self.config.fault_timeout_ms);
+        let fenced = self.core.fenced();
+        let unreachable = self
+            .unreachable
+            .values()
+            .filter(|(_, told)| !told)
+            .map(|(since, _)| *since + if fenced { grace } else { grace * 3 })
+            .min();
+        let every = Duration::from_millis(self.config.replica_interval_ms);
+        let flush = (self.config.replicas > 0 && !every.is_zero() && self.core.has_unreleased())
+            .then_some(self.last_release + every);
+        [core, self.peers.next_deadline(), hello, unreachable, flush]
+            .into_iter()
+            .flatten()
+            .fold(raft, Instant::min)
+    }
+
     fn tick(&mut self) {
-        // Links due for a (re)try dial now: the tick is their granularity, not every event.
+        // Links due for a (re)try dial, a ping, a silence check or acknowledgements.
         self.peers.tick(self.poll.registry(), Instant::now());
         // Local connections that never said their hello.
         let silent: Vec<Token> = self
@@ -1882,11 +1926,8 @@ impl Server {
         // the revocation must see the lower value (see shim/src/revoke.rs).
         self.publish(key);
         debug!("revoke {key:?} to {to:?}: waiting for sessions {processes:?}");
-        self.revocations.handle(RevokeInput::Revoke {
-            key,
-            to,
-            processes,
-        });
+        self.revocations
+            .handle(RevokeInput::Revoke { key, to, processes });
     }
 
     /// Sends the revocations' pushes and tells the core of pages no process holds any more;

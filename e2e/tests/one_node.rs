@@ -493,3 +493,30 @@ fn dsmd_raises_vm_max_map_count_or_says_how() {
         );
     }
 }
+
+/// The daemon's loop sleeps until its next deadline: idle and alone it wakes for Raft's tick
+/// (10 times a second), not on a 50 ms period as it did. (Counted from its main thread's
+/// voluntary context switches.)
+#[test]
+fn an_idle_daemon_sleeps_until_its_next_deadline() {
+    let d = Daemon::start(1);
+    let switches = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // Settled: its start (and the Raft election of a node alone) is over.
+    std::thread::sleep(Duration::from_millis(300));
+    let (before, since) = (switches(), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let per_second = (switches() - before) as f64 / since.elapsed().as_secs_f64();
+    assert!(
+        per_second < 16.0,
+        "{per_second:.1} wake-ups a second idle (10 expected)"
+    );
+}

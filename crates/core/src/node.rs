@@ -1697,6 +1697,23 @@ impl Node {
         }
     }
 
+    /// When the next [`Input::Tick`] has something to do (ms on the driver's clock): a fault
+    /// that times out, a locate or a request given up on. `None`: nothing is timed.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let timeout = self.config.fault_timeout_ms;
+        let dynamic = self.config.manager == ManagerKind::Dynamic;
+        self.busy
+            .values()
+            .flat_map(|b| {
+                let faults = b.faults.iter().map(|w| w.since_ms + 2 * timeout).min();
+                let locate = b.locating.as_ref().map(|l| l.since_ms + timeout);
+                let pending = (dynamic && b.pending.is_some() && b.faults.is_empty())
+                    .then_some(b.pending_since_ms + timeout);
+                [faults, locate, pending].into_iter().flatten()
+            })
+            .min()
+    }
+
     /// Whether write access is stopped (see `Input::Fence`).
     pub fn fenced(&self) -> bool {
         self.fenced

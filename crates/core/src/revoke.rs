@@ -303,12 +303,19 @@ mod tests {
                 ref other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(runs, vec![(a, 0, 3, 1), (a, 5, 1, 2), (b, 0, 3, 3), (b, 5, 1, 4)]);
+        assert_eq!(
+            runs,
+            vec![(a, 0, 3, 1), (a, 5, 1, 2), (b, 0, 3, 3), (b, 5, 1, 4)]
+        );
         r.handle(RevokeInput::Acked { process: a, seq: 2 });
         assert_eq!(drain(&mut r), vec![], "b still owes every page");
         r.handle(RevokeInput::Acked { process: b, seq: 3 });
         let done = drain(&mut r);
-        assert_eq!(done.len(), 3, "pages 0..3 done, 5 still owed by b: {done:?}");
+        assert_eq!(
+            done.len(),
+            3,
+            "pages 0..3 done, 5 still owed by b: {done:?}"
+        );
         r.handle(RevokeInput::Gone { process: b });
         assert_eq!(drain(&mut r), vec![RevokeOutput::Revoked { key: key(5) }]);
         assert_eq!((r.pending(), r.unacked()), (0, 0));
@@ -329,7 +336,11 @@ mod tests {
         assert_eq!(drain(&mut r).len(), 1);
         revoke(&mut r, Access::None);
         r.handle(RevokeInput::Acked { process: a, seq: 1 });
-        assert_eq!(drain(&mut r).len(), 1, "only the second push, no Revoked yet");
+        assert_eq!(
+            drain(&mut r).len(),
+            1,
+            "only the second push, no Revoked yet"
+        );
         r.handle(RevokeInput::Acked { process: a, seq: 2 });
         assert_eq!(drain(&mut r), vec![RevokeOutput::Revoked { key: key(0) }]);
     }

@@ -314,8 +314,7 @@ impl World {
             .processes
             .iter()
             .all(|p| p.pushes.is_empty() && p.acks.is_empty());
-        if quiet && (self.revoking.iter().any(Option::is_some) || self.revocations.pending() > 0)
-        {
+        if quiet && (self.revoking.iter().any(Option::is_some) || self.revocations.pending() > 0) {
             return Err("a revocation waits with nothing in flight".into());
         }
         Ok(())
