@@ -13,12 +13,14 @@
 #![forbid(unsafe_code)]
 
 pub mod directory;
+pub mod link;
 pub mod members;
 pub mod node;
 pub mod page;
 pub mod revoke;
 pub mod sync;
 
+pub use link::{Link, LinkInput, LinkOutput, LinkTiming};
 pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Replication, Stats};
 pub use page::PageState;
 pub use revoke::{Revocations, RevokeInput, RevokeOutput};
