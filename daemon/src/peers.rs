@@ -13,15 +13,19 @@
 //!
 //! Nothing is lost with a connection while both daemons live: every coherence, lock-service
 //! and Raft message is numbered and kept (page included) until the peer acknowledges it
-//! (`PeerFrame::Ack`, at most 100 ms or 256 messages after what they cover); a new connection's hello says how many the
-//! peer received from this daemon, and the rest go again, in order, once. Messages kept for a
-//! daemon that has restarted since are dropped: nothing meant for it reaches its successor.
+//! (`PeerFrame::Ack`, at most 100 ms or 256 messages after what they cover); a new
+//! connection's hello says how many the peer received from this daemon, and the rest go again,
+//! in order, once. Messages kept for a daemon that has restarted since are dropped: nothing
+//! meant for it reaches its successor. A link pings when it has written nothing for 500 ms
+//! and is down when it has heard nothing for 3 s. That policy is `dsm_core::link` (simulated
+//! in `crates/core/tests/links.rs`); this file moves its bytes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use dsm_core::{LinkInput, LinkOutput, LinkTiming};
 use dsm_proto::frame::{self, FrameBuffer, MAX_PEER_FRAME};
 
 use crate::noise::{Psk, Records};
@@ -183,18 +187,9 @@ struct Link {
     addr: Option<SocketAddr>,
     dials: bool,
     conn: Option<Conn>,
-    /// Numbered messages the peer's daemon has not acknowledged (copies, pages included),
-    /// oldest first: the first is number `acked + 1`. Written or not: after a reconnect they
-    /// go again from where the peer says it stopped.
-    unacked: VecDeque<Vec<u8>>,
-    unacked_bytes: usize,
-    acked: u64,
-    /// Numbered messages received from the peer's current daemon, and the count last
-    /// acknowledged to it.
-    received: u64,
-    ack_sent: u64,
-    /// When acknowledgements were last sent on the tick.
-    acks_at: Instant,
+    /// Delivery across connections, acknowledgements, pings and silence
+    /// (`dsm_core::link`).
+    state: dsm_core::Link,
     backoff: Duration,
     retry_at: Instant,
     up_since: Option<Instant>,
@@ -204,9 +199,6 @@ struct Link {
     stats: LinkStats,
     /// Why the link is not up, if it is not (for `dsmctl peers`).
     problem: Option<String>,
-    /// When something last arrived on, and was last written to, the connection.
-    last_rx: Instant,
-    last_tx: Instant,
 }
 
 impl Link {
@@ -216,12 +208,13 @@ impl Link {
             addr,
             dials,
             conn: None,
-            unacked: VecDeque::new(),
-            unacked_bytes: 0,
-            acked: 0,
-            received: 0,
-            ack_sent: 0,
-            acks_at: now,
+            state: dsm_core::Link::new(LinkTiming {
+                ping_every_ms: PING_EVERY.as_millis() as u64,
+                silence_ms: SILENCE.as_millis() as u64,
+                ack_delay_ms: ACK_DELAY.as_millis() as u64,
+                ack_every: ACK_EVERY,
+                max_kept_bytes: MAX_OUTBOX,
+            }),
             backoff: FIRST_BACKOFF,
             retry_at: now,
             up_since: None,
@@ -229,20 +222,7 @@ impl Link {
             failures: 0,
             stats: LinkStats::default(),
             problem: None,
-            last_rx: now,
-            last_tx: now,
         }
-    }
-
-    /// The peer has our numbered messages up to `count`: they need not be kept any more.
-    fn forget_acked(&mut self, count: u64) {
-        let done = count
-            .saturating_sub(self.acked)
-            .min(self.unacked.len() as u64);
-        for m in self.unacked.drain(..done as usize) {
-            self.unacked_bytes -= m.len();
-        }
-        self.acked += done;
     }
 }
 
@@ -259,6 +239,8 @@ struct Seed {
 /// All links of this node.
 pub struct Peers {
     me: Identity,
+    /// Where the links' clock starts.
+    clock: Instant,
     links: BTreeMap<NodeId, Link>,
     seeds: Vec<Seed>,
     /// Seeds' connections, by token.
@@ -320,7 +302,18 @@ impl Peers {
             batch: Vec::new(),
             batch_depth: 0,
             events: Vec::new(),
+            clock: Instant::now(),
         }
+    }
+
+    /// Now on the links' clock (ms), as `dsm_core::Link` counts time.
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// An instant on the links' clock.
+    fn at(&self, ms: u64) -> Instant {
+        self.clock + Duration::from_millis(ms)
     }
 
     /// What happened to links since last asked (ups, downs, mismatches), in order.
@@ -414,7 +407,7 @@ impl Peers {
             incarnation: self.me.incarnation,
             formed: self.me.formed,
             peer_incarnation: link.and_then(|l| l.incarnation).unwrap_or(0),
-            received: link.map_or(0, |l| l.received),
+            received: link.map_or(0, |l| l.state.received()),
             listen: self.me.listen,
             roster,
         }))
@@ -500,6 +493,7 @@ impl Peers {
         messages: Vec<Outgoing>,
         numbered: bool,
     ) {
+        let now_ms = self.now_ms();
         let Some(link) = self.links.get_mut(&to) else {
             return;
         };
@@ -522,7 +516,7 @@ impl Peers {
                 if let Some(page) = &page {
                     copy.extend_from_slice(&page.to_vec());
                 }
-                if link.unacked_bytes + copy.len() > MAX_OUTBOX {
+                if !link.state.has_room(copy.len()) {
                     limited_warn!(
                         self.limit,
                         "unacked overflow",
@@ -532,13 +526,14 @@ impl Peers {
                     );
                     continue;
                 }
-                link.unacked_bytes += copy.len();
-                link.unacked.push_back(copy);
+                link.state.handle(LinkInput::Send {
+                    bytes: copy,
+                    now_ms,
+                });
                 kept.push((bytes, page));
             }
             messages = kept;
         }
-        link.last_tx = Instant::now();
         let Some(conn) = link.conn.as_mut().filter(|c| c.greeted) else {
             // Down: the numbered ones go when it is up again.
             return;
@@ -588,12 +583,9 @@ impl Peers {
     pub fn next_deadline(&self) -> Option<Instant> {
         let strangers = self.strangers.values().map(|c| c.opened + HELLO_TIMEOUT);
         let links = self.links.values().flat_map(|l| {
-            let up = l.up_since.is_some();
-            let ping = up.then_some(l.last_tx + PING_EVERY);
-            let silence = up.then_some(l.last_rx + SILENCE);
-            let ack = (up && l.received > l.ack_sent).then_some(l.acks_at + ACK_DELAY);
+            let timed = l.state.poll_timeout().map(|ms| self.at(ms));
             let dial = (l.dials && l.addr.is_some() && l.conn.is_none()).then_some(l.retry_at);
-            [ping, silence, ack, dial].into_iter().flatten()
+            [timed, dial].into_iter().flatten()
         });
         let joining = !self.me.formed && !self.links.values().any(|l| l.up_since.is_some());
         let seeds = self
@@ -623,31 +615,14 @@ impl Peers {
                 );
             }
         }
-        let up_links = |since: fn(&Link) -> Instant, at_least: Duration| -> Vec<NodeId> {
-            self.links
-                .iter()
-                .filter(|(_, l)| l.up_since.is_some() && now.duration_since(since(l)) >= at_least)
-                .map(|(&n, _)| n)
-                .collect()
-        };
-        let silent = up_links(|l| l.last_rx, SILENCE);
-        let quiet = up_links(|l| l.last_tx, PING_EVERY);
-        for node in silent {
-            self.drop_conn(
-                registry,
-                node,
-                &format!(
-                    "nothing heard for {SILENCE:?} (its daemon is stopped or its host unreachable)"
-                ),
-            );
-        }
-        for node in quiet {
-            let ping = frame::encode(&PeerFrame::Ping).expect("encodes");
-            self.write_now(registry, node, vec![(ping, None)], false);
-        }
-        self.send_acks(registry, 0);
-        for link in self.links.values_mut() {
-            link.acks_at = now;
+        // Each link's pings, acknowledgements and silence (`dsm_core::link`).
+        let now_ms = self.now_ms();
+        let nodes: Vec<NodeId> = self.links.keys().copied().collect();
+        for node in nodes {
+            if let Some(link) = self.links.get_mut(&node) {
+                link.state.handle(LinkInput::Tick { now_ms });
+            }
+            self.link_outputs(registry, node);
         }
         let due: Vec<NodeId> = self
             .links
@@ -846,19 +821,43 @@ impl Peers {
 
     /// Acknowledges what arrived from each peer, where more than `threshold` messages since the
     /// last acknowledgement.
-    fn send_acks(&mut self, registry: &Registry, threshold: u64) {
-        let due: Vec<(NodeId, u64)> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.up_since.is_some() && l.received > l.ack_sent + threshold)
-            .map(|(&n, l)| (n, l.received))
-            .collect();
-        for (node, received) in due {
-            if let Some(link) = self.links.get_mut(&node) {
-                link.ack_sent = received;
+    /// Does what link `node`'s state asks: resend what the peer missed, acknowledge, ping,
+    /// drop a silent connection.
+    fn link_outputs(&mut self, registry: &Registry, node: NodeId) {
+        loop {
+            let Some(link) = self.links.get_mut(&node) else {
+                return;
+            };
+            let Some(output) = link.state.poll_output() else {
+                return;
+            };
+            match output {
+                LinkOutput::Resend(kept) => {
+                    if let Some(conn) = link.conn.as_mut().filter(|c| c.greeted) {
+                        conn.out.extend(kept);
+                    }
+                }
+                LinkOutput::Ack(count) => {
+                    let ack = frame::encode(&PeerFrame::Ack(count)).expect("encodes");
+                    self.write_now(registry, node, vec![(ack, None)], false);
+                }
+                LinkOutput::Ping => {
+                    let ping = frame::encode(&PeerFrame::Ping).expect("encodes");
+                    self.write_now(registry, node, vec![(ping, None)], false);
+                }
+                LinkOutput::Silent => self.drop_conn(
+                    registry,
+                    node,
+                    &format!(
+                        "nothing heard for {SILENCE:?} (its daemon is stopped or its host unreachable)"
+                    ),
+                ),
+                LinkOutput::Restarted { dropped } => {
+                    if dropped > 0 {
+                        info!("{node} restarted: {dropped} messages kept for its old daemon dropped");
+                    }
+                }
             }
-            let ack = frame::encode(&PeerFrame::Ack(received)).expect("encodes");
-            self.write_now(registry, node, vec![(ack, None)], false);
         }
     }
 
@@ -1001,13 +1000,17 @@ impl Peers {
         };
         link.stats.bytes_in += read as u64;
         if read > 0 {
-            link.last_rx = Instant::now();
+            let now_ms = self.clock.elapsed().as_millis() as u64;
+            link.state.handle(LinkInput::Arrived {
+                numbered: false,
+                now_ms,
+            });
         }
         if let Err(why) = self.parse(registry, node, arrived, sink) {
             self.refuse(registry, node, &why, false);
             return;
         }
-        self.send_acks(registry, ACK_EVERY);
+        self.link_outputs(registry, node);
         if eof {
             self.drop_conn(registry, node, "closed by peer");
         }
@@ -1037,7 +1040,10 @@ impl Peers {
                 }
                 conn.awaiting_page = None;
                 link.stats.messages_in += 1;
-                link.received += 1;
+                link.state.handle(LinkInput::Arrived {
+                    numbered: true,
+                    now_ms: 0,
+                });
                 arrived.push((node, Incoming::Coherence(msg)));
                 continue;
             }
@@ -1081,19 +1087,28 @@ impl Peers {
                 }
                 PeerFrame::Coherence(msg) => {
                     link.stats.messages_in += 1;
-                    link.received += 1;
+                    link.state.handle(LinkInput::Arrived {
+                        numbered: true,
+                        now_ms: 0,
+                    });
                     arrived.push((node, Incoming::Coherence(msg)));
                 }
                 PeerFrame::Raft(bytes) => {
                     link.stats.messages_in += 1;
-                    link.received += 1;
+                    link.state.handle(LinkInput::Arrived {
+                        numbered: true,
+                        now_ms: 0,
+                    });
                     arrived.push((node, Incoming::Raft(bytes)));
                 }
                 PeerFrame::Ping => {}
-                PeerFrame::Ack(count) => link.forget_acked(count),
+                PeerFrame::Ack(count) => link.state.handle(LinkInput::Acked { count }),
                 PeerFrame::Sync(msg) => {
                     link.stats.messages_in += 1;
-                    link.received += 1;
+                    link.state.handle(LinkInput::Arrived {
+                        numbered: true,
+                        now_ms: 0,
+                    });
                     arrived.push((node, Incoming::Sync(msg)));
                 }
             }
@@ -1139,25 +1154,8 @@ impl Peers {
         }
         let (incarnation, formed) = (hello.incarnation, hello.formed);
         let me = self.me.incarnation;
+        let now_ms = self.now_ms();
         let link = self.links.get_mut(&node).expect("known");
-        if link.incarnation.is_some_and(|i| i != incarnation) {
-            // Nothing meant for the old daemon reaches the new one.
-            if !link.unacked.is_empty() {
-                info!(
-                    "{node} restarted: {} messages kept for its old daemon dropped",
-                    link.unacked.len()
-                );
-            }
-            link.unacked.clear();
-            link.unacked_bytes = 0;
-            link.acked = 0;
-            link.received = 0;
-            link.ack_sent = 0;
-        }
-        // What the peer already has of ours is forgotten; the rest goes again, in order.
-        if hello.peer_incarnation == me {
-            link.forget_acked(hello.received);
-        }
         arrived.push((
             node,
             Incoming::Up {
@@ -1166,16 +1164,20 @@ impl Peers {
             },
         ));
         link.incarnation = Some(incarnation);
-        link.last_rx = Instant::now();
-        link.last_tx = Instant::now();
         link.problem = None;
-        let conn = link.conn.as_mut().expect("connected");
-        conn.greeted = true;
-        conn.out.extend(link.unacked.iter().cloned());
+        link.conn.as_mut().expect("connected").greeted = true;
+        // What the peer already has of ours is forgotten; the rest goes again, in order (and
+        // nothing kept for an old daemon reaches a new one): `dsm_core::link`.
+        link.state.handle(LinkInput::Up {
+            incarnation,
+            received: (hello.peer_incarnation == me).then_some(hello.received),
+            now_ms,
+        });
         link.up_since = Some(Instant::now());
         link.backoff = FIRST_BACKOFF;
         link.failures = 0;
         info!("link to {node} at {} is up", shown(link.addr));
+        self.link_outputs(registry, node);
         self.flush(registry, node);
     }
 
@@ -1242,7 +1244,8 @@ impl Peers {
                 Some(l)
                     if l.up_since.is_some()
                         && l.incarnation != Some(h.incarnation)
-                        && l.last_rx.elapsed() < ALIVE_WITHIN =>
+                        && self.now_ms()
+                            < l.state.last_heard_ms() + ALIVE_WITHIN.as_millis() as u64 =>
                 {
                     fatal = true;
                     Err(format!(
@@ -1362,10 +1365,11 @@ impl Peers {
         };
         let _ = registry.deregister(&mut conn.stream);
         self.tokens.remove(&conn.token);
+        link.state.handle(LinkInput::Down);
         if let Some(since) = link.up_since.take() {
             warn!("link to {node} lost after {:.1?}: {why}", since.elapsed());
             self.events.push((node, Incoming::Down));
-            // What the peer did not acknowledge is kept in `unacked` and goes again, from
+            // What the peer did not acknowledge is kept (`dsm_core::link`) and goes again, from
             // where the peer says it stopped, on the next connection.
             link.retry_at = Instant::now();
         } else if link.dials {

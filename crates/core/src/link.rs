@@ -170,6 +170,11 @@ impl Link {
         self.received
     }
 
+    /// When something last arrived from the peer (ms).
+    pub fn last_heard_ms(&self) -> u64 {
+        self.last_rx_ms
+    }
+
     /// Messages kept for the peer, and their bytes.
     pub fn kept(&self) -> (usize, usize) {
         (self.kept.len(), self.kept_bytes)
@@ -187,9 +192,11 @@ impl Link {
         }
         let ping = self.last_tx_ms + self.timing.ping_every_ms;
         let silence = self.last_rx_ms + self.timing.silence_ms;
-        let ack = (self.received > self.ack_sent)
-            .then_some(self.acks_at_ms + self.timing.ack_delay_ms)
-            .unwrap_or(u64::MAX);
+        let ack = if self.received > self.ack_sent {
+            self.acks_at_ms + self.timing.ack_delay_ms
+        } else {
+            u64::MAX
+        };
         Some(ping.min(silence).min(ack))
     }
 
