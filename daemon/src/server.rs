@@ -1516,7 +1516,8 @@ impl Server {
                 self.core.handle(Input::SegmentRemoved { segment });
                 self.replicas.remove_segment(segment);
                 self.drain_core();
-                self.sync.segment_removed(segment);
+                self.sync
+                    .handle(dsm_core::SyncInput::SegmentRemoved { segment });
             }
             DirMsg::Moved(meta) => {
                 let id = meta.id;

@@ -24,4 +24,4 @@ pub use link::{Link, LinkInput, LinkOutput, LinkTiming};
 pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Replication, Stats};
 pub use page::PageState;
 pub use revoke::{Revocations, RevokeInput, RevokeOutput};
-pub use sync::{ObjectView, Service, SyncOutput, SyncStats};
+pub use sync::{ObjectView, Service, SyncInput, SyncOutput, SyncStats};

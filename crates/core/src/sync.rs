@@ -49,6 +49,79 @@ pub enum SyncOutput {
         /// The message.
         msg: SyncMsg,
     },
+    /// `from` sent a message this node should not have been sent (log it, rate-limited).
+    Violation {
+        /// The peer.
+        from: NodeId,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// What the driver feeds in ([`Service::handle`]); each variant is one of the service's
+/// entry points, documented there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncInput {
+    /// [`Service::request`].
+    Request {
+        /// Names the answer.
+        ticket: u64,
+        /// The thread asking.
+        owner: Owner,
+        /// The object.
+        key: SyncKey,
+        /// What to do.
+        op: SyncOp,
+        /// Now (ms).
+        now_ms: u64,
+    },
+    /// [`Service::cancel`].
+    Cancel {
+        /// The request whose thread went away.
+        ticket: u64,
+    },
+    /// [`Service::on_peer`].
+    Peer {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        msg: SyncMsg,
+        /// Now (ms).
+        now_ms: u64,
+    },
+    /// [`Service::process_gone`].
+    ProcessGone {
+        /// Its session.
+        session: u64,
+        /// Now (ms).
+        now_ms: u64,
+    },
+    /// [`Service::node_gone`].
+    NodeGone {
+        /// The dead node.
+        node: NodeId,
+        /// The members alive now.
+        survivors: Vec<NodeId>,
+        /// Now (ms).
+        now_ms: u64,
+    },
+    /// [`Service::home_unreachable`].
+    HomeUnreachable {
+        /// The node.
+        node: NodeId,
+        /// Now (ms).
+        now_ms: u64,
+    },
+    /// [`Service::segment_removed`].
+    SegmentRemoved {
+        /// The segment.
+        segment: SegmentId,
+    },
+    /// [`Service::tick`].
+    Tick {
+        /// Now (ms).
+        now_ms: u64,
+    },
 }
 
 /// One object as `dsmctl locks` shows it.
@@ -160,6 +233,35 @@ impl Service {
             rebuilding: BTreeMap::new(),
             parked: VecDeque::new(),
             early: VecDeque::new(),
+        }
+    }
+
+    /// Feeds one input (the same shape as `Node`, `Members`, `Link` and `Revocations`);
+    /// drain [`Service::poll_output`] afterwards.
+    pub fn handle(&mut self, input: SyncInput) {
+        match input {
+            SyncInput::Request {
+                ticket,
+                owner,
+                key,
+                op,
+                now_ms,
+            } => self.request(ticket, owner, key, op, now_ms),
+            SyncInput::Cancel { ticket } => self.cancel(ticket),
+            SyncInput::Peer { from, msg, now_ms } => {
+                if let Err(what) = self.on_peer(from, msg, now_ms) {
+                    self.out.push_back(SyncOutput::Violation { from, what });
+                }
+            }
+            SyncInput::ProcessGone { session, now_ms } => self.process_gone(session, now_ms),
+            SyncInput::NodeGone {
+                node,
+                survivors,
+                now_ms,
+            } => self.node_gone(node, &survivors, now_ms),
+            SyncInput::HomeUnreachable { node, now_ms } => self.home_unreachable(node, now_ms),
+            SyncInput::SegmentRemoved { segment } => self.segment_removed(segment),
+            SyncInput::Tick { now_ms } => self.tick(now_ms),
         }
     }
 
@@ -399,7 +501,7 @@ impl Service {
     }
 
     /// When [`Service::tick`] next has something to do.
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<u64> {
         let rebuild = self
             .rebuilding
             .values()

@@ -370,6 +370,7 @@ impl World {
                         panic!("{e}");
                     }
                 }
+                SyncOutput::Violation { from, what } => panic!("violation by {from}: {what}"),
             }
         }
     }
@@ -807,7 +808,7 @@ fn answers(s: &mut Service) -> Vec<(u64, SyncResult)> {
     std::iter::from_fn(|| s.poll_output())
         .filter_map(|o| match o {
             SyncOutput::Answer { ticket, result } => Some((ticket, result)),
-            SyncOutput::Send { .. } => None,
+            SyncOutput::Send { .. } | SyncOutput::Violation { .. } => None,
         })
         .collect()
 }
@@ -838,7 +839,7 @@ fn trylock_timedlock_and_fifo_order() {
         answers(&mut s),
         [(1, SyncResult::Ok), (2, SyncResult::Busy)]
     );
-    assert_eq!(s.next_deadline(), Some(100));
+    assert_eq!(s.poll_timeout(), Some(100));
     s.tick(99);
     assert!(answers(&mut s).is_empty());
     s.tick(100);
@@ -1116,7 +1117,7 @@ fn a_rebuild_goes_on_without_claims_that_never_come() {
         1,
     );
     assert!(answers(&mut heir).is_empty(), "node 3's claims are awaited");
-    assert_eq!(heir.next_deadline(), Some(30_000));
+    assert_eq!(heir.poll_timeout(), Some(30_000));
     heir.tick(29_999);
     assert!(answers(&mut heir).is_empty());
     heir.tick(30_000);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use dsm_core::SyncOutput;
+use dsm_core::{SyncInput, SyncOutput};
 use dsm_proto::client::{NodeCounters, Reply};
 use dsm_proto::ctl::LockStatus;
 use dsm_proto::peer::PeerFrame;
@@ -50,7 +50,13 @@ impl Server {
             tid,
         };
         let now_ms = self.now_ms();
-        self.sync.request(ticket, owner, key, op, now_ms);
+        self.sync.handle(SyncInput::Request {
+            ticket,
+            owner,
+            key,
+            op,
+            now_ms,
+        });
         self.drain_sync();
         Ok(())
     }
@@ -58,9 +64,7 @@ impl Server {
     pub(super) fn sync_from_peer(&mut self, from: NodeId, msg: SyncMsg) {
         debug!("sync from {from}: {msg:?}");
         let now_ms = self.now_ms();
-        if let Err(e) = self.sync.on_peer(from, msg, now_ms) {
-            warn!("{from} sent a lock request this node cannot serve: {e}");
-        }
+        self.sync.handle(SyncInput::Peer { from, msg, now_ms });
         self.drain_sync();
     }
 
@@ -68,12 +72,15 @@ impl Server {
     /// (and what it would have granted is given back).
     pub(super) fn sync_cancel(&mut self, ticket: u64) {
         self.tickets.remove(&ticket);
-        self.sync.cancel(ticket);
+        self.sync.handle(SyncInput::Cancel { ticket });
     }
 
     pub(super) fn sync_process_gone(&mut self, session: SessionId) {
         let now_ms = self.now_ms();
-        self.sync.process_gone(session.0, now_ms);
+        self.sync.handle(SyncInput::ProcessGone {
+            session: session.0,
+            now_ms,
+        });
         self.drain_sync();
     }
 
@@ -81,20 +88,25 @@ impl Server {
     /// `survivors`: the members alive just after the death, as the log says.
     pub(super) fn node_gone(&mut self, node: NodeId, survivors: &[NodeId]) {
         let now_ms = self.now_ms();
-        self.sync.node_gone(node, survivors, now_ms);
+        self.sync.handle(SyncInput::NodeGone {
+            node,
+            survivors: survivors.to_vec(),
+            now_ms,
+        });
         self.drain_sync();
     }
 
     /// `node`'s link has been down for the fault timeout: waits homed there fail.
     pub(super) fn home_unreachable(&mut self, node: NodeId) {
         let now_ms = self.now_ms();
-        self.sync.home_unreachable(node, now_ms);
+        self.sync
+            .handle(SyncInput::HomeUnreachable { node, now_ms });
         self.drain_sync();
     }
 
     /// How long the event loop may sleep before a timed wait is due.
     pub(super) fn until_sync_deadline(&self) -> Duration {
-        match self.sync.next_deadline() {
+        match self.sync.poll_timeout() {
             Some(due) => Duration::from_millis(due.saturating_sub(self.now_ms())),
             None => Duration::MAX,
         }
@@ -102,8 +114,8 @@ impl Server {
 
     pub(super) fn sync_tick(&mut self) {
         let now_ms = self.now_ms();
-        if self.sync.next_deadline().is_some_and(|d| d <= now_ms) {
-            self.sync.tick(now_ms);
+        if self.sync.poll_timeout().is_some_and(|d| d <= now_ms) {
+            self.sync.handle(SyncInput::Tick { now_ms });
             self.drain_sync();
         }
     }
@@ -123,6 +135,11 @@ impl Server {
                             .send(self.poll.registry(), to, &PeerFrame::Sync(msg));
                     }
                 }
+                SyncOutput::Violation { from, what } => limited_warn!(
+                    self.limit,
+                    "lock service violation",
+                    "{from} sent a lock request this node cannot serve: {what}"
+                ),
             }
         }
         // Lock-service messages carry no page, so nothing is ever resolved.
