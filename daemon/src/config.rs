@@ -68,7 +68,10 @@ pub struct Config {
 
     /// How nodes find a page's owner: dynamic (Li & Hudak's dynamic distributed manager:
     /// probable owners), fixed (page p managed by node p mod N) or central (the lowest node id
-    /// manages every page). Every node of a cluster must use the same.
+    /// manages every page). Every node of a cluster must use the same. Only dynamic takes a
+    /// dead node's pages over from surviving copies; under fixed and central, a page whose
+    /// owner or manager died raises SIGBUS where it is touched (fixed and central are there to
+    /// compare with).
     #[arg(long, value_name = "KIND", default_value = "dynamic", value_parser = parse_manager)]
     pub manager: ManagerKind,
 

@@ -411,6 +411,13 @@ impl Server {
                 None => String::new(),
             }
         );
+        if self.config.manager != dsm_core::ManagerKind::Dynamic {
+            warn!(
+                "--manager {}: a node's death loses the pages it owned or managed (they raise \
+                 SIGBUS where touched); only --manager dynamic takes them over from surviving copies",
+                self.config.manager.as_str()
+            );
+        }
         let mut events = Events::with_capacity(256);
         let mut due = Instant::now();
         let busy_poll = Duration::from_micros(self.config.poll_us);
