@@ -503,9 +503,13 @@ impl Server {
                             event.is_writable(),
                             &mut sink,
                         );
+                        // Everything these messages make this node send goes out together: one
+                        // writev per peer for a read's worth of requests, not one per request.
+                        self.peers.begin_batch();
                         for (from, incoming) in arrived {
                             self.on_peer_message(from, incoming);
                         }
+                        self.end_peer_batch();
                     }
                     token => self.on_event(token, event.is_readable(), event.is_writable()),
                 }
@@ -1842,6 +1846,12 @@ impl Server {
                 Output::Violation { from, what } => warn!("protocol violation by {from}: {what}"),
             }
         }
+        self.end_peer_batch();
+    }
+
+    /// Closes a batch of peer messages; the outermost sends them, each grant's page from this
+    /// node's copy.
+    fn end_peer_batch(&mut self) {
         let store = &mut self.store;
         let mut resolve = |key: PageKey| match store.page(key.segment, key.page) {
             Ok(Some(page)) => page,
