@@ -500,7 +500,8 @@ impl Peers {
         let flat = |(bytes, page): Outgoing, skip: usize| {
             let mut all = bytes;
             if let Some(page) = page {
-                all.extend_from_slice(&page.to_vec());
+                all.reserve_exact(PAGE_SIZE);
+                page.append_to(&mut all);
             }
             all.drain(..skip);
             all
@@ -512,9 +513,10 @@ impl Peers {
             // numbers on both sides stay the same.
             let mut kept = Vec::with_capacity(messages.len());
             for (bytes, page) in messages {
-                let mut copy = bytes.clone();
+                let mut copy = Vec::with_capacity(bytes.len() + page.map_or(0, |_| PAGE_SIZE));
+                copy.extend_from_slice(&bytes);
                 if let Some(page) = &page {
-                    copy.extend_from_slice(&page.to_vec());
+                    page.append_to(&mut copy);
                 }
                 if !link.state.has_room(copy.len()) {
                     limited_warn!(

@@ -90,12 +90,17 @@ impl Page {
 
     /// A copy of the page's bytes (for a message that must wait in a queue).
     pub fn to_vec(self) -> Vec<u8> {
-        let mut v = vec![0u8; PAGE_SIZE];
-        // SAFETY: the page is PAGE_SIZE mapped bytes; `v` is a distinct buffer of that size.
-        // The core only sends a page after revoking write access from every local process, so
-        // nothing writes it while we copy.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, v.as_mut_ptr(), PAGE_SIZE) };
+        let mut v = Vec::with_capacity(PAGE_SIZE);
+        self.append_to(&mut v);
         v
+    }
+
+    /// Appends the page's bytes to `out` (one copy, no zeroing first).
+    pub fn append_to(self, out: &mut Vec<u8>) {
+        // SAFETY: the page is PAGE_SIZE mapped bytes. The core only sends a page after
+        // revoking write access from every local process, so nothing writes it while we copy;
+        // the slice lives only for this copy.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(self.ptr, PAGE_SIZE) });
     }
 
     /// Stores `bytes` (exactly one page) into the page.
