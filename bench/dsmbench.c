@@ -25,6 +25,12 @@
  *   floor-unix N            Unix socket round trip between two processes
  *   floor-tcp N             TCP loopback round trip carrying 4 KiB back
  *   floor-tcp-bw MB         TCP loopback bandwidth, MB/s
+ *   fill-alternate NAME PAGES  create NAME of PAGES pages and write every other one
+ *   held NAME MOST          read every other page of NAME (another node wrote it) one by one,
+ *                           holding ever more separate mappings; at 1k, 10k, 100k and 1M held
+ *                           (up to MOST), 1,000 more such faults and mprotects of a private
+ *                           page beside them: latencies
+ *   floor-mprotect N        mprotect of a private page toggled N times, nothing else held
  *   floor-memfd PAGES       store 4 KiB into each fresh page of a memfd mapping (what a node
  *                           pays to receive a page it never had): MB/s
  */
@@ -406,6 +412,56 @@ static void barrier_loop(const char *name, int role, long rounds) {
     if (role == 0) printf("{\"what\": \"barrier\", \"rounds\": %ld, \"per_s\": %.0f}\n", rounds, rounds / s);
 }
 
+/* Holds ever more scattered pages of a segment another node wrote (every other page, read
+ * one by one: each is its own kernel mapping), and at each count in `marks` measures the next
+ * 1,000 such faults and, as their floor, an mprotect toggling one private page in the same
+ * process (what the kernel charges to split and merge a mapping among that many). */
+static void held(const char *name, size_t most) {
+    size_t size;
+    char *m = open_segment(name, 0, 0, &size);
+    size_t pages = size / PAGE;
+    char *priv = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    priv[0] = priv[PAGE] = 1;
+    static const size_t marks[] = {1000, 10000, 100000, 1000000};
+    const size_t samples = 1000;
+    uint64_t *ns = malloc(samples * sizeof *ns), *mp = malloc(samples * sizeof *mp);
+    volatile char sink = 0;
+    size_t next = 0;
+    for (size_t k = 0; k < sizeof marks / sizeof *marks && marks[k] <= most; k++) {
+        if (2 * (marks[k] + samples) > pages) break;
+        for (; next < marks[k]; next++) sink += ((volatile char *)m)[2 * next * PAGE];
+        for (size_t i = 0; i < samples; i++, next++) {
+            uint64_t t0 = now_ns();
+            sink += ((volatile char *)m)[2 * next * PAGE];
+            ns[i] = now_ns() - t0;
+            t0 = now_ns();
+            mprotect(priv, PAGE, (i & 1) ? PROT_READ | PROT_WRITE : PROT_READ);
+            mp[i] = now_ns() - t0;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "held-%zu", marks[k]);
+        report(what, ns, samples);
+        snprintf(what, sizeof what, "held-%zu-mprotect", marks[k]);
+        report(what, mp, samples);
+        fflush(stdout);
+    }
+    (void)sink;
+}
+
+/* mprotect of one private page, toggled between read and read-write (splitting and merging a
+ * mapping) in a process that holds nothing else: figure 13a's mprotect floor. */
+static void floor_mprotect(size_t n) {
+    char *priv = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    priv[0] = priv[PAGE] = 1;
+    uint64_t *ns = malloc(n * sizeof *ns);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t0 = now_ns();
+        mprotect(priv, PAGE, (i & 1) ? PROT_READ | PROT_WRITE : PROT_READ);
+        ns[i] = now_ns() - t0;
+    }
+    report("floor-mprotect", ns, n);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: see the comment at the top of dsmbench.c\n"); return 2; }
     const char *mode = argv[1];
@@ -427,7 +483,14 @@ int main(int argc, char **argv) {
     else if (!strcmp(mode, "lock-count")) lock_loop(argv[2], atoi(argv[3]), atoi(argv[4]), 1);
     else if (!strcmp(mode, "lock-solo")) lock_solo(argv[2], atol(argv[3]));
     else if (!strcmp(mode, "barrier")) barrier_loop(argv[2], atoi(argv[3]), atol(argv[4]));
+    else if (!strcmp(mode, "held")) held(argv[2], atol(argv[3]));
+    else if (!strcmp(mode, "fill-alternate")) {
+        size_t n = atol(argv[3]);
+        char *m = open_segment(argv[2], 1, n * PAGE, NULL);
+        for (size_t p = 0; p < n; p += 2) m[p * PAGE] = 7;
+    }
     else if (!strcmp(mode, "floor-fault")) floor_fault(atol(argv[2]));
+    else if (!strcmp(mode, "floor-mprotect")) floor_mprotect(atol(argv[2]));
     else if (!strcmp(mode, "floor-unix")) floor_unix(atol(argv[2]));
     else if (!strcmp(mode, "floor-tcp")) floor_tcp(atol(argv[2]));
     else if (!strcmp(mode, "floor-tcp-bw")) floor_tcp_bw(atoi(argv[2]));

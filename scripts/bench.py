@@ -228,6 +228,98 @@ def scaling_figures(work):
     return rows
 
 
+def held_figures(work):
+    """Figure 13a: a remote read fault, and mprotect beside it, as one process holds 1k, 10k,
+    100k and 1M scattered pages of one segment (every other page, each its own kernel mapping:
+    past the kernel's default vm.max_map_count, which dsmd raises). Node 1 writes the pages
+    (--replicas 0: nothing else is held); node 2's process reads them one by one. The fault's
+    floor is the same run's fault + Unix + TCP round trip; mprotect's, the same toggle of a
+    private page in a process holding nothing (pinned, as every floor)."""
+    print("== figure 13a: faults as a process holds more pages", flush=True)
+    most = int(os.environ.get("DSM_BENCH_HELD", "1000000"))
+    fault = bare(work, "floor-fault", str(PAGES))["p50_ns"]
+    unix = bare(work, "floor-unix", str(PAGES))["p50_ns"]
+    tcp = bare(work, "floor-tcp", str(PAGES))["p50_ns"]
+    k = Cluster(2, work, extra=("--replicas", "0"))
+    try:
+        k.run(1, "fill-alternate", "/b-held", str(2 * (most + 1000) + 2))
+        held = {r["what"]: r for r in k.run(2, "held", "/b-held", str(most))}
+    finally:
+        k.stop()
+    floor = fault + unix + tcp
+    mp_floor = bare(work, "floor-mprotect", "1000")["p50_ns"]
+    rows = []
+    for n in (1000, 10000, 100000, 1000000):
+        f, m = held.get(f"held-{n}"), held.get(f"held-{n}-mprotect")
+        if not f:
+            continue
+        rows.append({"figure": f"13a remote read fault, {n:,} pages held", "p50_us": f["p50_ns"] / 1e3,
+                     "p99_us": f["p99_ns"] / 1e3, "floor_us": floor / 1e3,
+                     "floor": "fault + unix rt + tcp rt 4 KiB", "ratio": f["p50_ns"] / floor,
+                     "target": None, "held": n})
+        rows.append({"figure": f"13a mprotect of one page, {n:,} pages held", "p50_us": m["p50_ns"] / 1e3,
+                     "p99_us": m["p99_ns"] / 1e3, "floor_us": mp_floor / 1e3,
+                     "floor": "the same toggle, nothing held", "ratio": m["p50_ns"] / mp_floor,
+                     "target": None, "held": n})
+    return rows
+
+
+def plot(rows, path):
+    """Writes an SVG of figure 13: fault latency (p50, p99) against pages held and against nodes,
+    each beside its floor. Plain SVG: no plotting library needed."""
+    held = [r for r in rows if r["figure"].startswith("13a remote read fault")]
+    nodes = [r for r in rows if r["figure"].startswith("13b remote read fault")]
+    if not held and not nodes:
+        return
+    import math
+    w, h, pad = 360, 260, 48
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{h}" '
+           'font-family="sans-serif" font-size="11">']
+
+    def panel(x0, title, points, xlabel, logx):
+        ymax = max(max(p["p99_us"], p["floor_us"]) for _, p in points) * 1.1
+        xs = [math.log10(x) if logx else x for x, _ in points]
+        lo, hi = min(xs), max(xs)
+        hi = hi if hi > lo else lo + 1
+
+        def sx(x):
+            return x0 + pad + ((math.log10(x) if logx else x) - lo) / (hi - lo) * (w - 2 * pad)
+
+        def sy(y):
+            return h - pad + 10 - y / ymax * (h - 2 * pad)
+        out.append(f'<text x="{x0 + w / 2}" y="16" text-anchor="middle" font-weight="bold">{title}</text>')
+        out.append(f'<line x1="{x0 + pad}" y1="{sy(0)}" x2="{x0 + w - pad}" y2="{sy(0)}" stroke="black"/>')
+        out.append(f'<line x1="{x0 + pad}" y1="{sy(0)}" x2="{x0 + pad}" y2="{sy(ymax)}" stroke="black"/>')
+        for t in range(0, 5):
+            y = ymax * t / 4
+            out.append(f'<text x="{x0 + pad - 4}" y="{sy(y) + 4}" text-anchor="end">{y:.0f}</text>')
+        out.append(f'<text x="{x0 + 12}" y="{h / 2}" transform="rotate(-90 {x0 + 12} {h / 2})" '
+                   'text-anchor="middle">µs</text>')
+        for x, _ in points:
+            label = f"{x:,}" if not logx else (f"{x // 1000}k" if x < 1e6 else f"{x // 1000000}M")
+            out.append(f'<text x="{sx(x)}" y="{sy(0) + 14}" text-anchor="middle">{label}</text>')
+        out.append(f'<text x="{x0 + w / 2}" y="{h - 6}" text-anchor="middle">{xlabel}</text>')
+        for key, colour, name in (("p50_us", "#1f77b4", "p50"), ("p99_us", "#ff7f0e", "p99"),
+                                  ("floor_us", "#777777", "floor")):
+            line = " ".join(f"{sx(x):.1f},{sy(p[key]):.1f}" for x, p in points)
+            dash = ' stroke-dasharray="4 3"' if key == "floor_us" else ""
+            out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
+            for x, p in points:
+                out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(p[key]):.1f}" r="2.5" fill="{colour}"/>')
+            i = ("p50_us", "p99_us", "floor_us").index(key)
+            out.append(f'<text x="{x0 + w - pad - 40}" y="{30 + 13 * i}" fill="{colour}">{name}</text>')
+
+    if held:
+        panel(0, "remote read fault vs pages held (13a)", [(r["held"], r) for r in held],
+              "scattered pages the process holds", True)
+    if nodes:
+        panel(w, "remote read fault vs nodes (13b)",
+              [(int(r["figure"].split(", ")[1].split()[0]), r) for r in nodes], "nodes", False)
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 def rss(pid):
     """A process's resident memory, bytes: total, anonymous, and shared (memfd pages)."""
     out = {}
@@ -597,6 +689,8 @@ def main():
     rows += failure_figures(work)
     rows += footprint_figures(work)
     rows += scaling_figures(work)
+    rows += held_figures(work)
+    plot(rows, os.path.join(out_dir, "figure13.svg"))
 
     redis = redis_figure(int(keys))
     if redis:
@@ -658,7 +752,7 @@ def main():
                    "remote_read_breakdown": breakdown,
                    "messages_per_fault": messages, "node_stats": stats},
                   f, indent=2)
-    print(f"results: {os.path.join(out_dir, 'results.json')}")
+    print(f"results: {os.path.join(out_dir, 'results.json')}; plot: {os.path.join(out_dir, 'figure13.svg')}")
 
 
 if __name__ == "__main__":

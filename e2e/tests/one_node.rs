@@ -485,10 +485,10 @@ fn dsmd_raises_vm_max_map_count_or_says_how() {
         .trim()
         .parse()
         .unwrap();
-    if now < 1_048_576 {
+    if now < 4_194_304 {
         let log = d.log();
         assert!(
-            log.contains("sysctl -w vm.max_map_count=1048576"),
+            log.contains("sysctl -w vm.max_map_count=4194304"),
             "{now}: {log}"
         );
     }

@@ -197,7 +197,7 @@ pub fn obtain(mapping: &Mapping, addr: usize, write: bool) -> Result<(), &'stati
                     // Splitting the mapping needs one more kernel mapping than the process may
                     // have: retrying would fault forever.
                     Err(libc::ENOMEM) => {
-                        return Err("the process reached vm.max_map_count (raise it: sysctl -w vm.max_map_count=1048576)");
+                        return Err("the process reached vm.max_map_count (raise it: sysctl -w vm.max_map_count=4194304)");
                     }
                     // The program unmapped it meanwhile: the access faults again and is not ours.
                     Err(_) => return Ok(()),

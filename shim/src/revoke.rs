@@ -140,7 +140,7 @@ fn lower_all(mapping: &Mapping) {
     if !SAID.swap(true, Ordering::Relaxed) {
         crate::say!(
             "could not revoke one page of a shared mapping (the process is at vm.max_map_count: \
-             raise it, sysctl -w vm.max_map_count=1048576): the whole mapping was revoked \
+             raise it, sysctl -w vm.max_map_count=4194304): the whole mapping was revoked \
              instead, and faults again{}",
             if all.is_ok() {
                 ""
