@@ -520,3 +520,56 @@ fn an_idle_daemon_sleeps_until_its_next_deadline() {
         "{per_second:.1} wake-ups a second idle (10 expected)"
     );
 }
+
+/// `dsmctl run -- PROG` runs a program on the node's dsm (the shim beside dsmctl, the daemon's
+/// socket), passes its arguments and exit status through, and refuses to start it when no
+/// daemon answers (it would share memory only on this host).
+#[test]
+fn dsmctl_run_starts_a_program_on_dsm_and_refuses_without_a_daemon() {
+    let d = Daemon::start(1);
+    let name = unique("run");
+    let script = format!(
+        "import sys\nfrom multiprocessing import shared_memory\n\
+         s = shared_memory.SharedMemory(create=True, size=4096, name='{name}')\n\
+         s.buf[0] = 42\n\
+         from multiprocessing import resource_tracker\n\
+         resource_tracker.unregister(s._name, 'shared_memory')\n\
+         sys.exit(int(sys.argv[1]))\n"
+    );
+    let dsmctl = |socket: &std::path::Path, args: &[&str]| {
+        std::process::Command::new(&dsm_e2e::artifacts().dsmctl)
+            .arg("--socket")
+            .arg(socket)
+            .arg("run")
+            .arg("--")
+            .args(args)
+            .env_remove("LD_PRELOAD")
+            .output()
+            .unwrap()
+    };
+    let out = dsmctl(&d.socket, &["python3", "-c", &script, "5"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The segment it made is the daemon's: the program ran on dsm.
+    let status = d.json(&["status"]);
+    let names: Vec<&str> = status["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(names.contains(&format!("/{name}").as_str()), "{names:?}");
+    // No daemon: not started, and the line says why.
+    let missing = d.socket.with_extension("gone");
+    let out = dsmctl(&missing, &["true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach dsmd") && stderr.contains("not running true"),
+        "{stderr}"
+    );
+}

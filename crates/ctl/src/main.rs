@@ -21,6 +21,7 @@ use dsm_proto::ctl::{CtlReply, CtlRequest, LockStatus, Pages, Percentiles, Stats
 ///   dsmctl members
 ///   dsmctl pages /mydata
 ///   dsmctl --socket /tmp/dsm/1.sock --json stats
+///   dsmctl run -- ./my_program arg1 arg2
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Cli {
@@ -73,6 +74,91 @@ enum Command {
     /// then copy the file to every node.
     #[command(verbatim_doc_comment)]
     Keygen,
+    /// Run a program on this node's dsm: sets LD_PRELOAD to the libdsm.so installed beside
+    /// dsmctl (../lib/libdsm.so, or libdsm.so in the same directory as in target/release) and
+    /// DSM_SOCKET to --socket, checks that the daemon answers (waiting up to 3 s for one just
+    /// started), then runs PROG in dsmctl's place
+    /// (its exit status is the program's). Refuses to run it when no daemon answers: the
+    /// program would otherwise share memory only on this host.
+    ///
+    ///   dsmctl run -- ./writer
+    ///   dsmctl --socket /tmp/dsm/2.sock run -- python3 reader.py
+    #[command(verbatim_doc_comment)]
+    Run {
+        /// The shim to preload, if not the one beside dsmctl.
+        #[arg(long, value_name = "PATH", env = "DSM_LIB")]
+        lib: Option<PathBuf>,
+        /// The program and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, value_name = "PROG")]
+        command: Vec<std::ffi::OsString>,
+    },
+}
+
+/// The libdsm.so beside this dsmctl: `PREFIX/lib/libdsm.so` for `PREFIX/bin/dsmctl`, or in
+/// the same directory (a cargo build's `target/release`).
+fn find_lib() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find dsmctl's own path: {e}"))?;
+    let dir = exe.parent().unwrap_or(std::path::Path::new("/"));
+    let candidates = [dir.join("../lib/libdsm.so"), dir.join("libdsm.so")];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .ok_or_else(|| {
+            format!(
+                "no libdsm.so beside dsmctl (looked for {} and {}): pass --lib PATH or set DSM_LIB",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+        })
+}
+
+/// `dsmctl run`: on success does not return (the program replaces dsmctl).
+fn run(socket: &std::path::Path, lib: Option<PathBuf>, command: &[std::ffi::OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let lib = match lib.map_or_else(find_lib, Ok) {
+        Ok(lib) if lib.is_file() => lib,
+        Ok(lib) => {
+            eprintln!("dsmctl run: {} is not a file", lib.display());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("dsmctl run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // A daemon started just before (`dsmd … & dsmctl run …`) gets a moment to listen.
+    let mut answer = client::ask(socket, &CtlRequest::Status);
+    let started = std::time::Instant::now();
+    while answer.is_err() && started.elapsed() < std::time::Duration::from_secs(3) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        answer = client::ask(socket, &CtlRequest::Status);
+    }
+    if let Err(e) = answer {
+        eprintln!(
+            "dsmctl run: {e}; not running {} (without a daemon it would share memory only on this host)",
+            command[0].to_string_lossy()
+        );
+        return ExitCode::FAILURE;
+    }
+    let socket = socket
+        .canonicalize()
+        .unwrap_or_else(|_| socket.to_path_buf());
+    let mut preload = lib.into_os_string();
+    if let Some(before) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(before);
+    }
+    let e = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .env("LD_PRELOAD", preload)
+        .env("DSM_SOCKET", socket)
+        .exec();
+    eprintln!(
+        "dsmctl run: cannot run {}: {e}",
+        command[0].to_string_lossy()
+    );
+    ExitCode::from(127)
 }
 
 /// 32 bytes from the kernel's random source, as 64 hex digits.
@@ -85,6 +171,9 @@ fn keygen() -> std::io::Result<String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run { lib, command } = &cli.command {
+        return run(&cli.socket, lib.clone(), command);
+    }
     if let Command::Keygen = cli.command {
         return match keygen() {
             Ok(key) => {
@@ -98,7 +187,7 @@ fn main() -> ExitCode {
         };
     }
     let request = match &cli.command {
-        Command::Keygen => unreachable!("answered above"),
+        Command::Keygen | Command::Run { .. } => unreachable!("answered above"),
         Command::Status | Command::Peers | Command::Members => CtlRequest::Status,
         Command::Pages { segment } => CtlRequest::Pages {
             segment: segment.clone(),
