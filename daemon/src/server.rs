@@ -226,6 +226,8 @@ fn stamp(map: &mut HashMap<PageKey, Instant>, key: PageKey) {
 #[derive(Default)]
 struct Latencies {
     recent: std::collections::VecDeque<u32>,
+    /// Every sample since the start (for `dsmctl stats --prometheus`).
+    all: Option<dsm_proto::ctl::Histogram>,
 }
 
 impl Latencies {
@@ -235,8 +237,15 @@ impl Latencies {
         if self.recent.len() == Self::KEEP {
             self.recent.pop_front();
         }
-        self.recent
-            .push_back(d.as_micros().min(u128::from(u32::MAX)) as u32);
+        let us = d.as_micros().min(u128::from(u32::MAX)) as u32;
+        self.recent.push_back(us);
+        self.all
+            .get_or_insert_with(dsm_proto::ctl::Histogram::new)
+            .record(u64::from(us));
+    }
+
+    fn histogram(&self) -> dsm_proto::ctl::Histogram {
+        self.all.clone().unwrap_or_default()
     }
 
     fn percentiles(&self) -> dsm_proto::ctl::Percentiles {
@@ -2032,7 +2041,7 @@ impl Server {
                 Some(pages) => CtlReply::Pages(pages),
                 None => CtlReply::Error(format!("no segment `{segment}` on this node")),
             },
-            CtlRequest::Stats => CtlReply::Stats(self.stats()),
+            CtlRequest::Stats => CtlReply::Stats(Box::new(self.stats())),
             CtlRequest::Locks => CtlReply::Locks(self.locks()),
         };
         self.send(token, &reply, None);
@@ -2126,6 +2135,8 @@ impl Server {
                 self.stages[1].percentiles(),
                 self.stages[2].percentiles(),
             ],
+            local_histogram: self.latency[0].histogram(),
+            remote_histogram: self.latency[1].histogram(),
         }
     }
 

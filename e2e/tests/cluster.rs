@@ -486,3 +486,69 @@ fn a_node_joins_a_running_cluster_through_one_member() {
         "{log}"
     );
 }
+
+/// `dsmctl stats --prometheus` is read by a real Prometheus parser (python3-prometheus-client):
+/// counters, the fault latency histogram with remote faults in it, and per-peer traffic.
+#[test]
+fn stats_in_the_prometheus_format_parse_and_count_remote_faults() {
+    let c = Cluster::start(2, &[]);
+    let name = shm_name("prom");
+    c.node(1)
+        .run(&c_program("examples/writer"), &[&name, "100000"])
+        .assert_ok();
+    c.node(2)
+        .run(&c_program("examples/reader"), &[&name])
+        .assert_ok();
+    let out = dsm_e2e::run({
+        let mut cmd = std::process::Command::new(&dsm_e2e::artifacts().dsmctl);
+        cmd.arg("--socket")
+            .arg(&c.node(2).socket)
+            .args(["stats", "--prometheus"]);
+        cmd
+    });
+    out.assert_ok();
+    // Debian's python3 has the parser (CI installs python3-prometheus-client).
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let parse = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+lat = fams["dsm_fault_latency_seconds"]
+count = {s.labels["kind"]: s.value for s in lat.samples if s.name.endswith("_count")}
+inf = {s.labels["kind"]: s.value for s in lat.samples if s.labels.get("le") == "+Inf"}
+peers = [s.labels["peer"] for s in fams["dsm_peer_bytes"].samples]
+print(json.dumps({"type": lat.type, "count": count, "inf": inf, "peers": peers,
+                  "remote_reads": [s.value for s in fams["dsm_faults"].samples
+                                   if s.labels["kind"] == "remote_read"]}))
+"#;
+    let mut child = std::process::Command::new(python)
+        .args(["-c", parse])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(out.stdout.as_bytes())
+        .unwrap();
+    let parsed = child.wait_with_output().unwrap();
+    assert!(
+        parsed.status.success(),
+        "the parser refused it: {}\n{}",
+        String::from_utf8_lossy(&parsed.stderr),
+        out.stdout
+    );
+    let v: serde_json::Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    assert_eq!(v["type"], "histogram", "{v}");
+    assert!(v["count"]["remote"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["count"]["remote"], v["inf"]["remote"], "{v}");
+    assert!(v["remote_reads"][0].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(v["peers"], serde_json::json!(["1", "1"]), "{v}");
+}

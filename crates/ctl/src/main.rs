@@ -2,6 +2,7 @@
 //! JSON for tools.
 
 mod client;
+mod prom;
 mod table;
 
 use std::path::PathBuf;
@@ -62,7 +63,17 @@ enum Command {
     },
     /// Faults by kind (local hit or remote; read, write, upgrade), requests forwarded,
     /// invalidations, page transfers, fault latency percentiles, and lock-service counters.
-    Stats,
+    ///
+    /// With --prometheus: the Prometheus text format (counters, gauges, latency histograms,
+    /// per-peer traffic; labelled with the node), e.g. for node_exporter's textfile collector:
+    ///
+    ///   dsmctl stats --prometheus > /var/lib/node_exporter/dsm.prom
+    #[command(verbatim_doc_comment)]
+    Stats {
+        /// Print the Prometheus text exposition format.
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
+    },
     /// The mutexes, conditions, barriers, rwlocks and semaphores this node is home to (the
     /// objects in segments it created): who holds each and how many wait. Ask every node to see
     /// them all.
@@ -192,7 +203,7 @@ fn main() -> ExitCode {
         Command::Pages { segment } => CtlRequest::Pages {
             segment: segment.clone(),
         },
-        Command::Stats => CtlRequest::Stats,
+        Command::Stats { .. } => CtlRequest::Stats,
         Command::Locks => CtlRequest::Locks,
     };
     let reply = match client::ask(&cli.socket, &request) {
@@ -235,6 +246,19 @@ fn main() -> ExitCode {
                 json(&pages);
             } else {
                 print_pages(&pages);
+            }
+        }
+        (CtlReply::Stats(stats), Command::Stats { prometheus: true }) => {
+            match client::ask(&cli.socket, &CtlRequest::Status) {
+                Ok(CtlReply::Status(status)) => print!("{}", prom::render(&stats, &status)),
+                Ok(_) => {
+                    eprintln!("dsmctl: unexpected answer to a status request");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("dsmctl: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
         (CtlReply::Stats(stats), _) => {

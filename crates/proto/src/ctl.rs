@@ -28,7 +28,7 @@ pub enum CtlReply {
     /// Answer to [`CtlRequest::Pages`].
     Pages(Pages),
     /// Answer to [`CtlRequest::Stats`].
-    Stats(Stats),
+    Stats(Box<Stats>),
     /// Answer to [`CtlRequest::Locks`].
     Locks(Vec<LockStatus>),
     /// The request failed.
@@ -218,6 +218,58 @@ pub struct Stats {
     /// to a peer; → the peer's grant received (the network both ways and the peers' work);
     /// → the answer sent to the process.
     pub remote_stages_us: [Percentiles; 3],
+    /// Every fault served without a peer since the daemon started, as a cumulative histogram.
+    pub local_histogram: Histogram,
+    /// Every fault that needed a peer since the daemon started.
+    pub remote_histogram: Histogram,
+}
+
+/// A cumulative latency histogram since the daemon started (Prometheus' shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Upper bounds of the buckets, µs ([`Histogram::BOUNDS_US`]).
+    pub bounds_us: Vec<u64>,
+    /// Per bound, how many samples were at most it (cumulative).
+    pub cumulative: Vec<u64>,
+    /// Samples.
+    pub count: u64,
+    /// Their sum, µs.
+    pub sum_us: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::new()
+    }
+}
+
+impl Histogram {
+    /// The buckets' upper bounds, µs: from a local hit to a fault timeout.
+    pub const BOUNDS_US: [u64; 16] = [
+        5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+        5_000_000, 10_000_000,
+    ];
+
+    /// An empty histogram with the standard buckets (as [`Default`]).
+    pub fn new() -> Histogram {
+        Histogram {
+            bounds_us: Self::BOUNDS_US.to_vec(),
+            cumulative: vec![0; Self::BOUNDS_US.len()],
+            count: 0,
+            sum_us: 0,
+        }
+    }
+
+    /// Adds one sample.
+    pub fn record(&mut self, us: u64) {
+        for (bound, n) in self.bounds_us.iter().zip(self.cumulative.iter_mut()) {
+            if us <= *bound {
+                *n += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
 }
 
 /// Percentiles of a sample.
