@@ -4,12 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use dsm_core::ManagerKind;
 use dsm_proto::NodeId;
 
 /// Default Unix socket clients and `dsmctl` connect to.
 pub const DEFAULT_SOCKET: &str = "/run/dsm/dsmd.sock";
+
+/// The config file read when no `--config` is given, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/dsm/dsmd.toml";
 
 /// dsmd — the dsm daemon. Run one per host.
 ///
@@ -34,6 +37,15 @@ pub const DEFAULT_SOCKET: &str = "/run/dsm/dsmd.sock";
 ///
 /// The members keep the segment directory and membership on Raft: any majority serves it.
 /// `dsmctl members` shows them; `dsmctl` shows what a node does.
+///
+/// Every flag can also be set in a TOML file (--config FILE, or /etc/dsm/dsmd.toml if it
+/// exists), under the flag's name without the dashes; flags, and environment variables, win
+/// over the file:
+///
+///   node-id = 1
+///   listen = "0.0.0.0:7700"
+///   peer = ["2=10.0.0.2:7700", "3=10.0.0.3:7700"]
+///   key-file = "/etc/dsm/cluster.key"
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 pub struct Config {
@@ -123,6 +135,128 @@ pub struct Config {
     /// 0660.
     #[arg(long, value_name = "PATH", env = "DSM_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+
+    /// A TOML file of settings: each key a flag's name without the dashes (node-id = 7,
+    /// peer = ["2=host:7700"], insecure = true). Flags and environment variables win over it.
+    /// Without this, /etc/dsm/dsmd.toml is read if it exists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// dsmd's settings: the command line over the config file (see [`merge`]). Errors are for a
+/// person, and mean exit status 2.
+pub fn load() -> Result<Config, String> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let given = config_flag(&args);
+    let path = given
+        .clone()
+        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()));
+    let args = match &path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
+            merge(&args, &text, &|name| std::env::var_os(name).is_some())
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => args,
+    };
+    Config::try_parse_from(args).map_err(|e| {
+        // clap says what is wrong (or prints --help) and exits; a setting may come from the file.
+        if let Some(path) = path.filter(|_| e.use_stderr()) {
+            eprintln!(
+                "dsmd: settings from {} and the command line, together:",
+                path.display()
+            );
+        }
+        e.exit()
+    })
+}
+
+/// The `--config FILE` (or `--config=FILE`) on a command line.
+fn config_flag(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(v));
+        }
+    }
+    None
+}
+
+/// The command line `args` with the settings of the TOML `text` put before it, except those
+/// the command line or the environment (`env_set(NAME)`) gives: each key is a flag's long
+/// name; a boolean sets a switch, an array repeats a flag that takes several. An unknown key,
+/// or a value of the wrong shape, is an error that names it.
+pub fn merge(
+    args: &[std::ffi::OsString],
+    text: &str,
+    env_set: &dyn Fn(&str) -> bool,
+) -> Result<Vec<std::ffi::OsString>, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let command = Config::command();
+    let on_line = |long: &str| {
+        args.iter().skip(1).any(|a| {
+            let a = a.to_string_lossy();
+            a == format!("--{long}") || a.starts_with(&format!("--{long}="))
+        })
+    };
+    let mut from_file = Vec::new();
+    for (key, value) in &table {
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && key != "config")
+            .ok_or_else(|| {
+                let keys: Vec<&str> = command
+                    .get_arguments()
+                    .filter_map(|a| a.get_long())
+                    .filter(|l| *l != "config" && *l != "help" && *l != "version")
+                    .collect();
+                format!(
+                    "unknown key `{key}` (the keys are dsmd's flags without the dashes: {})",
+                    keys.join(", ")
+                )
+            })?;
+        let env = arg.get_env().and_then(|e| e.to_str());
+        if on_line(key) || env.is_some_and(env_set) {
+            continue;
+        }
+        let switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let many = matches!(arg.get_action(), clap::ArgAction::Append);
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            other => Err(format!(
+                "`{key}` takes a string or a number, not {}",
+                other.type_str()
+            )),
+        };
+        match value {
+            toml::Value::Boolean(on) if switch => {
+                if *on {
+                    from_file.push(format!("--{key}").into());
+                }
+            }
+            _ if switch => return Err(format!("`{key}` is a switch: true or false")),
+            toml::Value::Array(items) if many => {
+                for item in items {
+                    from_file.push(format!("--{key}={}", scalar(item)?).into());
+                }
+            }
+            toml::Value::Array(_) => return Err(format!("`{key}` takes one value, not a list")),
+            v => from_file.push(format!("--{key}={}", scalar(v)?).into()),
+        }
+    }
+    let mut merged = args[..1.min(args.len())].to_vec();
+    merged.extend(from_file);
+    merged.extend(args.iter().skip(1).cloned());
+    Ok(merged)
 }
 
 impl Config {
@@ -302,5 +436,99 @@ mod tests {
             "1=10.0.0.1:7700"
         ])
         .is_err());
+    }
+
+    fn from_file(text: &str, line: &[&str], env: &[&str]) -> Result<Config, String> {
+        let args: Vec<std::ffi::OsString> = std::iter::once("dsmd")
+            .chain(line.iter().copied())
+            .map(Into::into)
+            .collect();
+        let merged = merge(&args, text, &|name| env.contains(&name))?;
+        Config::try_parse_from(merged).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_flag_has_a_key_in_the_config_file() {
+        let c = from_file(
+            r#"
+            node-id = 7
+            listen = "0.0.0.0:7700"
+            peer = ["2=10.0.0.2:7700", "3=10.0.0.3:7700"]
+            advertise = "10.0.0.1:7700"
+            cluster = "prod"
+            manager = "fixed"
+            fault-timeout-ms = 2000
+            readahead = 64
+            replicas = 2
+            replica-interval-ms = 50
+            poll-us = 10
+            key-file = "/etc/dsm/cluster.key"
+            insecure = false
+            socket = "/run/dsm/x.sock"
+            "#,
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.node_id, NodeId(7));
+        assert_eq!(c.listen, Some("0.0.0.0:7700".parse().unwrap()));
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.advertise, Some("10.0.0.1:7700".parse().unwrap()));
+        assert_eq!(c.cluster, "prod");
+        assert_eq!(c.manager, ManagerKind::Fixed);
+        assert_eq!(
+            (
+                c.fault_timeout_ms,
+                c.readahead,
+                c.replicas,
+                c.replica_interval_ms,
+                c.poll_us
+            ),
+            (2000, 64, 2, 50, 10)
+        );
+        assert_eq!(c.key_file, Some(PathBuf::from("/etc/dsm/cluster.key")));
+        assert!(!c.insecure);
+        assert_eq!(c.socket, PathBuf::from("/run/dsm/x.sock"));
+        let c = from_file(
+            "node-id = 4\njoin = [\"10.0.0.1:7700\"]\ninsecure = true\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.joins.len(), 1);
+        assert!(c.insecure);
+    }
+
+    #[test]
+    fn flags_and_the_environment_win_over_the_file() {
+        let text = "node-id = 7\nsocket = \"/a.sock\"\npeer = [\"2=10.0.0.2:7700\"]\n";
+        let c = from_file(text, &["--node-id=8", "--peer", "3=10.0.0.3:7700"], &[]).unwrap();
+        assert_eq!(c.node_id, NodeId(8));
+        assert_eq!(
+            c.peers.len(),
+            1,
+            "the command line's peers replace the file's"
+        );
+        assert_eq!(c.peers[0].node, NodeId(3));
+        assert_eq!(c.socket, PathBuf::from("/a.sock"));
+        // DSM_SOCKET set: the file's socket is not used (clap reads the variable itself).
+        let merged = merge(&["dsmd".into()], text, &|name| name == "DSM_SOCKET").unwrap();
+        assert!(!merged
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("--socket")));
+    }
+
+    #[test]
+    fn a_wrong_key_or_shape_is_named() {
+        let err = |text: &str| from_file(text, &[], &[]).unwrap_err();
+        assert!(err("node-idd = 7").contains("unknown key `node-idd`"));
+        assert!(err("config = \"x\"").contains("unknown key `config`"));
+        assert!(err("node-id = 7\ninsecure = \"yes\"").contains("`insecure` is a switch"));
+        assert!(err("node-id = [7]").contains("`node-id` takes one value"));
+        assert!(err("node-id = 7\ncluster = 1.5").contains("`cluster` takes a string or a number"));
+        assert!(
+            err("node-id = ").contains("node-id"),
+            "a TOML error says where"
+        );
     }
 }

@@ -10,10 +10,14 @@ mod peers;
 mod server;
 mod store;
 
-use clap::Parser;
-
 fn main() {
-    let config = config::Config::parse();
+    let config = match config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("dsmd: {e}");
+            std::process::exit(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_micros()
         .init();

@@ -573,3 +573,72 @@ fn dsmctl_run_starts_a_program_on_dsm_and_refuses_without_a_daemon() {
         "{stderr}"
     );
 }
+
+/// `dsmd --config FILE` takes its settings from a TOML file, flags win over it, and a key it
+/// does not know stops it (exit 2) with a line naming the key.
+#[test]
+fn dsmd_reads_a_config_file_and_names_a_wrong_key() {
+    let dir = dsm_e2e::TempDir::new("config");
+    let socket = dir.0.join("d.sock");
+    let file = dir.0.join("dsmd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "node-id = 7\nsocket = \"{}\"\ncluster = \"from-file\"\nmanager = \"central\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let start = |extra: &[&str]| {
+        std::process::Command::new(&dsm_e2e::artifacts().dsmd)
+            .arg("--config")
+            .arg(&file)
+            .args(extra)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let stats = || {
+        let out = std::process::Command::new(&dsm_e2e::artifacts().dsmctl)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--json", "stats"])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
+    let wait_stats = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = stats() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "dsmd did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut d = start(&[]);
+    let s = wait_stats();
+    assert_eq!(
+        (s["node"].as_u64(), s["manager"].as_str()),
+        (Some(7), Some("central"))
+    );
+    d.kill().unwrap();
+    d.wait().unwrap();
+    let _ = std::fs::remove_file(&socket);
+    let mut d = start(&["--node-id", "9"]);
+    assert_eq!(wait_stats()["node"].as_u64(), Some(9), "the flag wins");
+    d.kill().unwrap();
+    d.wait().unwrap();
+    std::fs::write(&file, "node-id = 7\nreplica = 2\n").unwrap();
+    let out = std::process::Command::new(&dsm_e2e::artifacts().dsmd)
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown key `replica`"), "{stderr}");
+}
