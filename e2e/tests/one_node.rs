@@ -528,14 +528,7 @@ fn an_idle_daemon_sleeps_until_its_next_deadline() {
 fn dsmctl_run_starts_a_program_on_dsm_and_refuses_without_a_daemon() {
     let d = Daemon::start(1);
     let name = unique("run");
-    let script = format!(
-        "import sys\nfrom multiprocessing import shared_memory\n\
-         s = shared_memory.SharedMemory(create=True, size=4096, name='{name}')\n\
-         s.buf[0] = 42\n\
-         from multiprocessing import resource_tracker\n\
-         resource_tracker.unregister(s._name, 'shared_memory')\n\
-         sys.exit(int(sys.argv[1]))\n"
-    );
+    let script = segment_left_behind(&name);
     let dsmctl = |socket: &std::path::Path, args: &[&str]| {
         std::process::Command::new(&dsm_e2e::artifacts().dsmctl)
             .arg("--socket")
@@ -555,14 +548,7 @@ fn dsmctl_run_starts_a_program_on_dsm_and_refuses_without_a_daemon() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The segment it made is the daemon's: the program ran on dsm.
-    let status = d.json(&["status"]);
-    let names: Vec<&str> = status["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["name"].as_str())
-        .collect();
-    assert!(names.contains(&format!("/{name}").as_str()), "{names:?}");
+    assert_has_segment(&d, &name);
     // No daemon: not started, and the line says why.
     let missing = d.socket.with_extension("gone");
     let out = dsmctl(&missing, &["true"]);
@@ -641,4 +627,120 @@ fn dsmd_reads_a_config_file_and_names_a_wrong_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("unknown key `replica`"), "{stderr}");
+}
+
+/// A Python program that makes the segment `name`, leaves it behind (Python's resource
+/// tracker would unlink it at exit) and exits with the status its first argument gives.
+fn segment_left_behind(name: &str) -> String {
+    format!(
+        "import sys\nfrom multiprocessing import shared_memory, resource_tracker\n\
+         s = shared_memory.SharedMemory(create=True, size=4096, name='{name}')\n\
+         s.buf[0] = 42\n\
+         resource_tracker.unregister(s._name, 'shared_memory')\n\
+         sys.exit(int(sys.argv[1]))\n"
+    )
+}
+
+/// The daemon `d` holds the segment `/name`.
+fn assert_has_segment(d: &Daemon, name: &str) {
+    let status = d.json(&["status"]);
+    let names: Vec<&str> = status["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert!(names.contains(&format!("/{name}").as_str()), "{names:?}");
+}
+
+/// `scripts/install --prefix DIR` puts a self-contained dsm there: its dsmd runs from its
+/// example config, its `dsmctl run` finds its own libdsm.so, and `--uninstall` removes it.
+#[test]
+fn an_install_into_a_prefix_runs_a_program_with_its_own_dsmctl() {
+    let prefix = dsm_e2e::TempDir::new("prefix");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--prefix")
+        .arg(&prefix.0)
+        .arg("--no-build")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = [
+        "bin/dsmd",
+        "bin/dsmctl",
+        "lib/libdsm.so",
+        "include/dsm.h",
+        "lib/systemd/system/dsmd.service",
+        "lib/sysctl.d/90-dsm.conf",
+        "etc/dsm/dsmd.toml",
+    ];
+    for f in files {
+        assert!(prefix.0.join(f).is_file(), "{f} not installed");
+    }
+    let unit = std::fs::read_to_string(prefix.0.join("lib/systemd/system/dsmd.service")).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={}/bin/dsmd --config",
+            prefix.0.display()
+        )),
+        "{unit}"
+    );
+    // The installed daemon from the installed example config (its socket moved by a flag).
+    let socket = prefix.0.join("dsmd.sock");
+    let mut dsmd = std::process::Command::new(prefix.0.join("bin/dsmd"))
+        .arg("--config")
+        .arg(prefix.0.join("etc/dsm/dsmd.toml"))
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let name = unique("installed");
+    let out = std::process::Command::new(prefix.0.join("bin/dsmctl"))
+        .arg("--socket")
+        .arg(&socket)
+        .args([
+            "run",
+            "--",
+            "python3",
+            "-c",
+            &segment_left_behind(&name),
+            "0",
+        ])
+        .env_remove("LD_PRELOAD")
+        .env_remove("DSM_LIB")
+        .output()
+        .unwrap();
+    let shown = std::process::Command::new(prefix.0.join("bin/dsmctl"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    dsmd.kill().unwrap();
+    dsmd.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&format!("/{name}")), "{shown}");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--prefix")
+        .arg(&prefix.0)
+        .arg("--uninstall")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for f in &files[..6] {
+        assert!(!prefix.0.join(f).exists(), "{f} left behind");
+    }
 }
