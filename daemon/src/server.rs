@@ -141,6 +141,8 @@ enum Parked {
     },
     /// Attach/Detach: nobody waits.
     Notice,
+    /// `dsmctl rm`: answered with a [`CtlReply`].
+    CtlRemove(Token),
 }
 
 /// The daemon's whole state.
@@ -1553,6 +1555,19 @@ impl Server {
     fn complete(&mut self, parked: Parked, result: Result<SegmentMeta, ShmError>) {
         let (token, reply, fd) = match (parked, result) {
             (Parked::Notice, _) => return,
+            (Parked::CtlRemove(t), result) => {
+                let reply = match result {
+                    Ok(meta) => {
+                        if let Some(local) = self.store.get_mut(meta.id) {
+                            local.unlinked = true;
+                        }
+                        CtlReply::Removed
+                    }
+                    Err(e) => CtlReply::Error(e.describe().to_string()),
+                };
+                self.send(t, &reply, None);
+                return;
+            }
             (Parked::Map { token, .. }, Err(e)) => (token, Reply::Failed(e), None),
             (
                 Parked::Map {
@@ -2043,9 +2058,57 @@ impl Server {
             },
             CtlRequest::Stats => CtlReply::Stats(Box::new(self.stats())),
             CtlRequest::Locks => CtlReply::Locks(self.locks()),
+            CtlRequest::Segments => CtlReply::Segments(self.segments()),
+            CtlRequest::Remove { name } => {
+                let cred = self.conns.get(&token).map(|c| {
+                    crate::page_store::fdpass::peer_credentials(std::os::fd::AsFd::as_fd(&c.stream))
+                });
+                let Some(Ok((pid, uid, gid))) = cred else {
+                    return Err("cannot learn who asks (SO_PEERCRED)".into());
+                };
+                let who = Caller {
+                    uid,
+                    gid,
+                    groups: supplementary_groups(pid),
+                };
+                let name = name.trim_start_matches('/').to_owned();
+                self.propose_dir(DirOp::Unlink { name, who }, Parked::CtlRemove(token));
+                return Ok(());
+            }
         };
         self.send(token, &reply, None);
         Ok(())
+    }
+
+    /// Every segment of the cluster from the directory, with what this node holds of each.
+    fn segments(&self) -> Vec<dsm_proto::ctl::ClusterSegment> {
+        self.members.with_directory(|d| {
+            d.listing()
+                .map(|(meta, attached, unlinked)| {
+                    let kind = if meta.name.starts_with("sysv:") {
+                        "sysv"
+                    } else if meta.name.starts_with("sem.") {
+                        "semaphore"
+                    } else {
+                        "posix"
+                    };
+                    dsm_proto::ctl::ClusterSegment {
+                        name: (!unlinked).then(|| format!("/{}", meta.name)),
+                        kind: kind.into(),
+                        id: meta.id.0,
+                        size: meta.size,
+                        uid: meta.uid,
+                        gid: meta.gid,
+                        mode: meta.mode,
+                        attached: attached.iter().copied().collect(),
+                        pages_here: self.store.get(meta.id).is_some().then(|| {
+                            let (read, write) = self.core.access_counts(meta.id);
+                            read + write
+                        }),
+                    }
+                })
+                .collect()
+        })
     }
 
     /// A segment's pages as this node knows them: one it has open, or else any segment of the

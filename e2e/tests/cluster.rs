@@ -552,3 +552,49 @@ print(json.dumps({"type": lat.type, "count": count, "inf": inf, "peers": peers,
     assert!(v["remote_reads"][0].as_f64().unwrap() > 0.0, "{v}");
     assert_eq!(v["peers"], serde_json::json!(["1", "1"]), "{v}");
 }
+
+/// `dsmctl segments` on any node lists the cluster's segments from the directory; `dsmctl rm`
+/// on another node removes a name everywhere.
+#[test]
+fn dsmctl_segments_lists_the_cluster_and_rm_removes_everywhere() {
+    let c = Cluster::start(2, &[]);
+    let name = shm_name("listed");
+    c.node(1)
+        .run(&c_program("examples/writer"), &[&name, "100000"])
+        .assert_ok();
+    let listed = c.node(2).json(&["segments"]);
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} not in {listed}"))
+        .clone();
+    assert_eq!(entry["kind"], "posix", "{entry}");
+    assert_eq!(entry["size"], 100000, "{entry}");
+    assert!(
+        entry["pages_here"].is_null(),
+        "node 2 holds none of it: {entry}"
+    );
+    let out = dsm_e2e::run({
+        let mut cmd = std::process::Command::new(&dsm_e2e::artifacts().dsmctl);
+        cmd.arg("--socket")
+            .arg(&c.node(2).socket)
+            .args(["rm", &name]);
+        cmd
+    });
+    out.assert_ok();
+    for node in &c.nodes {
+        let listed = node.json(&["segments"]);
+        assert!(
+            !listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == name.as_str()),
+            "{listed}"
+        );
+    }
+    let out = c.node(1).run(&c_program("check"), &[&name, "keep", "8"]);
+    assert!(out.stderr.contains("No such file"), "{out:?}");
+}

@@ -109,3 +109,45 @@ fn owner_and_mode_are_enforced_for_every_client() {
     assert_eq!(perm(&d, Some(alice), &[&mine, "unlink"]), "ok");
     assert_eq!(perm(&d, None, &[&secret, "unlink"]), "ok");
 }
+
+/// `dsmctl rm` removes a name with the permissions of whoever runs it: not another user's.
+#[test]
+fn dsmctl_rm_removes_a_name_with_the_callers_permissions() {
+    let Some([alice, bob]) = users() else { return };
+    let d = Daemon::start(1);
+    let dir = d.socket.parent().expect("socket dir");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&d.socket, None, Some(alice.1)).unwrap();
+    let name = format!("/{}", unique("rm"));
+    assert_eq!(perm(&d, Some(alice), &[&name, "create", "644"]), "ok");
+    let rm = |(uid, gid): (u32, u32)| {
+        let out = Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(&artifacts().dsmctl)
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(["rm", &name])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stderr) = rm(bob);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&name), "{stderr}");
+    assert_eq!(
+        perm(&d, Some(bob), &[&name, "read"]),
+        "read Z",
+        "still there"
+    );
+    assert_eq!(rm(alice).0, Some(0));
+    assert_eq!(
+        perm(&d, None, &[&name, "stat"]),
+        "No such file or directory"
+    );
+}

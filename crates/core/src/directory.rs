@@ -184,6 +184,14 @@ impl Directory {
         self.segments.values().map(|e| &e.meta)
     }
 
+    /// Every segment with the nodes it is attached to (a process opened or maps it there) and
+    /// whether its name was removed, in id order.
+    pub fn listing(&self) -> impl Iterator<Item = (&SegmentMeta, &BTreeSet<NodeId>, bool)> {
+        self.segments
+            .values()
+            .map(|e| (&e.meta, &e.attached, e.unlinked))
+    }
+
     /// The segment, if it exists.
     pub fn get(&self, id: SegmentId) -> Option<&SegmentMeta> {
         self.segments.get(&id).map(|e| &e.meta)

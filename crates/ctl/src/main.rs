@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dsm_proto::ctl::{CtlReply, CtlRequest, LockStatus, Pages, Percentiles, Stats, Status};
+use dsm_proto::ctl::{
+    ClusterSegment, CtlReply, CtlRequest, LockStatus, Pages, Percentiles, Stats, Status,
+};
 
 /// dsmctl — look inside a running dsm node.
 ///
@@ -78,6 +80,21 @@ enum Command {
     /// objects in segments it created): who holds each and how many wait. Ask every node to see
     /// them all.
     Locks,
+    /// Every segment of the cluster (from the directory every node keeps): name, kind (posix,
+    /// sysv, semaphore), size, owner, mode, the nodes where a process opened or maps it, and
+    /// the pages this node holds of it. Like `ls -l /dev/shm` or `ipcs -m`, cluster-wide.
+    Segments,
+    /// Remove segments' names cluster-wide, as shm_unlink (or `rm /dev/shm/NAME`) would, with
+    /// your permissions: the owner or root. The memory goes once no process maps it.
+    ///
+    ///   dsmctl rm /mydata /sem.ready
+    #[command(verbatim_doc_comment)]
+    Rm {
+        /// Names (`/name` or `name`; a SysV segment is `/sysv:0xKEY`, a named semaphore
+        /// `/sem.NAME`).
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Print a new cluster key (32 random bytes, in hex) for dsmd --key-file. Needs no daemon:
     ///
     ///   dsmctl keygen > /etc/dsm/cluster.key && chmod 600 /etc/dsm/cluster.key
@@ -185,6 +202,32 @@ fn main() -> ExitCode {
     if let Command::Run { lib, command } = &cli.command {
         return run(&cli.socket, lib.clone(), command);
     }
+    if let Command::Rm { names } = &cli.command {
+        let mut failed = false;
+        for name in names {
+            let request = CtlRequest::Remove { name: name.clone() };
+            match client::ask(&cli.socket, &request) {
+                Ok(CtlReply::Removed) => println!("removed {name}"),
+                Ok(CtlReply::Error(e)) => {
+                    eprintln!("dsmctl rm: {name}: {e}");
+                    failed = true;
+                }
+                Ok(_) => {
+                    eprintln!("dsmctl rm: {name}: unexpected answer");
+                    failed = true;
+                }
+                Err(e) => {
+                    eprintln!("dsmctl rm: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        return if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
     if let Command::Keygen = cli.command {
         return match keygen() {
             Ok(key) => {
@@ -198,7 +241,10 @@ fn main() -> ExitCode {
         };
     }
     let request = match &cli.command {
-        Command::Keygen | Command::Run { .. } => unreachable!("answered above"),
+        Command::Keygen | Command::Run { .. } | Command::Rm { .. } => {
+            unreachable!("answered above")
+        }
+        Command::Segments => CtlRequest::Segments,
         Command::Status | Command::Peers | Command::Members => CtlRequest::Status,
         Command::Pages { segment } => CtlRequest::Pages {
             segment: segment.clone(),
@@ -275,6 +321,14 @@ fn main() -> ExitCode {
                 print_locks(&locks);
             }
         }
+        (CtlReply::Segments(segments), _) => {
+            if cli.json {
+                json(&segments);
+            } else {
+                print_segments(&segments);
+            }
+        }
+        (CtlReply::Removed, _) => {}
         (CtlReply::Error(e), _) => {
             eprintln!("dsmctl: {e}");
             return ExitCode::FAILURE;
@@ -433,6 +487,48 @@ fn replication(g: &dsm_proto::ctl::PageInfo) -> String {
     } else {
         parts.join(", ")
     }
+}
+
+fn print_segments(segments: &[ClusterSegment]) {
+    if segments.is_empty() {
+        println!("no segments in the cluster");
+        return;
+    }
+    table::print(
+        &[
+            "NAME",
+            "KIND",
+            "SIZE",
+            "OWNER",
+            "MODE",
+            "NODES",
+            "PAGES HERE",
+        ],
+        segments
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name
+                        .clone()
+                        .unwrap_or_else(|| format!("({:#x}, unlinked)", s.id)),
+                    s.kind.clone(),
+                    table::bytes(s.size),
+                    format!("{}:{}", s.uid, s.gid),
+                    format!("{:04o}", s.mode),
+                    if s.attached.is_empty() {
+                        "-".into()
+                    } else {
+                        s.attached
+                            .iter()
+                            .map(|n| n.0.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    },
+                    s.pages_here.map_or("-".into(), |p| p.to_string()),
+                ]
+            })
+            .collect(),
+    );
 }
 
 fn print_locks(locks: &[LockStatus]) {

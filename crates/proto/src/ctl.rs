@@ -18,6 +18,14 @@ pub enum CtlRequest {
     Stats,
     /// The synchronization objects this node is home to (`dsmctl locks`).
     Locks,
+    /// Every segment of the cluster, from the directory (`dsmctl segments`).
+    Segments,
+    /// Removes a segment's name as `shm_unlink` would, with the asking process's permissions
+    /// (`dsmctl rm`).
+    Remove {
+        /// `/name` or `name`.
+        name: String,
+    },
 }
 
 /// The daemon's answer to a [`CtlRequest`].
@@ -31,6 +39,10 @@ pub enum CtlReply {
     Stats(Box<Stats>),
     /// Answer to [`CtlRequest::Locks`].
     Locks(Vec<LockStatus>),
+    /// Answer to [`CtlRequest::Segments`].
+    Segments(Vec<ClusterSegment>),
+    /// Answer to [`CtlRequest::Remove`]: the name is gone cluster-wide.
+    Removed,
     /// The request failed.
     Error(String),
 }
@@ -270,6 +282,29 @@ impl Histogram {
         self.count += 1;
         self.sum_us = self.sum_us.saturating_add(us);
     }
+}
+
+/// One segment of the cluster, as the directory has it (`dsmctl segments`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSegment {
+    /// Its name (with the leading `/`), or `None` once unlinked (still mapped somewhere).
+    pub name: Option<String>,
+    /// `posix` (`shm_open`), `sysv` (a SysV key or IPC_PRIVATE) or `semaphore` (a named one).
+    pub kind: String,
+    /// Cluster-wide id.
+    pub id: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Owner and group ids.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Nodes where a process opened or maps it.
+    pub attached: Vec<NodeId>,
+    /// Pages this node holds of it (resident in its memfd), if it holds it at all.
+    pub pages_here: Option<u64>,
 }
 
 /// Percentiles of a sample.
