@@ -27,7 +27,7 @@ fn main() {
     }
     let result = server::Server::bind(config).and_then(|s| s.run());
     if let Err(e) = result {
-        log::error!("{e}");
+        // Once, on stderr (where the log goes too).
         eprintln!("dsmd: {e}");
         std::process::exit(1);
     }

@@ -15,7 +15,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{report, Step, World};
 use dsm_core::ManagerKind;
@@ -32,8 +32,29 @@ struct Report {
     max_depth: usize,
 }
 
+/// Whether the large worlds run (`scripts/test --long`, which CI runs): without it each
+/// manager's world takes one operation per process instead of two, so the default suite's
+/// model checks stay within about two minutes.
+fn long() -> bool {
+    std::env::var_os("DSM_LONG").is_some()
+}
+
+/// Operations per process: `quick` by default, `full` with `scripts/test --long`.
+fn ops(quick: u8, full: u8) -> u8 {
+    if long() {
+        full
+    } else {
+        quick
+    }
+}
+
 /// Depth-first search over fingerprints; an edge back to a state on the current path is a cycle.
-fn explore(initial: World) -> Result<Report, String> {
+/// Says how far it got every 10 s on stderr (past the test harness's capture), so a long run
+/// shows progress.
+fn explore(what: &str, initial: World) -> Result<Report, String> {
+    use std::io::Write;
+    let started = Instant::now();
+    let mut said = Instant::now();
     let mut marks: HashMap<u64, Mark> = HashMap::new();
     let mut terminal = 0;
     let mut max_depth = 0;
@@ -73,6 +94,16 @@ fn explore(initial: World) -> Result<Report, String> {
             Some(Mark::Done) => continue,
             None => {
                 marks.insert(fp, Mark::OnPath);
+                if marks.len().is_multiple_of(65_536) && said.elapsed() >= Duration::from_secs(10) {
+                    said = Instant::now();
+                    let secs = started.elapsed().as_secs_f64();
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "  model check {what}: {} states so far, {:.0} states/s, {secs:.0} s",
+                        marks.len(),
+                        marks.len() as f64 / secs
+                    );
+                }
                 let steps = successor.steps();
                 trail.push(step);
                 stack.push((successor, steps, 0));
@@ -107,7 +138,7 @@ fn check_crashes(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, rest
 /// Explores `world` exhaustively; reports its size, or panics with what broke.
 fn explore_world(what: &str, world: World) {
     let started = Instant::now();
-    match explore(world) {
+    match explore(what, world) {
         Ok(r) => report(format_args!(
             "model check {what}: {} states, {} terminal, depth {}, {:.1?} — all invariants hold",
             r.states,
@@ -193,21 +224,29 @@ fn check_with(manager: ManagerKind, nodes: usize, pages: usize, ops: u8, readahe
 
 #[test]
 fn dynamic_manager_3_nodes_2_pages() {
-    check(ManagerKind::Dynamic, 3, 2, 2);
+    check(ManagerKind::Dynamic, 3, 2, ops(1, 2));
 }
 
 #[test]
 fn fixed_manager_3_nodes_2_pages() {
-    check(ManagerKind::Fixed, 3, 2, 2);
+    check(ManagerKind::Fixed, 3, 2, ops(1, 2));
 }
 
 #[test]
 fn central_manager_3_nodes_2_pages() {
-    check(ManagerKind::Central, 3, 2, 2);
+    check(ManagerKind::Central, 3, 2, ops(1, 2));
 }
 
 #[test]
 fn dynamic_manager_with_read_ahead() {
     // A read miss on page 0 also requests page 1: prefetches race with writes and invalidations.
+    check_with(ManagerKind::Dynamic, 3, 2, 1, 1);
+}
+
+/// [`dynamic_manager_with_read_ahead`] with two operations per process: 15.5 million states,
+/// five minutes — more than CI's budget holds beside the rest; by hand (`-- --ignored`).
+#[test]
+#[ignore]
+fn dynamic_manager_with_read_ahead_two_ops() {
     check_with(ManagerKind::Dynamic, 3, 2, 2, 1);
 }

@@ -63,7 +63,9 @@ enum Command {
         /// The segment: /name, name, or its id in hex.
         segment: String,
     },
-    /// Faults by kind (local hit or remote; read, write, upgrade), requests forwarded,
+    /// Faults by kind (served by this node's daemon, or needing a peer; read, write,
+    /// upgrade; faults the state table answers in the process never reach the daemon and are
+    /// not counted), requests forwarded,
     /// invalidations, page transfers, fault latency percentiles, and lock-service counters.
     ///
     /// With --prometheus: the Prometheus text format (counters, gauges, latency histograms,
@@ -564,7 +566,7 @@ fn print_stats(s: &Stats) {
         &["FAULTS", "READ", "WRITE", "UPGRADE"],
         vec![
             vec![
-                "local hit".into(),
+                "served by this node".into(),
                 s.local_reads.to_string(),
                 s.local_writes.to_string(),
                 "-".into(),
