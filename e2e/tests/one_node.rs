@@ -744,3 +744,40 @@ fn an_install_into_a_prefix_runs_a_program_with_its_own_dsmctl() {
         assert!(!prefix.0.join(f).exists(), "{f} left behind");
     }
 }
+
+/// README's one-host example, run exactly as printed (in a shell at the repository's root;
+/// the daemon it starts in the background is stopped afterwards).
+#[test]
+fn the_readme_one_host_example_runs_as_printed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("One host:\n\n```sh\n")
+        .expect("README's one-host example");
+    let block = &readme[start..];
+    let block = &block[block.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    assert!(
+        block.contains("dsmctl --socket /tmp/dsm/1.sock run -- ./reader"),
+        "{block}"
+    );
+    // A daemon left from an earlier run would hold the socket.
+    let _ = std::fs::remove_file("/tmp/dsm/1.sock");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -e\ntrap 'kill $(jobs -p) 2>/dev/null' EXIT\n{block}"
+        ))
+        .current_dir(&root)
+        .env_remove("LD_PRELOAD")
+        .env_remove("DSM_SOCKET")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("0 words wrong"), "{stdout}");
+}
