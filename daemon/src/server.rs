@@ -201,6 +201,9 @@ pub struct Server {
     revocations: Revocations,
     /// Recent fault latencies: [served at once, had to wait].
     latency: [Latencies; 2],
+    /// Faults per page that reached the daemon (`dsmctl top`'s hottest pages); cleared when it
+    /// would pass [`HOT_PAGES`] pages.
+    hot: HashMap<PageKey, u64>,
     /// A remote fault's stages here: [its request read → the request to a peer sent, → the
     /// grant received, → the answer sent].
     stages: [Latencies; 3],
@@ -374,6 +377,7 @@ impl Server {
             replicating,
             revocations: Revocations::new(),
             latency: Default::default(),
+            hot: HashMap::new(),
             stages: Default::default(),
             asked_at: HashMap::new(),
             granted_at: HashMap::new(),
@@ -1133,6 +1137,10 @@ impl Server {
                     Some(seg) => {
                         let pages = seg.pages();
                         let key = PageKey { segment, page };
+                        if self.hot.len() >= HOT_PAGES && !self.hot.contains_key(&key) {
+                            self.hot.clear();
+                        }
+                        *self.hot.entry(key).or_default() += 1;
                         if let Some(conn) = self.conns.get_mut(&token) {
                             conn.busy = true;
                             conn.fault = Some((key, Instant::now()));
@@ -2200,7 +2208,25 @@ impl Server {
             ],
             local_histogram: self.latency[0].histogram(),
             remote_histogram: self.latency[1].histogram(),
+            hot_pages: self.hot_pages(),
         }
+    }
+
+    /// The ten pages faulted on most.
+    fn hot_pages(&self) -> Vec<dsm_proto::ctl::HotPage> {
+        let mut hot: Vec<(&PageKey, &u64)> = self.hot.iter().collect();
+        hot.sort_unstable_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        hot.into_iter()
+            .take(10)
+            .map(|(key, &faults)| dsm_proto::ctl::HotPage {
+                segment: self
+                    .store
+                    .get(key.segment)
+                    .map_or_else(|| key.segment.to_string(), |l| l.display_name()),
+                page: key.page,
+                faults,
+            })
+            .collect()
     }
 
     fn status(&self) -> Status {
@@ -2508,6 +2534,9 @@ fn bind_unix(path: &Path) -> Result<UnixListener, ServerError> {
 
 /// Local connections that have not said their hello, at most at once.
 const MAX_SILENT: usize = 1024;
+
+/// Pages whose faults `dsmctl top` counts at most (then the count starts again).
+const HOT_PAGES: usize = 65_536;
 
 /// How long a local connection may take to say its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);

@@ -598,3 +598,44 @@ fn dsmctl_segments_lists_the_cluster_and_rm_removes_everywhere() {
     let out = c.node(1).run(&c_program("check"), &[&name, "keep", "8"]);
     assert!(out.stderr.contains("No such file"), "{out:?}");
 }
+
+/// `dsmctl top` shows a node's fault rates, its peers' traffic and its hottest pages.
+#[test]
+fn dsmctl_top_shows_rates_peers_and_hot_pages() {
+    let c = Cluster::start(2, &[]);
+    let name = shm_name("top");
+    c.node(1)
+        .run(&c_program("examples/writer"), &[&name, "100000"])
+        .assert_ok();
+    c.node(2)
+        .run(&c_program("examples/reader"), &[&name])
+        .assert_ok();
+    let out = dsm_e2e::run({
+        let mut cmd = std::process::Command::new(&dsm_e2e::artifacts().dsmctl);
+        cmd.arg("--socket").arg(&c.node(2).socket).args([
+            "top",
+            "--count",
+            "1",
+            "--interval-ms",
+            "200",
+        ]);
+        cmd
+    });
+    out.assert_ok();
+    for want in [
+        "FAULTS/S",
+        "from a peer",
+        "PEER",
+        "HOTTEST PAGES",
+        "locks homed here",
+    ] {
+        assert!(out.stdout.contains(want), "{want} missing:\n{}", out.stdout);
+    }
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("1 ") && l.contains("up")),
+        "peer 1 up:\n{}",
+        out.stdout
+    );
+}

@@ -4,6 +4,7 @@
 mod client;
 mod prom;
 mod table;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +83,17 @@ enum Command {
     /// objects in segments it created): who holds each and how many wait. Ask every node to see
     /// them all.
     Locks,
+    /// A live view of this node, refreshed every --interval-ms: faults per second by kind,
+    /// page traffic, fault latency, bytes per second to and from each peer, the pages faulted
+    /// on most, and lock waits. Ctrl-C ends it.
+    Top {
+        /// Refresh period.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Every segment of the cluster (from the directory every node keeps): name, kind (posix,
     /// sysv, semaphore), size, owner, mode, the nodes where a process opened or maps it, and
     /// the pages this node holds of it. Like `ls -l /dev/shm` or `ipcs -m`, cluster-wide.
@@ -204,6 +216,15 @@ fn main() -> ExitCode {
     if let Command::Run { lib, command } = &cli.command {
         return run(&cli.socket, lib.clone(), command);
     }
+    if let Command::Top { interval_ms, count } = &cli.command {
+        return match top::run(&cli.socket, *interval_ms, *count) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dsmctl top: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Rm { names } = &cli.command {
         let mut failed = false;
         for name in names {
@@ -243,7 +264,7 @@ fn main() -> ExitCode {
         };
     }
     let request = match &cli.command {
-        Command::Keygen | Command::Run { .. } | Command::Rm { .. } => {
+        Command::Keygen | Command::Run { .. } | Command::Rm { .. } | Command::Top { .. } => {
             unreachable!("answered above")
         }
         Command::Segments => CtlRequest::Segments,

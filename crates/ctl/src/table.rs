@@ -19,6 +19,11 @@ pub fn clean(s: &str) -> String {
 
 /// Prints rows under headers, columns padded to their widest cell; cells are [`clean`]ed.
 pub fn print(headers: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", render(headers, rows));
+}
+
+/// [`print`]'s text.
+pub fn render(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = rows
         .into_iter()
         .map(|r| r.iter().map(|c| clean(c)).collect())
@@ -29,18 +34,21 @@ pub fn print(headers: &[&str], rows: Vec<Vec<String>>) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
         let text: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
     };
     line(headers.to_vec());
     for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
+    out
 }
 
 /// `1536` → `1.5 KiB`.

@@ -234,6 +234,21 @@ pub struct Stats {
     pub local_histogram: Histogram,
     /// Every fault that needed a peer since the daemon started.
     pub remote_histogram: Histogram,
+    /// The pages processes of this node faulted on most (faults that reached the daemon),
+    /// most first, at most ten; counted since the daemon started (or since the count was
+    /// last cleared, at 65,536 pages).
+    pub hot_pages: Vec<HotPage>,
+}
+
+/// A page processes fault on often.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotPage {
+    /// Its segment's name (`/name`, or the id in hex once unlinked).
+    pub segment: String,
+    /// The page's index.
+    pub page: u32,
+    /// Faults on it that reached the daemon.
+    pub faults: u64,
 }
 
 /// A cumulative latency histogram since the daemon started (Prometheus' shape).
