@@ -168,6 +168,12 @@ fn unreachable_daemon_fails_shm_open_promptly() {
         out.stderr
     );
     assert!(out.stdout.contains("errno=111"), "{}", out.stdout);
+    assert_eq!(
+        out.stderr.matches("cannot reach dsmd").count(),
+        1,
+        "said once: {}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -21,6 +21,10 @@ pub fn id() -> Option<SessionId> {
     }
 }
 
+/// Whether this process said it cannot reach the daemon.
+static SAID_UNREACHABLE: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
 /// Attaches to the daemon unless already attached.
 pub fn ensure() -> SysResult<SessionId> {
     if let Some(id) = id() {
@@ -34,12 +38,16 @@ pub fn ensure() -> SysResult<SessionId> {
         pid: sys::getpid() as u32,
     })
     .inspect_err(|&e| {
-        let config = crate::config::get();
-        crate::say!(
-            "cannot reach dsmd at {} ({}); is dsmd running? Set DSM_SOCKET to its --socket path",
-            config.socket,
-            crate::errno_name(e)
-        );
+        // Once per process: every later call fails the same way, with its errno.
+        if !SAID_UNREACHABLE.swap(true, Ordering::Relaxed) {
+            let config = crate::config::get();
+            crate::say!(
+                "cannot reach dsmd at {} ({}); is dsmd running? Set DSM_SOCKET to its --socket path \
+                 (calls on shared memory fail until it answers)",
+                config.socket,
+                crate::errno_name(e)
+            );
+        }
     })?;
     *fd = new_fd;
     ID.store(session.0, Ordering::Release);
