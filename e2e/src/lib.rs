@@ -300,14 +300,19 @@ impl Daemon {
         self.json(&["status"])
     }
 
+    /// `dsmctl ARGS…` against this daemon.
+    pub fn ctl(&self, args: &[&str]) -> Outcome {
+        let mut cmd = Command::new(&artifacts().dsmctl);
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        run(cmd)
+    }
+
     /// `dsmctl --json ARGS…`, parsed.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut cmd = Command::new(&artifacts().dsmctl);
-        cmd.arg("--socket")
-            .arg(&self.socket)
-            .arg("--json")
-            .args(args);
-        let out = run(cmd);
+        let args: Vec<&str> = std::iter::once("--json")
+            .chain(args.iter().copied())
+            .collect();
+        let out = self.ctl(&args);
         assert!(
             out.status.success(),
             "dsmctl {args:?} failed: {}",

@@ -491,21 +491,8 @@ fn a_node_joins_a_running_cluster_through_one_member() {
 /// counters, the fault latency histogram with remote faults in it, and per-peer traffic.
 #[test]
 fn stats_in_the_prometheus_format_parse_and_count_remote_faults() {
-    let c = Cluster::start(2, &[]);
-    let name = shm_name("prom");
-    c.node(1)
-        .run(&c_program("examples/writer"), &[&name, "100000"])
-        .assert_ok();
-    c.node(2)
-        .run(&c_program("examples/reader"), &[&name])
-        .assert_ok();
-    let out = dsm_e2e::run({
-        let mut cmd = std::process::Command::new(&dsm_e2e::artifacts().dsmctl);
-        cmd.arg("--socket")
-            .arg(&c.node(2).socket)
-            .args(["stats", "--prometheus"]);
-        cmd
-    });
+    let c = after_remote_reads("prom");
+    let out = c.node(2).ctl(&["stats", "--prometheus"]);
     out.assert_ok();
     // Debian's python3 has the parser (CI installs python3-prometheus-client).
     let python = if std::path::Path::new("/usr/bin/python3").exists() {
@@ -576,14 +563,7 @@ fn dsmctl_segments_lists_the_cluster_and_rm_removes_everywhere() {
         entry["pages_here"].is_null(),
         "node 2 holds none of it: {entry}"
     );
-    let out = dsm_e2e::run({
-        let mut cmd = std::process::Command::new(&dsm_e2e::artifacts().dsmctl);
-        cmd.arg("--socket")
-            .arg(&c.node(2).socket)
-            .args(["rm", &name]);
-        cmd
-    });
-    out.assert_ok();
+    c.node(2).ctl(&["rm", &name]).assert_ok();
     for node in &c.nodes {
         let listed = node.json(&["segments"]);
         assert!(
@@ -602,25 +582,10 @@ fn dsmctl_segments_lists_the_cluster_and_rm_removes_everywhere() {
 /// `dsmctl top` shows a node's fault rates, its peers' traffic and its hottest pages.
 #[test]
 fn dsmctl_top_shows_rates_peers_and_hot_pages() {
-    let c = Cluster::start(2, &[]);
-    let name = shm_name("top");
-    c.node(1)
-        .run(&c_program("examples/writer"), &[&name, "100000"])
-        .assert_ok();
-    c.node(2)
-        .run(&c_program("examples/reader"), &[&name])
-        .assert_ok();
-    let out = dsm_e2e::run({
-        let mut cmd = std::process::Command::new(&dsm_e2e::artifacts().dsmctl);
-        cmd.arg("--socket").arg(&c.node(2).socket).args([
-            "top",
-            "--count",
-            "1",
-            "--interval-ms",
-            "200",
-        ]);
-        cmd
-    });
+    let c = after_remote_reads("top");
+    let out = c
+        .node(2)
+        .ctl(&["top", "--count", "1", "--interval-ms", "200"]);
     out.assert_ok();
     for want in [
         "FAULTS/S",
@@ -638,4 +603,17 @@ fn dsmctl_top_shows_rates_peers_and_hot_pages() {
         "peer 1 up:\n{}",
         out.stdout
     );
+}
+
+/// A 2-node cluster where node 2 read (remotely) a segment node 1 wrote, then unlinked it.
+fn after_remote_reads(label: &str) -> Cluster {
+    let c = Cluster::start(2, &[]);
+    let name = shm_name(label);
+    c.node(1)
+        .run(&c_program("examples/writer"), &[&name, "100000"])
+        .assert_ok();
+    c.node(2)
+        .run(&c_program("examples/reader"), &[&name])
+        .assert_ok();
+    c
 }

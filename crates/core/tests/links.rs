@@ -10,6 +10,9 @@
 
 use std::collections::VecDeque;
 
+mod common;
+
+use common::Rng;
 use dsm_core::{Link, LinkInput, LinkOutput, LinkTiming};
 
 #[derive(Debug, Clone)]
@@ -44,22 +47,6 @@ impl End {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn encode(from: u64, to: Option<u64>, id: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(24);
     b.extend_from_slice(&from.to_le_bytes());
@@ -91,7 +78,7 @@ impl Sim {
             conn: None,
             now_ms: 0,
             next_incarnation: 3,
-            rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            rng: Rng::new(seed),
             stats: [0; 4],
         }
     }
@@ -254,7 +241,7 @@ impl Sim {
     }
 
     fn step(&mut self) -> Result<(), String> {
-        let s = self.rng.below(2) as usize;
+        let s = self.rng.below(2);
         match self.rng.below(100) {
             0..=29 => self.send(s),
             30..=69 => self.deliver(s)?,
@@ -265,7 +252,7 @@ impl Sim {
                 self.now_ms += match self.rng.below(10) {
                     0 => 3_500,
                     1..=3 => 600,
-                    _ => self.rng.below(150),
+                    _ => self.rng.below(150) as u64,
                 };
                 self.tick(s);
             }

@@ -7,24 +7,8 @@
 
 mod common;
 
-use common::{report, Step, World};
+use common::{report, Rng, Step, World};
 use dsm_core::ManagerKind;
-
-/// xorshift64*: small, fast, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Runs one random schedule to the end; returns (steps, messages) or what broke.
 fn run(
@@ -36,7 +20,7 @@ fn run(
     failures: u8,
     replicas: u8,
 ) -> Result<(u64, u64, u64), String> {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut rng = Rng::new(seed);
     let mut world = World::new(nodes, pages, ops, manager).with_failures(failures, failures);
     if replicas > 0 {
         world = world.with_replicas(replicas, ops / 2);

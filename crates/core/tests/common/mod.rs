@@ -16,6 +16,29 @@ use dsm_core::{Config, FaultId, Input, ManagerKind, Node, Output};
 use dsm_proto::peer::{PageKey, PeerMsg};
 use dsm_proto::{Access, NodeId, SegmentId};
 
+/// xorshift64*: small, fast, and the same on every machine (the seeded simulations' dice).
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value: it is spread and made odd).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// One read or write by a node's process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Op {
