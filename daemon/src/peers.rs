@@ -1026,6 +1026,7 @@ impl Peers {
         arrived: &mut Vec<(NodeId, Incoming)>,
         sink: &mut PageSink<'_>,
     ) -> Result<(), String> {
+        let now_ms = self.now_ms();
         loop {
             let link = self.links.get_mut(&node).expect("known");
             let Some(conn) = &mut link.conn else {
@@ -1044,7 +1045,7 @@ impl Peers {
                 link.stats.messages_in += 1;
                 link.state.handle(LinkInput::Arrived {
                     numbered: true,
-                    now_ms: 0,
+                    now_ms,
                 });
                 arrived.push((node, Incoming::Coherence(msg)));
                 continue;
@@ -1091,7 +1092,7 @@ impl Peers {
                     link.stats.messages_in += 1;
                     link.state.handle(LinkInput::Arrived {
                         numbered: true,
-                        now_ms: 0,
+                        now_ms,
                     });
                     arrived.push((node, Incoming::Coherence(msg)));
                 }
@@ -1099,7 +1100,7 @@ impl Peers {
                     link.stats.messages_in += 1;
                     link.state.handle(LinkInput::Arrived {
                         numbered: true,
-                        now_ms: 0,
+                        now_ms,
                     });
                     arrived.push((node, Incoming::Raft(bytes)));
                 }
@@ -1109,7 +1110,7 @@ impl Peers {
                     link.stats.messages_in += 1;
                     link.state.handle(LinkInput::Arrived {
                         numbered: true,
-                        now_ms: 0,
+                        now_ms,
                     });
                     arrived.push((node, Incoming::Sync(msg)));
                 }

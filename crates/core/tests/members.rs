@@ -128,6 +128,16 @@ impl Net {
         }
     }
 
+    /// Runs until request `req` at `at` is answered, at most `limit_ms` (an election after a
+    /// death takes randomized timeouts, a split vote another round: wait for the answer, not
+    /// for a fixed time).
+    fn run_until_answered(&mut self, at: NodeId, req: u64, limit_ms: u64) {
+        let end = self.now + limit_ms;
+        while !self.replies.contains_key(&(at, req)) && self.now < end {
+            self.run(100);
+        }
+    }
+
     fn open(&mut self, at: NodeId, req: u64, name: &str, excl: bool) {
         let op = DirOp::Open {
             name: name.into(),
@@ -191,7 +201,7 @@ fn a_restarted_node_rejoins_as_a_new_incarnation_and_ids_are_not_reused() {
     net.kill(NodeId(1));
     net.run(2000);
     net.open(NodeId(3), 2, "/b", true);
-    net.run(4000);
+    net.run_until_answered(NodeId(3), 2, 30_000);
     let b = net.replies[&(NodeId(3), 2)]
         .clone()
         .expect("a majority still creates");
@@ -211,7 +221,7 @@ fn a_restarted_node_rejoins_as_a_new_incarnation_and_ids_are_not_reused() {
         "the restarted node knows the live segments"
     );
     net.open(NodeId(1), 1, "/c", true);
-    net.run(1000);
+    net.run_until_answered(NodeId(1), 1, 30_000);
     let c = net.replies[&(NodeId(1), 1)].clone().expect("created");
     assert!(c.id != a.id && c.id != b.id && c.base != a.base && c.base != b.base);
     assert!(
@@ -258,7 +268,7 @@ fn two_nodes_survive_a_restart_of_either() {
         let (m, inc) = &net.nodes[&restarted];
         assert!(m.is_alive(restarted, *inc), "rejoined: {:?}", m.members());
         net.open(restarted, 2, "/b", true);
-        net.run(1000);
+        net.run_until_answered(restarted, 2, 30_000);
         let b = net.replies[&(restarted, 2)].clone().expect("created");
         assert_ne!((a.id, a.base), (b.id, b.base));
         let other = if restarted == NodeId(1) {
