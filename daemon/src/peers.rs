@@ -1448,10 +1448,18 @@ fn shown(addr: Option<SocketAddr>) -> String {
 
 /// Reads everything available; returns (end of stream, bytes read).
 fn fill(conn: &mut Conn) -> io::Result<(bool, usize)> {
-    let mut buf = [0u8; 64 * 1024];
+    thread_local! {
+        // Read into once allocated: a fresh zeroed buffer per read cost a 64 KiB memset on
+        // every message that woke the loop.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+    }
+    BUF.with_borrow_mut(|buf| fill_with(conn, buf))
+}
+
+fn fill_with(conn: &mut Conn, buf: &mut [u8]) -> io::Result<(bool, usize)> {
     let mut total = 0;
     loop {
-        match conn.stream.read(&mut buf) {
+        match conn.stream.read(buf) {
             Ok(0) => return Ok((true, total)),
             Ok(n) => {
                 total += n;
