@@ -147,15 +147,18 @@ fn render(out: &mut String, a: &Sample, b: &Sample) {
         .hot_pages
         .iter()
         .map(|h| {
-            let was = s
+            // A page that was not among the previous sample's ten (or whose count started
+            // again) has no rate to show: its faults before this interval are unknown.
+            let per_s = s
                 .hot_pages
                 .iter()
                 .find(|o| o.segment == h.segment && o.page == h.page)
-                .map_or(0, |o| o.faults);
+                .filter(|o| o.faults <= h.faults)
+                .map_or_else(|| "-".into(), |o| rate(o.faults, h.faults));
             vec![
                 h.segment.clone(),
                 h.page.to_string(),
-                rate(was.min(h.faults), h.faults),
+                per_s,
                 h.faults.to_string(),
             ]
         })
