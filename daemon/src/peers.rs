@@ -991,6 +991,7 @@ impl Peers {
         arrived: &mut Vec<(NodeId, Incoming)>,
         sink: &mut PageSink<'_>,
     ) {
+        let now_ms = self.now_ms();
         let link = self.links.get_mut(&node).expect("token maps to a link");
         let Some(conn) = &mut link.conn else { return };
         let (eof, read) = match fill(conn) {
@@ -1002,7 +1003,6 @@ impl Peers {
         };
         link.stats.bytes_in += read as u64;
         if read > 0 {
-            let now_ms = self.clock.elapsed().as_millis() as u64;
             link.state.handle(LinkInput::Arrived {
                 numbered: false,
                 now_ms,
