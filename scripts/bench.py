@@ -49,7 +49,7 @@ class Cluster:
                 if j != i:
                     args += ["--peer", f"{j + 1}=127.0.0.1:{ports[j]}"]
             log = open(os.path.join(self.dir, f"{i + 1}.log"), "w")
-            self.procs.append(subprocess.Popen(args, stderr=log, env={**os.environ, "RUST_LOG": "warn"}))
+            self.procs.append(subprocess.Popen(args, stderr=log, env={**os.environ, "RUST_LOG": os.environ.get("BENCH_LOG", "warn")}))
         self.n = n
         deadline = time.time() + 20
         for i in range(1, n + 1):

@@ -33,6 +33,7 @@ use crate::page_store::Page;
 use crate::peers::{Identity, Incoming, Peers};
 use crate::store::Store;
 
+mod fastlock;
 mod locks;
 
 use locks::AfterRelease;
@@ -103,7 +104,7 @@ fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerErr
 
 /// A client process attached to this node.
 #[derive(Debug)]
-struct Session {
+pub(crate) struct Session {
     pid: u32,
     token: Token,
     /// Who the process is (from its socket), for every permission check.
@@ -216,6 +217,8 @@ pub struct Server {
     /// Local requests under way in the service, by ticket.
     tickets: HashMap<u64, Token>,
     next_ticket: u64,
+    /// Mutexes delegated to local processes, and the lock tables they use.
+    fast: fastlock::FastLocks,
 }
 
 /// Notes when something happened to `key`, in a map kept small: a page whose fault never came
@@ -391,6 +394,7 @@ impl Server {
             tickets: HashMap::new(),
             // Tickets of one incarnation never look like another's (answers may outlive it).
             next_ticket: incarnation | 1,
+            fast: fastlock::FastLocks::default(),
         })
     }
 
@@ -585,10 +589,17 @@ impl Server {
         let every = Duration::from_millis(self.config.replica_interval_ms);
         let flush = (self.config.replicas > 0 && !every.is_zero() && self.core.has_unreleased())
             .then_some(self.last_release + every);
-        [core, self.peers.next_deadline(), hello, unreachable, flush]
-            .into_iter()
-            .flatten()
-            .fold(raft, Instant::min)
+        [
+            core,
+            self.peers.next_deadline(),
+            hello,
+            unreachable,
+            flush,
+            self.fast.poll_timeout().map(at),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(raft, Instant::min)
     }
 
     fn tick(&mut self) {
@@ -825,8 +836,7 @@ impl Server {
         };
         let (kind, session) = match hello.role {
             Role::Session { pid } => {
-                let id = SessionId(self.next_session);
-                self.next_session += 1;
+                let id = self.new_session_id();
                 self.sessions.insert(
                     id,
                     Session {
@@ -998,6 +1008,10 @@ impl Server {
                         Reply::Failed(ShmError::NoMemory)
                     }
                 },
+            },
+            Request::Locks { segment } => match self.share_lock_table(token, segment) {
+                Some(reply) => reply,
+                None => return Ok(()),
             },
             Request::Unmap { segment } => {
                 let had = self
@@ -1313,6 +1327,7 @@ impl Server {
                     debug!("{node} (incarnation {incarnation:#x}) is a member");
                     if node == self.config.node_id {
                         self.take_founders();
+                        self.recall_all();
                         self.sync.set_deposed(self.members.deposed());
                         let (deaths, died_at, joined_at, down) = self.members.history();
                         self.core.handle(Input::History {
@@ -1421,6 +1436,8 @@ impl Server {
             return;
         }
         self.core = new_core(&self.config, founders.clone(), self.incarnation);
+        self.recall_all();
+        self.drain_sync();
         self.sync.set_homes(founders.clone());
         self.founders = founders;
     }
@@ -1546,6 +1563,7 @@ impl Server {
                 self.core.handle(Input::SegmentRemoved { segment });
                 self.replicas.remove_segment(segment);
                 self.drain_core();
+                self.forget_lock_table(segment);
                 self.sync
                     .handle(dsm_core::SyncInput::SegmentRemoved { segment });
             }
@@ -2198,6 +2216,8 @@ impl Server {
             sync_requests: self.sync.stats().requests,
             sync_served: self.sync.stats().served,
             sync_messages: self.sync.stats().messages,
+            sync_delegations: self.sync.stats().delegations,
+            sync_recalls: self.sync.stats().recalls,
             sync_objects: self.sync.objects() as u64,
             local_latency_us: self.latency[0].percentiles(),
             remote_latency_us: self.latency[1].percentiles(),

@@ -15,6 +15,14 @@
  *              mutex and exiting at once; none may find the mutex's owner dead
  *   homeless : role 0 holds the mutex; role 1 waits for it, and prints what the wait returned
  *              (the test kills the mutex's home node meanwhile)
+ *   scribble N: on the home node, alone: takes the plain mutex once (its home delegates it),
+ *              then writes N rounds of garbage over the segment's lock table (found in
+ *              /proc/self/maps) while locking and unlocking the mutex, then checks that
+ *              trylock still answers and prints "scribbled"
+ *   fastpath N: on the mutexes' home node, alone: an error-checking mutex still reports
+ *              EDEADLK and EPERM once its home delegated it to this node's processes; N
+ *              uncontended lock+unlock pairs of the plain mutex (their mean time printed);
+ *              a child that exits holding the plain mutex leaves it locked (EBUSY)
  * Role 0 creates the segment and initializes the objects; the others wait for `ready`. */
 #include "common.h"
 #include <errno.h>
@@ -36,7 +44,12 @@ struct shared {
     long turn;
     long arrived[MAX_ROUNDS];
     long serial[MAX_ROUNDS];
+    pthread_mutex_t echeck;
 };
+
+static void *unlock_other(void *m) {
+    return (void *)(long)pthread_mutex_unlock(m);
+}
 
 static double now(void) {
     struct timespec t;
@@ -62,6 +75,8 @@ int main(int argc, char **argv) {
         if (!strcmp(mode, "robust") || !strcmp(mode, "churn"))
             pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
         check(pthread_mutex_init(&s->mutex, &ma), "pthread_mutex_init");
+        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ERRORCHECK);
+        check(pthread_mutex_init(&s->echeck, &ma), "pthread_mutex_init");
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
@@ -97,6 +112,69 @@ int main(int argc, char **argv) {
         pthread_mutex_unlock(&s->mutex);
         printf("role %d: counter %ld (want %ld) in %.3f s\n", role, total, n * nprocs, now() - t0);
         return total == n * (long)nprocs ? 0 : 1;
+    }
+    if (!strcmp(mode, "scribble")) {
+        check(pthread_mutex_lock(&s->mutex), "lock");
+        check(pthread_mutex_unlock(&s->mutex), "unlock");
+        FILE *maps = fopen("/proc/self/maps", "r");
+        char line[512];
+        unsigned long lo = 0, hi = 0;
+        while (maps && fgets(line, sizeof line, maps))
+            if (strstr(line, ":locks") && sscanf(line, "%lx-%lx", &lo, &hi) == 2) break;
+        if (!lo) { fprintf(stderr, "no lock table mapped\n"); return 1; }
+        unsigned long long x = 88172645463325252ULL;
+        for (long r = 0; r < n; r++) {
+            for (unsigned long *p = (unsigned long *)lo; p < (unsigned long *)hi; p++) {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                *p = r % 3 == 0 ? x : r % 3 == 1 ? ~0UL : x & 0xffffffffffffUL;
+            }
+            /* Whatever it returns, it returns. */
+            if (pthread_mutex_trylock(&s->mutex) == 0) pthread_mutex_unlock(&s->mutex);
+        }
+        printf("scribbled\n");
+        return 0;
+    }
+    if (!strcmp(mode, "fastpath")) {
+        /* The first unlock goes through the home, which then delegates the mutex. */
+        for (int i = 0; i < 3; i++) {
+            check(pthread_mutex_lock(&s->echeck), "lock");
+            check(pthread_mutex_unlock(&s->echeck), "unlock");
+        }
+        check(pthread_mutex_lock(&s->echeck), "lock");
+        int rc = pthread_mutex_lock(&s->echeck);
+        if (rc != EDEADLK) { fprintf(stderr, "relock by its holder: %s, want EDEADLK\n", strerror(rc)); return 1; }
+        pthread_t t;
+        void *result;
+        pthread_create(&t, NULL, unlock_other, &s->echeck);
+        pthread_join(t, &result);
+        if ((long)result != EPERM) { fprintf(stderr, "unlock by another thread: %s, want EPERM\n", strerror((int)(long)result)); return 1; }
+        check(pthread_mutex_unlock(&s->echeck), "unlock");
+        rc = pthread_mutex_unlock(&s->echeck);
+        if (rc != EPERM) { fprintf(stderr, "unlock of an unlocked mutex: %s, want EPERM\n", strerror(rc)); return 1; }
+        for (int i = 0; i < 3; i++) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            check(pthread_mutex_unlock(&s->mutex), "unlock");
+        }
+        double t1 = now();
+        for (long i = 0; i < n; i++) {
+            check(pthread_mutex_lock(&s->mutex), "lock");
+            s->counter++;
+            check(pthread_mutex_unlock(&s->mutex), "unlock");
+        }
+        printf("%ld lock+unlock pairs, %.0f ns each\n", n, (now() - t1) / n * 1e9);
+        pid_t child = fork();
+        if (child == 0) {
+            check(pthread_mutex_lock(&s->mutex), "lock in the child");
+            check(pthread_mutex_unlock(&s->mutex), "unlock in the child");
+            check(pthread_mutex_lock(&s->mutex), "lock in the child");
+            _exit(0);
+        }
+        int status;
+        waitpid(child, &status, 0);
+        rc = pthread_mutex_trylock(&s->mutex);
+        if (rc != EBUSY) { fprintf(stderr, "trylock of a mutex a dead child held: %s, want EBUSY\n", strerror(rc)); return 1; }
+        printf("fastpath ok, counter %ld\n", s->counter);
+        return 0;
     }
     if (!strcmp(mode, "cond")) {
         for (long i = 0; i < n; i++) {

@@ -226,3 +226,24 @@ fn dsmctl_escapes_control_characters_from_clients() {
     );
     assert!(out.stdout.contains("\\u{1b}"), "{}", out.stdout);
 }
+
+/// A process that writes garbage over its segment's lock table (which it may write: it may
+/// write the segment too) wedges no daemon: its own mutex is as broken as a glibc mutex whose
+/// bytes it scribbled on, and the daemon goes on serving everyone.
+#[test]
+fn garbage_in_a_lock_table_wedges_no_daemon() {
+    let d = Daemon::start(1);
+    let name = format!("/{}", unique("scribble"));
+    let out = dsm_e2e::run({
+        let mut cmd = d.command(&c_program("locks"));
+        cmd.args([name.as_str(), "0", "1", "scribble", "300"]);
+        cmd
+    });
+    assert!(
+        out.stdout.contains("scribbled"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    still_serves(&d);
+}

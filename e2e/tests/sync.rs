@@ -396,3 +396,61 @@ fn a_timed_condition_wait_times_out_holding_its_mutex() {
         out[0].stdout
     );
 }
+
+/// A mutex only its home node's processes use is delegated to them: locked and unlocked with a
+/// compare-and-swap, no request. Its semantics stay: an error-checking one still says EDEADLK
+/// and EPERM, and a process that exits holding it leaves it locked (its hold is handed to the
+/// lock service when the process ends, as any holder's).
+#[test]
+fn a_mutex_only_its_home_uses_is_locked_without_the_daemon() {
+    for replicas in ["0", "1"] {
+        let c = Cluster::start(2, &["--replicas", replicas]);
+        let before = c.node(1).json(&["stats"])["sync_requests"]
+            .as_u64()
+            .unwrap();
+        let out = run(&c, "locks", &[1], &["fastpath", "20000"]);
+        assert!(
+            out[0].stdout.contains("fastpath ok, counter 20000"),
+            "{}",
+            out[0].stdout
+        );
+        let stats = c.node(1).json(&["stats"]);
+        assert!(stats["sync_delegations"].as_u64().unwrap() >= 1, "{stats}");
+        if replicas == "0" {
+            // 20,000 pairs, next to no request: the fast path took them.
+            let requests = stats["sync_requests"].as_u64().unwrap() - before;
+            assert!(
+                requests < 100,
+                "{requests} requests for 20,000 lock+unlock pairs"
+            );
+        }
+        // The child's hold, taken on the fast path, is the lock service's now (as a process's
+        // that ended): `dsmctl locks` names it, not the fast path.
+        let locks = c.node(1).ctl(&["locks"]);
+        locks.assert_ok();
+        assert!(
+            locks.stdout.contains("session") && !locks.stdout.contains("fast path"),
+            "{}",
+            locks.stdout
+        );
+    }
+}
+
+/// Processes on the home node take the mutex on the fast path while a process on another
+/// node contends for it: every time it asks, the home takes the mutex back and hands it on in
+/// order. The non-atomic counter under it stays exact.
+#[test]
+fn a_delegated_mutex_is_taken_back_when_another_node_wants_it() {
+    let c = Cluster::start(2, &["--replicas", "0"]);
+    let out = run(&c, "locks", &[1, 1, 2], &["mutex", "3000"]);
+    for o in &out {
+        assert!(
+            o.stdout.contains("counter 9000 (want 9000)"),
+            "{}",
+            o.stdout
+        );
+    }
+    let stats = c.node(1).json(&["stats"]);
+    assert!(stats["sync_delegations"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["sync_recalls"].as_u64().unwrap() >= 1, "{stats}");
+}

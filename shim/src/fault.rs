@@ -178,6 +178,10 @@ fn serve(mapping: &Mapping, addr: usize, write: bool) {
 pub fn obtain(mapping: &Mapping, addr: usize, write: bool) -> Result<(), &'static str> {
     let page = mapping.page_of(addr);
     let page_addr = addr & !(PAGE_SIZE - 1);
+    if write {
+        // Before the access is had: an unlock that skips the daemon then sees it unreleased.
+        crate::fastlock::note_write();
+    }
     // The node may hold the page already (another local process faulted it in): no request.
     if crate::revoke::grant_from_table(mapping, page, page_addr, write) {
         return Ok(());

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod channels;
 pub mod config;
+pub mod fastlock;
 pub mod fault;
 pub mod files;
 pub mod hooks;

@@ -8,6 +8,7 @@ use core::ffi::{c_int, c_uint, c_void};
 
 use dsm_proto::sync::{SyncKey, SyncOp, Wait};
 
+use crate::fastlock;
 use crate::sync::{self, code};
 use crate::{real, say};
 
@@ -29,6 +30,11 @@ macro_rules! real {
 fn lock(key: SyncKey, m: Obj, wait: Wait) -> c_int {
     // SAFETY: `m` is the program's mutex, in DSM memory.
     let kind = unsafe { sync::mutex_kind(m) };
+    if let SyncKey::Object { segment, offset } = key {
+        if fastlock::try_lock(segment, offset, kind) {
+            return 0;
+        }
+    }
     let op = SyncOp::Lock {
         kind,
         wait,
@@ -135,6 +141,11 @@ pub unsafe extern "C" fn pthread_mutex_unlock(m: Obj) -> c_int {
     };
     // SAFETY: `m` is the program's mutex, in DSM memory.
     let kind = unsafe { sync::mutex_kind(m) };
+    if let SyncKey::Object { segment, offset } = key {
+        if fastlock::try_unlock(segment, offset, kind) {
+            return 0;
+        }
+    }
     let op = SyncOp::Unlock { kind };
     if op.answered() {
         code(sync::call(key, op))

@@ -40,6 +40,7 @@ fn call_as(key: SyncKey, op: SyncOp, interruptible: bool) -> Result<SyncResult, 
         op,
         wait: true,
     };
+    let releases = op.is_release().then(crate::fastlock::release_begins);
     let reply = if interruptible {
         let withdraw = Request::Sync {
             key,
@@ -50,6 +51,12 @@ fn call_as(key: SyncKey, op: SyncOp, interruptible: bool) -> Result<SyncResult, 
     } else {
         channels::call_unbounded(&request, None)
     };
+    if let (Some(upto), Ok(Reply::Synced(_))) = (releases, &reply) {
+        if crate::wire::replicating() {
+            // The daemon answered once the release's replicas were written.
+            crate::fastlock::release_done(upto);
+        }
+    }
     match reply {
         Ok(Reply::Synced(SyncResult::HomeLost)) => {
             say!("the node keeping this lock or barrier is gone: its state is lost");

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod directory;
+pub mod fastlock;
 pub mod link;
 pub mod members;
 pub mod node;
@@ -20,6 +21,7 @@ pub mod page;
 pub mod revoke;
 pub mod sync;
 
+pub use fastlock::{FastPath, Words};
 pub use link::{Link, LinkInput, LinkOutput, LinkTiming};
 pub use node::{Config, FaultError, FaultId, Input, ManagerKind, Node, Output, Replication, Stats};
 pub use page::PageState;

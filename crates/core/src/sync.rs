@@ -23,6 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use dsm_proto::fastlock::DELEGATE_SESSION;
 use dsm_proto::sync::{
     next_home, Hold, Mirror, MutexKind, Owner, SyncKey, SyncMsg, SyncOp, SyncResult, Tally, Wait,
     Waiter,
@@ -48,6 +49,12 @@ pub enum SyncOutput {
         to: NodeId,
         /// The message.
         msg: SyncMsg,
+    },
+    /// A thread waits for the mutex `key`, which this node's processes hold through their
+    /// fast path ([`Service::delegate`]): take it back ([`Service::recalled`]).
+    Recall {
+        /// The mutex.
+        key: SyncKey,
     },
     /// `from` sent a message this node should not have been sent (log it, rate-limited).
     Violation {
@@ -122,6 +129,15 @@ pub enum SyncInput {
         /// Now (ms).
         now_ms: u64,
     },
+    /// [`Service::recalled`].
+    Recalled {
+        /// The mutex.
+        key: SyncKey,
+        /// The local thread that held it through the fast path, if one did.
+        holder: Option<Owner>,
+        /// Now (ms).
+        now_ms: u64,
+    },
 }
 
 /// One object as `dsmctl locks` shows it.
@@ -148,6 +164,10 @@ pub struct SyncStats {
     pub served: u64,
     /// Messages sent to peers.
     pub messages: u64,
+    /// Mutexes delegated to this node's processes (their fast path).
+    pub delegations: u64,
+    /// Delegated mutexes taken back.
+    pub recalls: u64,
 }
 
 /// A request of a local process under way.
@@ -262,6 +282,102 @@ impl Service {
             SyncInput::HomeUnreachable { node, now_ms } => self.home_unreachable(node, now_ms),
             SyncInput::SegmentRemoved { segment } => self.segment_removed(segment),
             SyncInput::Tick { now_ms } => self.tick(now_ms),
+            SyncInput::Recalled {
+                key,
+                holder,
+                now_ms,
+            } => self.recalled(key, holder, now_ms),
+        }
+    }
+
+    /// The holder that stands for this node's processes while a mutex homed here is delegated
+    /// to them (`dsm_proto::fastlock`: they lock and unlock it on a shared word, unseen here).
+    pub fn delegate_owner(&self) -> Owner {
+        Owner {
+            node: self.me,
+            session: DELEGATE_SESSION,
+            tid: 0,
+        }
+    }
+
+    /// Delegates the mutex `key` to this node's processes if it is homed here and idle (nobody
+    /// holds it or waits, it is consistent): it is then held by [`Service::delegate_owner`]
+    /// until [`Service::recalled`]. A thread that asks for it meanwhile makes the service ask
+    /// for it back ([`SyncOutput::Recall`]). Mirrored as held here: if this node dies, the heir
+    /// takes it as held by a dead host (its processes may have held it). Whether it was.
+    pub fn delegate(&mut self, key: SyncKey, kind: MutexKind) -> bool {
+        if !matches!(key, SyncKey::Object { .. })
+            || kind.robust
+            || kind.recursive
+            || self.home_of(key) != self.me
+            || self.rebuilding_key(key)
+        {
+            return false;
+        }
+        let owner = self.delegate_owner();
+        match self.objects.get_mut(&key) {
+            None => {
+                self.objects.insert(
+                    key,
+                    Object::Mutex(Mutex {
+                        holder: Some(Holder { owner, count: 1 }),
+                        kind,
+                        ..Mutex::default()
+                    }),
+                );
+            }
+            Some(Object::Mutex(m))
+                if m.holder.is_none()
+                    && m.queue.is_empty()
+                    && !m.inconsistent
+                    && !m.unrecoverable =>
+            {
+                m.holder = Some(Holder { owner, count: 1 });
+                m.kind = kind;
+            }
+            Some(_) => return false,
+        }
+        self.stats.delegations += 1;
+        self.touched.insert(key);
+        true
+    }
+
+    /// The driver took the delegated mutex `key` back from this node's processes: `holder`
+    /// held it (it now holds it here, as if granted), or nobody did (it is free, or handed to
+    /// its first waiter).
+    pub fn recalled(&mut self, key: SyncKey, holder: Option<Owner>, now_ms: u64) {
+        let delegate = self.delegate_owner();
+        let Some(Object::Mutex(m)) = self.objects.get_mut(&key) else {
+            return;
+        };
+        if m.holder.map(|h| h.owner) != Some(delegate) {
+            return;
+        }
+        self.stats.recalls += 1;
+        match holder {
+            Some(owner) => {
+                m.holder = Some(Holder { owner, count: 1 });
+                let kind = m.kind;
+                self.take_mutex(key, owner, kind);
+                self.touched.insert(key);
+            }
+            None => {
+                let mut fx = Effects::default();
+                let kind = m.kind;
+                let _ = m.unlock(delegate, kind, &mut fx);
+                self.run(fx, now_ms);
+                self.collect(key);
+            }
+        }
+    }
+
+    /// A delegated mutex someone waits for is asked back.
+    fn recall_if_wanted(&mut self, key: SyncKey) {
+        let delegate = self.delegate_owner();
+        if let Some(Object::Mutex(m)) = self.objects.get(&key) {
+            if !m.queue.is_empty() && m.holder.map(|h| h.owner) == Some(delegate) {
+                self.out.push_back(SyncOutput::Recall { key });
+            }
         }
     }
 
@@ -679,6 +795,7 @@ impl Service {
         }
         self.run(fx, now_ms);
         self.collect(key);
+        self.recall_if_wanted(key);
     }
 
     /// The object at `key`, made for `op` if there is none (or only an idle one of another

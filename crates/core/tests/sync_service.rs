@@ -18,7 +18,9 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use dsm_core::{Service, SyncOutput};
+use dsm_core::fastlock::Env;
+use dsm_core::{FastPath, Service, SyncOutput, Words};
+use dsm_proto::fastlock as fl;
 use dsm_proto::sync::{MutexKind, Owner, SyncKey, SyncMsg, SyncOp, SyncResult, Wait};
 use dsm_proto::{NodeId, SegmentId};
 
@@ -28,6 +30,8 @@ enum Program {
     Locker { m: SyncKey },
     /// Lock, add an item, signal, unlock.
     Producer { m: SyncKey, c: SyncKey },
+    /// Lock, add an item, unlock, then signal (without the mutex, as POSIX allows).
+    LateProducer { m: SyncKey, c: SyncKey },
     /// Lock, wait while there is no item, take one, unlock.
     Consumer { m: SyncKey, c: SyncKey },
     /// Arrive at a barrier of `count`.
@@ -46,6 +50,66 @@ enum Phase {
     Waiting(u64),
     Holding,
     Done,
+    /// The fast path (a `Locker` on the home node): the lock word read, the tag next.
+    FastRead(u64),
+    /// The tag matched: the swap next.
+    FastTagged(u64),
+    /// Unlocking on the fast path: the word read (held by this thread), the swap next.
+    Unlocking(u64),
+}
+
+/// The home node's lock words, as plain memory: the agents' loads and swaps on it are steps of
+/// their own, interleaved with the daemon's (whose own steps are atomic: one event loop).
+#[derive(Clone, Debug, Default)]
+struct ModelWords(BTreeMap<(SegmentId, usize), (u64, u64)>);
+
+impl Words for ModelWords {
+    fn has_table(&self, _: SegmentId) -> bool {
+        true
+    }
+    fn tag(&self, segment: SegmentId, slot: usize) -> u64 {
+        self.0.get(&(segment, slot)).map_or(0, |c| c.0)
+    }
+    fn set_tag(&mut self, segment: SegmentId, slot: usize, tag: u64) {
+        self.0.entry((segment, slot)).or_default().0 = tag;
+    }
+    fn word(&self, segment: SegmentId, slot: usize) -> u64 {
+        self.0.get(&(segment, slot)).map_or(0, |c| c.1)
+    }
+    fn swap(&mut self, segment: SegmentId, slot: usize, old: u64, new: u64) -> bool {
+        let cell = self.0.entry((segment, slot)).or_default();
+        if cell.1 == old {
+            cell.1 = new;
+            true
+        } else {
+            false
+        }
+    }
+    fn exchange(&mut self, segment: SegmentId, slot: usize, new: u64) -> u64 {
+        std::mem::replace(&mut self.0.entry((segment, slot)).or_default().1, new)
+    }
+}
+
+/// Node index 0's fast path: its daemon's state and the words.
+#[derive(Clone, Debug, Default)]
+struct Fast {
+    path: FastPath,
+    words: ModelWords,
+    /// Idle sweeps (each a jump of time past `IDLE_MS`) the schedule may still make.
+    sweeps: u32,
+}
+
+/// Sessions are small in the model: a word's session bits are the session.
+fn sessions(bits: u64) -> Option<u64> {
+    Some(bits)
+}
+
+/// A key's segment, slot and tag.
+fn cell(key: SyncKey) -> (SegmentId, usize, u64) {
+    match key {
+        SyncKey::Object { segment, offset } => (segment, fl::slot(offset), fl::tag(offset)),
+        _ => unreachable!("the fast path is for objects in segments"),
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +152,8 @@ struct World {
     dead: Option<usize>,
     /// Survivors that applied the death.
     learned: Vec<bool>,
+    /// Node index 0 delegates idle mutexes to its threads (`Locker`s there take the fast path).
+    fast: Option<Fast>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -96,6 +162,8 @@ enum Step {
     Deliver(usize, usize),
     Crash(usize),
     Learn(usize),
+    /// Time passes `IDLE_MS` at node index 0, whose daemon sweeps its delegated mutexes.
+    Sweep,
 }
 
 fn node(i: usize) -> NodeId {
@@ -140,7 +208,30 @@ impl World {
             victim: None,
             dead: None,
             learned: vec![false; nodes],
+            fast: None,
         }
+    }
+
+    /// The same world with node index 0's mutexes delegated to its threads when idle, and
+    /// `sweeps` idle sweeps the schedule may make.
+    fn fast(mut self, sweeps: u32) -> World {
+        self.fast = Some(Fast {
+            sweeps,
+            ..Fast::default()
+        });
+        self
+    }
+
+    /// Whether agent `i` takes the fast path.
+    fn fast_agent(&self, i: usize) -> bool {
+        let a = &self.agents[i];
+        self.fast.is_some() && a.node == 0 && matches!(a.program, Program::Locker { .. })
+    }
+
+    /// The fast path's word holder for agent `i`.
+    fn me(&self, i: usize) -> u64 {
+        let o = self.agents[i].owner;
+        fl::holder(o.session, o.tid)
     }
 
     /// The same world, in which node `victim` may die at any step.
@@ -158,9 +249,16 @@ impl World {
             .agents
             .iter()
             .enumerate()
-            .filter(|(_, a)| self.alive(a.node) && matches!(a.phase, Phase::Ready | Phase::Holding))
+            .filter(|(_, a)| {
+                self.alive(a.node) && !matches!(a.phase, Phase::Waiting(_) | Phase::Done)
+            })
             .map(|(i, _)| Step::Run(i))
             .collect();
+        if let Some(f) = &self.fast {
+            if f.sweeps > 0 && self.alive(0) && f.path.delegated() > 0 {
+                steps.push(Step::Sweep);
+            }
+        }
         steps.extend(
             self.links
                 .iter()
@@ -196,6 +294,21 @@ impl World {
         if let Some((r, n)) = s.serials.iter().find(|(_, &n)| n != 1) {
             return Err(format!("barrier round {r} had {n} serial threads"));
         }
+        if let (Some(f), true) = (&self.fast, self.alive(0)) {
+            // Everyone done: a delegated mutex's word is free, any other's is the daemon's.
+            for (&(segment, slot), &(tag, word)) in &f.words.0 {
+                let delegated = f.path.is_delegated(SyncKey::Object {
+                    segment,
+                    offset: tag - 1,
+                });
+                let h = fl::holder_of(word);
+                if (delegated && h != fl::FREE) || (!delegated && h != fl::DAEMON && tag != 0) {
+                    return Err(format!(
+                        "slot {slot}: word {word:#x} (delegated: {delegated}) at the end"
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -206,8 +319,44 @@ impl World {
         if op.answered() {
             self.agents[i].phase = Phase::Waiting(ticket);
         }
+        if let (0, Some(f)) = (n, &mut self.fast) {
+            // The daemon's side of a local request (daemon/src/server/locks.rs): a lock may be
+            // granted by delegation; otherwise what it names is recalled first.
+            let mut env = Env {
+                sync: &mut self.nodes[0],
+                words: &mut f.words,
+                sessions: &sessions,
+                now_ms: self.now_ms,
+            };
+            if let SyncOp::Lock {
+                kind,
+                after_timeout: false,
+                ..
+            } = op
+            {
+                if f.path.grant(&mut env, key, kind, owner) {
+                    if let Err(e) = self.answered(0, ticket, SyncResult::Ok) {
+                        panic!("{e}");
+                    }
+                    return;
+                }
+            }
+            f.path.before(&mut env, key, op, Some(owner));
+        }
         self.nodes[n].request(ticket, owner, key, op, self.now_ms);
         self.drain(n);
+    }
+
+    /// Agent `i` took the mutex `m` on the fast path.
+    fn took(&mut self, i: usize, m: SyncKey) -> Result<(), String> {
+        self.shared.locked_by.insert((self.agents[i].node, m));
+        if let Some(other) = self.shared.holder.insert(m, i) {
+            return Err(format!(
+                "mutual exclusion broken: {i} took the fast path while {other} holds"
+            ));
+        }
+        self.agents[i].phase = Phase::Holding;
+        Ok(())
     }
 
     fn lock(&mut self, i: usize, m: SyncKey) {
@@ -248,6 +397,15 @@ impl World {
                     .get_mut(&(from, to))
                     .and_then(VecDeque::pop_front)
                     .expect("enabled");
+                if let (0, Some(f), SyncMsg::Op { key, op, .. }) = (to, &mut self.fast, &msg) {
+                    let mut env = Env {
+                        sync: &mut self.nodes[0],
+                        words: &mut f.words,
+                        sessions: &sessions,
+                        now_ms: self.now_ms,
+                    };
+                    f.path.before(&mut env, *key, *op, None);
+                }
                 self.nodes[to].on_peer(node(from), msg, self.now_ms)?;
                 self.drain(to);
             }
@@ -280,17 +438,95 @@ impl World {
                     .filter(|&m| m != d)
                     .map(node)
                     .collect();
+                if let (0, Some(f)) = (n, &mut self.fast) {
+                    let mut env = Env {
+                        sync: &mut self.nodes[0],
+                        words: &mut f.words,
+                        sessions: &sessions,
+                        now_ms: self.now_ms,
+                    };
+                    f.path.recall_all(&mut env);
+                }
                 self.nodes[n].node_gone(node(d), &survivors, self.now_ms);
                 self.drain(n);
+            }
+            Step::Sweep => {
+                let f = self.fast.as_mut().expect("enabled");
+                f.sweeps -= 1;
+                self.now_ms += dsm_core::fastlock::IDLE_MS;
+                let mut env = Env {
+                    sync: &mut self.nodes[0],
+                    words: &mut f.words,
+                    sessions: &sessions,
+                    now_ms: self.now_ms,
+                };
+                f.path.sweep(&mut env);
+                self.drain(0);
+            }
+            Step::Run(i) if self.fast_agent(i) => {
+                let Program::Locker { m } = self.agents[i].program else {
+                    unreachable!()
+                };
+                let (segment, slot, tag) = cell(m);
+                let me = self.me(i);
+                let words = &mut self.fast.as_mut().expect("fast").words;
+                match self.agents[i].phase {
+                    Phase::Ready => {
+                        self.agents[i].phase = Phase::FastRead(words.word(segment, slot))
+                    }
+                    Phase::FastRead(w) => {
+                        if fl::holder_of(w) == fl::FREE && words.tag(segment, slot) == tag {
+                            self.agents[i].phase = Phase::FastTagged(w);
+                        } else {
+                            self.lock(i, m);
+                        }
+                    }
+                    Phase::FastTagged(w) => {
+                        if words.swap(segment, slot, w, fl::with_holder(w, me)) {
+                            self.took(i, m)?;
+                        } else {
+                            self.lock(i, m);
+                        }
+                    }
+                    Phase::Holding => {
+                        let w = words.word(segment, slot);
+                        // Even sessions unlock through the service, as a thread with writes
+                        // to replicate does (shim/src/fastlock.rs), even when the word is its.
+                        let released = self.agents[i].owner.session % 2 == 1;
+                        if released && fl::holder_of(w) == me && words.tag(segment, slot) == tag {
+                            self.agents[i].phase = Phase::Unlocking(w);
+                        } else {
+                            self.unlock(i, m);
+                            self.one_done(i);
+                        }
+                    }
+                    Phase::Unlocking(w) => {
+                        if words.swap(segment, slot, w, fl::freed(w)) {
+                            self.shared.holder.remove(&m);
+                        } else {
+                            self.unlock(i, m);
+                        }
+                        self.one_done(i);
+                    }
+                    phase => return Err(format!("agent {i} run in {phase:?}")),
+                }
             }
             Step::Run(i) => {
                 let a = self.agents[i].clone();
                 match (a.program, a.phase) {
                     (Program::Locker { m }, Phase::Ready)
                     | (Program::Producer { m, .. }, Phase::Ready)
+                    | (Program::LateProducer { m, .. }, Phase::Ready)
                     | (Program::Consumer { m, .. }, Phase::Ready) => self.lock(i, m),
                     (Program::Locker { m }, Phase::Holding) => {
                         self.unlock(i, m);
+                        self.one_done(i);
+                    }
+                    (Program::LateProducer { m, c }, Phase::Holding) => {
+                        self.shared.items += 1;
+                        self.shared.produced += 1;
+                        self.unlock(i, m);
+                        self.issue(i, c, SyncOp::Signal);
                         self.one_done(i);
                     }
                     (Program::Producer { m, c }, Phase::Holding) => {
@@ -371,6 +607,20 @@ impl World {
                     }
                 }
                 SyncOutput::Violation { from, what } => panic!("violation by {from}: {what}"),
+                SyncOutput::Recall { key } => {
+                    let f = self
+                        .fast
+                        .as_mut()
+                        .expect("only a node that delegates recalls");
+                    assert_eq!(n, 0, "only node index 0 delegates");
+                    let mut env = Env {
+                        sync: &mut self.nodes[0],
+                        words: &mut f.words,
+                        sessions: &sessions,
+                        now_ms: self.now_ms,
+                    };
+                    f.path.recall(&mut env, key, true);
+                }
             }
         }
     }
@@ -383,7 +633,10 @@ impl World {
             .ok_or_else(|| format!("answer {result:?} to ticket {ticket} that nobody awaits"))?;
         let a = self.agents[i].clone();
         match a.program {
-            Program::Locker { m } | Program::Producer { m, .. } | Program::Consumer { m, .. } => {
+            Program::Locker { m }
+            | Program::Producer { m, .. }
+            | Program::LateProducer { m, .. }
+            | Program::Consumer { m, .. } => {
                 if result == SyncResult::NotRecoverable && self.shared.lost.contains(&m) {
                     // Its holder died with its host: the mutex is beyond use, and says so.
                     self.agents[i].left = 1;
@@ -465,7 +718,13 @@ impl World {
         let mut h = DefaultHasher::new();
         format!(
             "{:?}",
-            (&self.nodes, &self.links, &self.agents, &self.shared)
+            (
+                &self.nodes,
+                &self.links,
+                &self.agents,
+                &self.shared,
+                &self.fast
+            )
         )
         .hash(&mut h);
         h.finish()
@@ -808,7 +1067,9 @@ fn answers(s: &mut Service) -> Vec<(u64, SyncResult)> {
     std::iter::from_fn(|| s.poll_output())
         .filter_map(|o| match o {
             SyncOutput::Answer { ticket, result } => Some((ticket, result)),
-            SyncOutput::Send { .. } | SyncOutput::Violation { .. } => None,
+            SyncOutput::Send { .. } | SyncOutput::Violation { .. } | SyncOutput::Recall { .. } => {
+                None
+            }
         })
         .collect()
 }
@@ -1122,4 +1383,90 @@ fn a_rebuild_goes_on_without_claims_that_never_come() {
     assert!(answers(&mut heir).is_empty());
     heir.tick(30_000);
     assert_eq!(answers(&mut heir), [(1, SyncResult::Ok)]);
+}
+
+// ---- the fast path: mutexes delegated to their home node's threads ----
+
+/// Two threads on the home node take the mutex on the fast path (loads and swaps on the word
+/// interleaved with everything else), a thread on another node through the lock service; the
+/// home's idle sweep may run once. Mutual exclusion after every step, nobody hangs, and at the
+/// end the words agree with the service.
+#[test]
+fn fast_path_beside_a_remote_locker_exhaustive() {
+    let m = object(0, 0);
+    let programs = [
+        (0, Program::Locker { m }, 2),
+        (0, Program::Locker { m }, 2),
+        (1, Program::Locker { m }, 1),
+    ];
+    let states = explore(World::new(2, &programs).fast(1));
+    println!("fast path, 2 home threads + 1 remote: {states} states");
+    assert!(states > 1000);
+}
+
+/// A delegated mutex under a condition homed with it: a producer on the home node signals a
+/// consumer on another node and one on the home node; a locker on the home node takes the fast
+/// path meanwhile. A signal's relock of a delegated mutex makes the service ask for it back.
+#[test]
+fn fast_path_with_a_condition_exhaustive() {
+    let (m, c) = (object(0, 0), object(0, 64));
+    let programs = [
+        (0, Program::Producer { m, c }, 2),
+        (1, Program::Consumer { m, c }, 1),
+        (0, Program::Consumer { m, c }, 1),
+        (0, Program::Locker { m }, 1),
+    ];
+    let states = explore(World::new(2, &programs).fast(1));
+    println!("fast path, condition: {states} states");
+    assert!(states > 1000);
+}
+
+/// A producer that signals after its unlock wakes a consumer whose relock finds the mutex
+/// delegated to a locker on the home node: the service must ask for it back, or the consumer
+/// waits for ever.
+#[test]
+fn fast_path_relock_after_a_late_signal_exhaustive() {
+    let (m, c) = (object(0, 0), object(0, 64));
+    let programs = [
+        (1, Program::LateProducer { m, c }, 1),
+        (1, Program::Consumer { m, c }, 1),
+        (0, Program::Locker { m }, 3),
+    ];
+    let states = explore(World::new(2, &programs).fast(0));
+    println!("fast path, late signal: {states} states");
+    assert!(states > 100);
+}
+
+/// The home node, whose thread takes the mutex on the fast path, dies at any step: the heir
+/// takes a delegated mutex as held by the dead host (`NotRecoverable`), never as free while a
+/// dead thread may have held it.
+#[test]
+fn fast_path_home_dies_exhaustive() {
+    let m = object(0, 0);
+    let programs = [
+        (0, Program::Locker { m }, 2),
+        (1, Program::Locker { m }, 1),
+        (2, Program::Locker { m }, 1),
+    ];
+    let states = explore(World::new(3, &programs).fast(1).crashing(0));
+    println!("fast path, home dies: {states} states");
+    assert!(states > 1000);
+}
+
+/// Mixed programs on 4 nodes with the home's threads on the fast path.
+#[test]
+fn fast_path_random_schedules() {
+    sweep(300, || {
+        let (m, c) = (object(0, 0), object(0, 64));
+        let mut programs = Vec::new();
+        for n in 0..4 {
+            programs.push((n, Program::Locker { m }, 4));
+        }
+        programs.push((0, Program::Locker { m }, 6));
+        programs.push((0, Program::Producer { m, c }, 6));
+        for n in 0..3 {
+            programs.push((n, Program::Consumer { m, c }, 2));
+        }
+        World::new(4, &programs).fast(3)
+    });
 }

@@ -639,6 +639,10 @@ fn print_stats(s: &Stats) {
             vec!["served as home".into(), s.sync_served.to_string()],
             vec!["messages sent".into(), s.sync_messages.to_string()],
             vec!["objects held here".into(), s.sync_objects.to_string()],
+            vec![
+                "mutexes delegated / taken back".into(),
+                format!("{} / {}", s.sync_delegations, s.sync_recalls),
+            ],
         ],
     );
     println!();

@@ -67,7 +67,7 @@ pub fn render(stats: &Stats, status: &Status) -> String {
     ] {
         f.sample("", &[("node", n), ("kind", kind)], v);
     }
-    let counters: [(&'static str, &str, u64); 15] = [
+    let counters: [(&'static str, &str, u64); 17] = [
         (
             "dsm_faults_failed_total",
             "Faults that failed (the process got SIGBUS).",
@@ -142,6 +142,16 @@ pub fn render(stats: &Stats, status: &Status) -> String {
             "dsm_sync_messages_total",
             "Lock-service messages sent to peers.",
             stats.sync_messages,
+        ),
+        (
+            "dsm_sync_delegations_total",
+            "Mutexes homed here delegated to this node's processes (their fast path).",
+            stats.sync_delegations,
+        ),
+        (
+            "dsm_sync_recalls_total",
+            "Delegated mutexes taken back.",
+            stats.sync_recalls,
         ),
     ];
     for (name, help, v) in counters {

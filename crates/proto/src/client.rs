@@ -58,6 +58,13 @@ pub enum Request<'a> {
         /// The segment.
         segment: SegmentId,
     },
+    /// The segment's lock table ([`crate::fastlock`]): mutexes homed on this node that only
+    /// its processes use are locked there without a request. Answered with [`Reply::Table`]
+    /// and the table's memfd, for a process that may write the segment.
+    Locks {
+        /// The segment.
+        segment: SegmentId,
+    },
     /// The process no longer maps any part of the segment.
     Unmap {
         /// The segment.
@@ -142,6 +149,7 @@ impl Request<'_> {
         match *self {
             Request::Resize { segment, .. } => Some((segment, true)),
             Request::Map { segment, .. } | Request::Table { segment } => Some((segment, false)),
+            Request::Locks { segment } => Some((segment, true)),
             Request::Fault { segment, write, .. } => Some((segment, write)),
             Request::Sync {
                 key: SyncKey::Object { segment, .. } | SyncKey::Heap(segment),

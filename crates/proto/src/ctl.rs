@@ -222,6 +222,11 @@ pub struct Stats {
     pub sync_messages: u64,
     /// Synchronization objects this node is home to that hold state now.
     pub sync_objects: u64,
+    /// Mutexes homed here delegated to this node's processes (locked without a request while
+    /// only they use them), since the start.
+    pub sync_delegations: u64,
+    /// Of those, taken back (another thread asked, a process ended, or idle for a second).
+    pub sync_recalls: u64,
     /// Latency of faults served without a peer (µs), over the most recent ones.
     pub local_latency_us: Percentiles,
     /// Latency of faults that needed a peer (µs), over the most recent ones.

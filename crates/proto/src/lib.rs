@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod ctl;
+pub mod fastlock;
 pub mod frame;
 pub mod hello;
 pub mod ids;
@@ -22,7 +23,7 @@ pub use ids::{Access, NodeId, SegmentId, SessionId, PAGE_SIZE};
 /// Version of every protocol in this crate; bumped on any incompatible change.
 ///
 /// Both ends send it in the [`hello::Hello`] and refuse a mismatch with a clear reason.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Start of the virtual address window every segment's base address is taken from (32 TiB: far
 /// below the mmap area near the top of the 47-bit address space, far above PIE binaries and

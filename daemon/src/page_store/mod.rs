@@ -290,6 +290,77 @@ impl Drop for StateTable {
     }
 }
 
+/// A segment's lock table ([`dsm_proto::fastlock`]): slots of a tag and a lock word that
+/// local processes allowed to write the segment map read-write and swap atomically.
+#[derive(Debug)]
+pub struct LockTable {
+    memfd: MemFd,
+    ptr: *mut u8,
+}
+
+impl LockTable {
+    /// A table of free slots (every tag 0: no mutex).
+    pub fn create(label: &str) -> io::Result<LockTable> {
+        let mut memfd = MemFd::create(&format!("{label}:locks"))?;
+        memfd.set_len(dsm_proto::fastlock::TABLE_BYTES as u64)?;
+        let ptr = map_shared(&memfd.file, dsm_proto::fastlock::TABLE_BYTES)?;
+        Ok(LockTable { memfd, ptr })
+    }
+
+    fn cell(&self, slot: usize, second: bool) -> &std::sync::atomic::AtomicU64 {
+        let slot = slot % dsm_proto::fastlock::SLOTS;
+        // SAFETY: inside our mapping (slot < SLOTS, 16 bytes each), 8-aligned (page-aligned
+        // base); every access to the table, here and in the shim, is atomic.
+        unsafe {
+            &*(self.ptr.add(slot * 16 + usize::from(second) * 8)
+                as *const std::sync::atomic::AtomicU64)
+        }
+    }
+
+    /// The slot's tag.
+    pub fn tag(&self, slot: usize) -> u64 {
+        self.cell(slot, false)
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Names the slot's mutex (only while its word is the daemon's, or was never handed out).
+    pub fn set_tag(&self, slot: usize, tag: u64) {
+        self.cell(slot, false)
+            .store(tag, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The slot's lock word.
+    pub fn word(&self, slot: usize) -> u64 {
+        self.cell(slot, true)
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Swaps the slot's word from `old` to `new`; `Err` with what it was if not `old`.
+    pub fn swap_word(&self, slot: usize, old: u64, new: u64) -> Result<u64, u64> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.cell(slot, true)
+            .compare_exchange(old, new, AcqRel, Acquire)
+    }
+
+    /// Writes `new` into the slot's word; returns what it was.
+    pub fn exchange_word(&self, slot: usize, new: u64) -> u64 {
+        self.cell(slot, true)
+            .swap(new, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// A descriptor to hand to a client.
+    pub fn share(&self) -> io::Result<OwnedFd> {
+        self.memfd.share()
+    }
+}
+
+impl Drop for LockTable {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer referred to.
+        unsafe { libc::munmap(self.ptr.cast(), dsm_proto::fastlock::TABLE_BYTES) };
+    }
+}
+
 impl AsFd for MemFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()

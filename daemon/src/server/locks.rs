@@ -7,7 +7,7 @@ use dsm_core::{SyncInput, SyncOutput};
 use dsm_proto::client::{NodeCounters, Reply};
 use dsm_proto::ctl::LockStatus;
 use dsm_proto::peer::PeerFrame;
-use dsm_proto::sync::{Owner, SyncKey, SyncMsg, SyncOp};
+use dsm_proto::sync::{Owner, SyncKey, SyncMsg, SyncOp, SyncResult};
 use dsm_proto::{NodeId, SessionId};
 use log::{debug, warn};
 use mio::Token;
@@ -35,6 +35,22 @@ impl Server {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.used_sync = true;
         }
+        let owner = Owner {
+            node: self.config.node_id,
+            session: session.0,
+            tid,
+        };
+        if let SyncOp::Lock {
+            kind,
+            after_timeout: false,
+            ..
+        } = op
+        {
+            if self.grant_by_delegation(key, kind, owner) {
+                self.send(token, &Reply::Synced(SyncResult::Ok), None);
+                return Ok(());
+            }
+        }
         let ticket = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(2);
         if op.answered() {
@@ -44,11 +60,7 @@ impl Server {
                 conn.sync_ticket = Some(ticket);
             }
         }
-        let owner = Owner {
-            node: self.config.node_id,
-            session: session.0,
-            tid,
-        };
+        self.recall_named(key, op, Some(owner));
         let now_ms = self.now_ms();
         self.sync.handle(SyncInput::Request {
             ticket,
@@ -63,6 +75,9 @@ impl Server {
 
     pub(super) fn sync_from_peer(&mut self, from: NodeId, msg: SyncMsg) {
         debug!("sync from {from}: {msg:?}");
+        if let SyncMsg::Op { key, op, .. } = msg {
+            self.recall_named(key, op, None);
+        }
         let now_ms = self.now_ms();
         self.sync.handle(SyncInput::Peer { from, msg, now_ms });
         self.drain_sync();
@@ -76,6 +91,7 @@ impl Server {
     }
 
     pub(super) fn sync_process_gone(&mut self, session: SessionId) {
+        self.recall_session(session);
         let now_ms = self.now_ms();
         self.sync.handle(SyncInput::ProcessGone {
             session: session.0,
@@ -87,6 +103,7 @@ impl Server {
     /// A peer's daemon died or restarted.
     /// `survivors`: the members alive just after the death, as the log says.
     pub(super) fn node_gone(&mut self, node: NodeId, survivors: &[NodeId]) {
+        self.recall_all();
         let now_ms = self.now_ms();
         self.sync.handle(SyncInput::NodeGone {
             node,
@@ -113,6 +130,7 @@ impl Server {
     }
 
     pub(super) fn sync_tick(&mut self) {
+        self.sweep_fast_locks();
         let now_ms = self.now_ms();
         if self.sync.poll_timeout().is_some_and(|d| d <= now_ms) {
             self.sync.handle(SyncInput::Tick { now_ms });
@@ -120,7 +138,7 @@ impl Server {
         }
     }
 
-    fn drain_sync(&mut self) {
+    pub(super) fn drain_sync(&mut self) {
         self.peers.begin_batch();
         while let Some(output) = self.sync.poll_output() {
             match output {
@@ -135,6 +153,8 @@ impl Server {
                             .send(self.poll.registry(), to, &PeerFrame::Sync(msg));
                     }
                 }
+                // Taken back at once: its outputs join this queue.
+                SyncOutput::Recall { key } => self.recall_wanted(key),
                 SyncOutput::Violation { from, what } => limited_warn!(
                     self.limit,
                     "lock service violation",
@@ -168,7 +188,12 @@ impl Server {
                 holders: v
                     .holders
                     .iter()
-                    .map(|o| format!("{} session {} thread {}", o.node, o.session, o.tid))
+                    .map(|o| match o.session {
+                        dsm_proto::fastlock::DELEGATE_SESSION => {
+                            format!("{}'s processes (fast path)", o.node)
+                        }
+                        _ => format!("{} session {} thread {}", o.node, o.session, o.tid),
+                    })
                     .collect(),
                 waiters: v.waiters as u64,
                 detail: v.detail,
