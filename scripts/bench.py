@@ -73,8 +73,8 @@ class Cluster:
     def env(self, node):
         return {**os.environ, "DSM_SOCKET": self.sock(node), "LD_PRELOAD": os.path.join(REL, "libdsm.so")}
 
-    def run(self, node, *args):
-        r = subprocess.run([self.work, *args], env=self.env(node), capture_output=True, text=True, timeout=120)
+    def run(self, node, *args, timeout=120):
+        r = subprocess.run([self.work, *args], env=self.env(node), capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
             sys.exit(f"bench: {args} on node {node} failed: {r.stderr}")
         return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
@@ -243,7 +243,8 @@ def held_figures(work):
     k = Cluster(2, work, extra=("--replicas", "0"))
     try:
         k.run(1, "fill-alternate", "/b-held", str(2 * (most + 1000) + 2))
-        held = {r["what"]: r for r in k.run(2, "held", "/b-held", str(most))}
+        # A million faults one by one: ~2 minutes on a 2-vCPU VM, more on a slow day.
+        held = {r["what"]: r for r in k.run(2, "held", "/b-held", str(most), timeout=1200)}
     finally:
         k.stop()
     floor = fault + unix + tcp

@@ -20,9 +20,12 @@
  *              /proc/self/maps) while locking and unlocking the mutex, then checks that
  *              trylock still answers and prints "scribbled"
  *   fastpath N: on the mutexes' home node, alone: an error-checking mutex still reports
- *              EDEADLK and EPERM once its home delegated it to this node's processes; N
- *              uncontended lock+unlock pairs of the plain mutex (their mean time printed);
- *              a child that exits holding the plain mutex leaves it locked (EBUSY)
+ *              EDEADLK and EPERM once its home delegated it to this node's processes, a
+ *              recursive one counts (and says EPERM to an unlock too many); N uncontended
+ *              lock+unlock pairs of the plain mutex and N nested pairs of the recursive one
+ *              (mean times printed); a child that exits holding the plain mutex leaves it
+ *              locked (EBUSY)
+ *   rmutex  N: as mutex, under the recursive mutex taken twice (nested) each time
  * Role 0 creates the segment and initializes the objects; the others wait for `ready`. */
 #include "common.h"
 #include <errno.h>
@@ -45,6 +48,7 @@ struct shared {
     long arrived[MAX_ROUNDS];
     long serial[MAX_ROUNDS];
     pthread_mutex_t echeck;
+    pthread_mutex_t rec;
 };
 
 static void *unlock_other(void *m) {
@@ -77,6 +81,8 @@ int main(int argc, char **argv) {
         check(pthread_mutex_init(&s->mutex, &ma), "pthread_mutex_init");
         pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ERRORCHECK);
         check(pthread_mutex_init(&s->echeck, &ma), "pthread_mutex_init");
+        pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+        check(pthread_mutex_init(&s->rec, &ma), "pthread_mutex_init");
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
         pthread_condattr_setpshared(&ca, PTHREAD_PROCESS_SHARED);
@@ -151,6 +157,29 @@ int main(int argc, char **argv) {
         check(pthread_mutex_unlock(&s->echeck), "unlock");
         rc = pthread_mutex_unlock(&s->echeck);
         if (rc != EPERM) { fprintf(stderr, "unlock of an unlocked mutex: %s, want EPERM\n", strerror(rc)); return 1; }
+        double t0r = now();
+        for (long i = 0; i < n; i++) {
+            check(pthread_mutex_lock(&s->rec), "lock");
+            check(pthread_mutex_lock(&s->rec), "relock");
+            s->counter++;
+            check(pthread_mutex_unlock(&s->rec), "unlock");
+            check(pthread_mutex_unlock(&s->rec), "unlock");
+        }
+        printf("%ld nested recursive pairs, %.0f ns each\n", n, (now() - t0r) / n * 1e9);
+        s->counter -= n;
+        for (int i = 0; i < 3; i++) {
+            check(pthread_mutex_lock(&s->rec), "lock");
+            check(pthread_mutex_lock(&s->rec), "relock");
+            check(pthread_mutex_trylock(&s->rec), "trylock by the holder");
+            check(pthread_mutex_unlock(&s->rec), "unlock");
+            check(pthread_mutex_unlock(&s->rec), "unlock");
+            pthread_create(&t, NULL, unlock_other, &s->rec);
+            pthread_join(t, &result);
+            if ((long)result != EPERM) { fprintf(stderr, "unlock of a held recursive mutex by another thread: %s, want EPERM\n", strerror((int)(long)result)); return 1; }
+            check(pthread_mutex_unlock(&s->rec), "unlock");
+            rc = pthread_mutex_unlock(&s->rec);
+            if (rc != EPERM) { fprintf(stderr, "unlock of an unlocked recursive mutex: %s, want EPERM\n", strerror(rc)); return 1; }
+        }
         for (int i = 0; i < 3; i++) {
             check(pthread_mutex_lock(&s->mutex), "lock");
             check(pthread_mutex_unlock(&s->mutex), "unlock");
@@ -175,6 +204,22 @@ int main(int argc, char **argv) {
         if (rc != EBUSY) { fprintf(stderr, "trylock of a mutex a dead child held: %s, want EBUSY\n", strerror(rc)); return 1; }
         printf("fastpath ok, counter %ld\n", s->counter);
         return 0;
+    }
+    if (!strcmp(mode, "rmutex")) {
+        for (long i = 0; i < n; i++) {
+            check(pthread_mutex_lock(&s->rec), "lock");
+            check(pthread_mutex_lock(&s->rec), "relock");
+            long v = *(volatile long *)&s->counter;
+            *(volatile long *)&s->counter = v + 1;
+            check(pthread_mutex_unlock(&s->rec), "unlock");
+            check(pthread_mutex_unlock(&s->rec), "unlock");
+        }
+        pthread_barrier_wait(&s->done);
+        check(pthread_mutex_lock(&s->rec), "lock");
+        long total = s->counter;
+        pthread_mutex_unlock(&s->rec);
+        printf("role %d: counter %ld (want %ld) in %.3f s\n", role, total, n * nprocs, now() - t0);
+        return total == n * (long)nprocs ? 0 : 1;
     }
     if (!strcmp(mode, "cond")) {
         for (long i = 0; i < n; i++) {

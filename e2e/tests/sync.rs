@@ -399,8 +399,9 @@ fn a_timed_condition_wait_times_out_holding_its_mutex() {
 
 /// A mutex only its home node's processes use is delegated to them: locked and unlocked with a
 /// compare-and-swap, no request. Its semantics stay: an error-checking one still says EDEADLK
-/// and EPERM, and a process that exits holding it leaves it locked (its hold is handed to the
-/// lock service when the process ends, as any holder's).
+/// and EPERM, a recursive one counts and says EPERM to an unlock too many, and a process that
+/// exits holding one leaves it locked (its hold is handed to the lock service when the process
+/// ends, as any holder's).
 #[test]
 fn a_mutex_only_its_home_uses_is_locked_without_the_daemon() {
     for replicas in ["0", "1"] {
@@ -453,4 +454,22 @@ fn a_delegated_mutex_is_taken_back_when_another_node_wants_it() {
     let stats = c.node(1).json(&["stats"]);
     assert!(stats["sync_delegations"].as_u64().unwrap() >= 1, "{stats}");
     assert!(stats["sync_recalls"].as_u64().unwrap() >= 1, "{stats}");
+}
+
+/// The same with a recursive mutex taken twice each time: the home's threads count their nested
+/// locks themselves; when the home takes the mutex back it holds it once for its thread, whose
+/// last unlock goes to the home.
+#[test]
+fn a_delegated_recursive_mutex_is_taken_back_holding_its_count() {
+    let c = Cluster::start(2, &["--replicas", "0"]);
+    let out = run(&c, "locks", &[1, 1, 2], &["rmutex", "2000"]);
+    for o in &out {
+        assert!(
+            o.stdout.contains("counter 6000 (want 6000)"),
+            "{}",
+            o.stdout
+        );
+    }
+    let stats = c.node(1).json(&["stats"]);
+    assert!(stats["sync_delegations"].as_u64().unwrap() >= 1, "{stats}");
 }

@@ -46,7 +46,58 @@ fn nothing_to_release() -> bool {
 }
 
 fn eligible(kind: MutexKind) -> bool {
-    !kind.robust && !kind.recursive
+    !kind.robust
+}
+
+/// A recursive mutex a thread holds through the fast path, and how many more times it locked
+/// it: the word names only the holder, the count beyond the first lock is the thread's own
+/// (if the home takes the mutex back meanwhile, it holds it once for the thread, and the last
+/// unlock goes to the home).
+#[derive(Clone, Copy)]
+struct Nested {
+    segment: SegmentId,
+    offset: u64,
+    tid: i32,
+    more: u32,
+}
+
+/// Every recursive mutex this process's threads hold through the fast path.
+static NESTED: SpinLock<Vec<Nested>> = SpinLock::new(Vec::new());
+/// Most kept: beyond, recursive mutexes go to the daemon, which counts for them.
+const NESTED_KEPT: usize = 4_096;
+
+/// This thread's record of the recursive mutex at `offset` of `segment`, if it holds one.
+fn nested<T>(
+    segment: SegmentId,
+    offset: u64,
+    f: impl FnOnce(&mut Vec<Nested>, Option<usize>) -> T,
+) -> T {
+    let tid = sys::gettid();
+    let mut all = NESTED.lock();
+    let at = all
+        .iter()
+        .position(|n| n.segment == segment && n.offset == offset && n.tid == tid);
+    f(&mut all, at)
+}
+
+/// Records that this thread took the recursive mutex through the fast path; `false` if there
+/// is no room (the caller gives it back).
+fn note_nested(segment: SegmentId, offset: u64) -> bool {
+    nested(segment, offset, |all, at| {
+        if at.is_some() {
+            return true;
+        }
+        if all.len() >= NESTED_KEPT {
+            return false;
+        }
+        all.push(Nested {
+            segment,
+            offset,
+            tid: sys::gettid(),
+            more: 0,
+        });
+        true
+    })
 }
 
 /// The lock table of `segment`, mapped read-write; fetched from the daemon once.
@@ -112,10 +163,25 @@ fn me() -> Option<u64> {
     Some(fl::holder(session.0, sys::gettid() as u32))
 }
 
-/// Takes the mutex at `offset` of `segment` if its home delegated it and it is free.
+/// Takes the mutex at `offset` of `segment` if its home delegated it and it is free (or, a
+/// recursive one, if this thread holds it through the fast path already).
 pub fn try_lock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
     if !eligible(kind) {
         return false;
+    }
+    if kind.recursive {
+        // Held by this thread through the fast path already: once more, counted here.
+        let held = nested(segment, offset, |all, at| match at {
+            Some(i) => {
+                all[i].more += 1;
+                Some(true)
+            }
+            None if all.len() >= NESTED_KEPT => Some(false), // no room: the daemon counts
+            None => None,
+        });
+        if let Some(took) = held {
+            return took;
+        }
     }
     let (Some(addr), Some(me)) = (table(segment), me()) else {
         return false;
@@ -127,19 +193,79 @@ pub fn try_lock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
     if fl::holder_of(w) != fl::FREE || tag.load(Ordering::Acquire) != fl::tag(offset) {
         return false;
     }
-    word.compare_exchange(
-        w,
-        fl::with_holder(w, me),
-        Ordering::Acquire,
-        Ordering::Relaxed,
-    )
-    .is_ok()
+    let took = word
+        .compare_exchange(
+            w,
+            fl::with_holder(w, me),
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        )
+        .is_ok();
+    if took && kind.recursive && !note_nested(segment, offset) {
+        // No room after all (another thread took the last): held once, counted by nobody;
+        // give it back and let the daemon count.
+        let _ = word.compare_exchange(
+            fl::with_holder(w, me),
+            w,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        return false;
+    }
+    took
+}
+
+/// After the daemon granted this thread the mutex: a recursive one it delegated (the word names
+/// this thread) is counted here from now on, as if taken through the fast path.
+pub fn granted(segment: SegmentId, offset: u64, kind: MutexKind) {
+    if !kind.recursive || kind.robust {
+        return;
+    }
+    let Some(addr) = TABLES
+        .lock()
+        .iter()
+        .find(|(s, _)| *s == segment)
+        .map(|&(_, a)| a)
+        .filter(|&a| a != 0)
+    else {
+        return;
+    };
+    let Some(me) = me() else { return };
+    let (tag, word) = cells(addr, offset);
+    if fl::holder_of(word.load(Ordering::Acquire)) == me
+        && tag.load(Ordering::Acquire) == fl::tag(offset)
+    {
+        // Without room, no record: the thread's next lock goes to the daemon, which takes the
+        // mutex back (held by this thread) and counts.
+        let _ = note_nested(segment, offset);
+    }
 }
 
 /// Gives back the mutex at `offset` of `segment` if this thread holds it through the fast
 /// path and nothing waits for a release.
 pub fn try_unlock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
-    if !eligible(kind) || !nothing_to_release() {
+    if !eligible(kind) {
+        return false;
+    }
+    if kind.recursive {
+        // A lock beyond the first is given back here; the last one ends the record, then goes
+        // on the word or to the daemon.
+        let inner = nested(segment, offset, |all, at| match at {
+            Some(i) if all[i].more > 0 => {
+                all[i].more -= 1;
+                true
+            }
+            Some(i) => {
+                all.swap_remove(i);
+                false
+            }
+            None => false,
+        });
+        if inner {
+            return true;
+        }
+    }
+    if !nothing_to_release() {
         return false;
     }
     let Some(addr) = TABLES
@@ -166,11 +292,21 @@ pub fn try_unlock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
 /// Taken before `fork`.
 pub fn lock_for_fork() {
     TABLES.raw_lock();
+    NESTED.raw_lock();
 }
 
-/// Released after `fork`, in parent and child (the child keeps the tables: their mappings are
-/// inherited).
+/// Released after `fork`, in the parent (and in the child, which keeps the tables: their
+/// mappings are inherited).
 pub fn unlock_after_fork() {
     // SAFETY: taken by `lock_for_fork` in this thread; no guard is alive.
-    unsafe { TABLES.force_unlock() };
+    unsafe {
+        NESTED.force_unlock();
+        TABLES.force_unlock();
+    }
+}
+
+/// In a forked child: its threads are new, the parent's recursive holds are not its own.
+pub fn child_after_fork() {
+    unlock_after_fork();
+    NESTED.lock().clear();
 }

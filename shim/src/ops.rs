@@ -811,7 +811,7 @@ pub fn parent_after_fork() {
 /// those pages to the parent, not to it), attaches as a process of its own and registers the
 /// mappings it has, so it can fault pages in as any process can.
 pub fn child_after_fork() {
-    crate::fastlock::unlock_after_fork();
+    crate::fastlock::child_after_fork();
     crate::revoke::unlock_after_fork();
     fault::unlock_after_fork();
     mappings::unlock_after_fork();

@@ -40,7 +40,11 @@ fn lock(key: SyncKey, m: Obj, wait: Wait) -> c_int {
         wait,
         after_timeout: false,
     };
-    code(sync::call(key, op))
+    let result = code(sync::call(key, op));
+    if let (0, SyncKey::Object { segment, offset }) = (result, key) {
+        fastlock::granted(segment, offset, kind);
+    }
+    result
 }
 
 /// After glibc's `*_init` on a DSM object: whatever the service remembers of it is stale.

@@ -95,8 +95,10 @@ fn named(key: SyncKey, op: SyncOp) -> [Option<SyncKey>; 2] {
     }
 }
 
+/// Robust mutexes are never delegated: their holders must be known to pass them on. A
+/// recursive one is held once for its thread (the thread counts the rest).
 fn delegable(kind: MutexKind) -> bool {
-    !kind.robust && !kind.recursive
+    !kind.robust
 }
 
 impl FastPath {
@@ -417,7 +419,7 @@ mod tests {
         };
         assert!(path.grant(&mut env, m, MutexKind::default(), thread(1)));
         assert!(path.is_delegated(m));
-        // A robust or recursive mutex is never delegated.
+        // A robust mutex is never delegated.
         let robust = MutexKind {
             robust: true,
             ..MutexKind::default()
@@ -607,5 +609,48 @@ mod tests {
         assert!(!path.is_delegated(m));
         assert_eq!(path.poll_timeout(), None);
         assert!(env.sync.views().is_empty(), "{:?}", env.sync.views());
+    }
+
+    #[test]
+    fn a_recursive_mutex_recalled_is_held_once_and_counts_on_in_the_service() {
+        let mut sync = Service::new(NodeId(1), vec![NodeId(1)]);
+        let mut mem = Mem::default();
+        let mut path = FastPath::new();
+        let m = mutex(8);
+        let kind = MutexKind {
+            recursive: true,
+            ..MutexKind::default()
+        };
+        let mut env = Env {
+            sync: &mut sync,
+            words: &mut mem,
+            sessions: &known,
+            now_ms: 0,
+        };
+        assert!(path.grant(&mut env, m, kind, thread(1)));
+        // Thread 1 locked it twice more on its own; another thread's trylock recalls it: held
+        // once by thread 1 in the service.
+        path.before(&mut env, m, SyncOp::Unlock { kind }, Some(thread(2)));
+        let op = |wait| SyncOp::Lock {
+            kind,
+            wait,
+            after_timeout: false,
+        };
+        let answers = |sync: &mut Service| -> Vec<SyncResult> {
+            std::iter::from_fn(|| sync.poll_output())
+                .filter_map(|o| match o {
+                    SyncOutput::Answer { result, .. } => Some(result),
+                    _ => None,
+                })
+                .collect()
+        };
+        env.sync.request(5, thread(2), m, op(Wait::Try), 0);
+        assert_eq!(answers(env.sync), vec![SyncResult::Busy]);
+        // Its two inner unlocks were its own; the last goes to the service and frees it.
+        env.sync
+            .request(6, thread(1), m, SyncOp::Unlock { kind }, 0);
+        assert_eq!(answers(env.sync), vec![SyncResult::Ok]);
+        env.sync.request(7, thread(2), m, op(Wait::Try), 0);
+        assert_eq!(answers(env.sync), vec![SyncResult::Ok]);
     }
 }

@@ -300,15 +300,14 @@ impl Service {
         }
     }
 
-    /// Delegates the mutex `key` to this node's processes if it is homed here and idle (nobody
-    /// holds it or waits, it is consistent): it is then held by [`Service::delegate_owner`]
+    /// Delegates the mutex `key` (not robust) to this node's processes if it is homed here and
+    /// idle (nobody holds it or waits, it is consistent): it is then held by [`Service::delegate_owner`]
     /// until [`Service::recalled`]. A thread that asks for it meanwhile makes the service ask
     /// for it back ([`SyncOutput::Recall`]). Mirrored as held here: if this node dies, the heir
     /// takes it as held by a dead host (its processes may have held it). Whether it was.
     pub fn delegate(&mut self, key: SyncKey, kind: MutexKind) -> bool {
         if !matches!(key, SyncKey::Object { .. })
             || kind.robust
-            || kind.recursive
             || self.home_of(key) != self.me
             || self.rebuilding_key(key)
         {

@@ -228,7 +228,9 @@ impl SyncOp {
             | SyncOp::Withdraw
             | SyncOp::RwUnlock
             | SyncOp::SemPost { .. } => false,
-            SyncOp::Unlock { kind } => kind.errorcheck || kind.robust,
+            // Unlocks that can fail (EPERM: not the holder's) are answered, as glibc checks
+            // the owner of these three kinds.
+            SyncOp::Unlock { kind } => kind.errorcheck || kind.robust || kind.recursive,
             _ => true,
         }
     }
