@@ -56,6 +56,9 @@ enum Phase {
     FastTagged(u64),
     /// Unlocking on the fast path: the word read (held by this thread), the swap next.
     Unlocking(u64),
+    /// The process ended (killed at any step but a request's wait); whether its daemon has
+    /// noticed yet.
+    Dead(bool),
 }
 
 /// The home node's lock words, as plain memory: the agents' loads and swaps on it are steps of
@@ -97,6 +100,8 @@ struct Fast {
     words: ModelWords,
     /// Idle sweeps (each a jump of time past `IDLE_MS`) the schedule may still make.
     sweeps: u32,
+    /// Fast-path agents the schedule may still kill.
+    deaths: u32,
 }
 
 /// Sessions are small in the model: a word's session bits are the session.
@@ -164,6 +169,10 @@ enum Step {
     Learn(usize),
     /// Time passes `IDLE_MS` at node index 0, whose daemon sweeps its delegated mutexes.
     Sweep,
+    /// A fast-path agent's process is killed.
+    Die(usize),
+    /// Its daemon notices (the session's connection closed).
+    Gone(usize),
 }
 
 fn node(i: usize) -> NodeId {
@@ -222,6 +231,21 @@ impl World {
         self
     }
 
+    /// The same world in which up to `deaths` of the home's fast-path processes may be killed.
+    fn killing(mut self, deaths: u32) -> World {
+        self.fast.as_mut().expect("a fast world").deaths = deaths;
+        self
+    }
+
+    /// Whether a killed process held a mutex when it died (it stays locked: its waiters may
+    /// wait for ever, as on one host).
+    fn dead_holder(&self) -> bool {
+        self.shared
+            .holder
+            .values()
+            .any(|&i| matches!(self.agents[i].phase, Phase::Dead(_)))
+    }
+
     /// Whether agent `i` takes the fast path.
     fn fast_agent(&self, i: usize) -> bool {
         let a = &self.agents[i];
@@ -250,13 +274,24 @@ impl World {
             .iter()
             .enumerate()
             .filter(|(_, a)| {
-                self.alive(a.node) && !matches!(a.phase, Phase::Waiting(_) | Phase::Done)
+                self.alive(a.node)
+                    && !matches!(a.phase, Phase::Waiting(_) | Phase::Done | Phase::Dead(_))
             })
             .map(|(i, _)| Step::Run(i))
             .collect();
         if let Some(f) = &self.fast {
             if f.sweeps > 0 && self.alive(0) && f.path.delegated() > 0 {
                 steps.push(Step::Sweep);
+            }
+            if self.alive(0) {
+                for (i, a) in self.agents.iter().enumerate() {
+                    match a.phase {
+                        Phase::Dead(false) => steps.push(Step::Gone(i)),
+                        Phase::Waiting(_) | Phase::Done | Phase::Dead(_) => {}
+                        _ if f.deaths > 0 && self.fast_agent(i) => steps.push(Step::Die(i)),
+                        _ => {}
+                    }
+                }
             }
         }
         steps.extend(
@@ -279,11 +314,11 @@ impl World {
     }
 
     fn finished(&self) -> Result<(), String> {
-        if let Some(a) = self
-            .agents
-            .iter()
-            .find(|a| a.phase != Phase::Done && self.alive(a.node))
-        {
+        if let Some(a) = self.agents.iter().find(|a| {
+            !matches!(a.phase, Phase::Done | Phase::Dead(_))
+                && self.alive(a.node)
+                && !self.dead_holder()
+        }) {
             return Err(format!("deadlock: {a:?} never finished"));
         }
         let s = &self.shared;
@@ -297,12 +332,15 @@ impl World {
         if let (Some(f), true) = (&self.fast, self.alive(0)) {
             // Everyone done: a delegated mutex's word is free, any other's is the daemon's.
             for (&(segment, slot), &(tag, word)) in &f.words.0 {
+                if tag == 0 {
+                    continue; // a slot no mutex was ever given
+                }
                 let delegated = f.path.is_delegated(SyncKey::Object {
                     segment,
                     offset: tag - 1,
                 });
                 let h = fl::holder_of(word);
-                if (delegated && h != fl::FREE) || (!delegated && h != fl::DAEMON && tag != 0) {
+                if (delegated && h != fl::FREE) || (!delegated && h != fl::DAEMON) {
                     return Err(format!(
                         "slot {slot}: word {word:#x} (delegated: {delegated}) at the end"
                     ));
@@ -461,6 +499,26 @@ impl World {
                     now_ms: self.now_ms,
                 };
                 f.path.sweep(&mut env);
+                self.drain(0);
+            }
+            Step::Die(i) => {
+                self.fast.as_mut().expect("fast").deaths -= 1;
+                // A hold it had (on the word or at the home) is kept: nobody may be granted
+                // the mutex while `shared.holder` names it.
+                self.agents[i].phase = Phase::Dead(false);
+            }
+            Step::Gone(i) => {
+                let f = self.fast.as_mut().expect("fast");
+                let session = self.agents[i].owner.session;
+                let mut env = Env {
+                    sync: &mut self.nodes[0],
+                    words: &mut f.words,
+                    sessions: &sessions,
+                    now_ms: self.now_ms,
+                };
+                f.path.process_gone(&mut env, session);
+                self.nodes[0].process_gone(session, self.now_ms);
+                self.agents[i].phase = Phase::Dead(true);
                 self.drain(0);
             }
             Step::Run(i) if self.fast_agent(i) => {
@@ -1428,6 +1486,22 @@ fn fast_path_with_a_condition_exhaustive() {
     ];
     let states = explore(World::new(2, &programs).fast(1));
     println!("fast path, condition: {states} states");
+    assert!(states > 1000);
+}
+
+/// A home-node process dies at any step of its fast path (or holding the mutex at the home),
+/// and its daemon notices later: a hold on the word becomes its hold at the home (the mutex
+/// stays locked, as on one host), and no other thread is ever granted the mutex meanwhile.
+#[test]
+fn fast_path_process_killed_exhaustive() {
+    let m = object(0, 0);
+    let programs = [
+        (0, Program::Locker { m }, 2),
+        (0, Program::Locker { m }, 1),
+        (1, Program::Locker { m }, 1),
+    ];
+    let states = explore(World::new(2, &programs).fast(1).killing(1));
+    println!("fast path, a process killed: {states} states");
     assert!(states > 1000);
 }
 
