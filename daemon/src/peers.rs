@@ -1465,13 +1465,11 @@ fn fill_with(conn: &mut Conn, buf: &mut [u8]) -> io::Result<(bool, usize)> {
                 total += n;
                 match &mut conn.crypto {
                     None => conn.frames.push(&buf[..n]),
-                    Some(records) => {
-                        let mut plain = Vec::with_capacity(n);
-                        records
-                            .open(&buf[..n], &mut plain)
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?;
-                        conn.frames.push(&plain);
-                    }
+                    // Decrypted straight into the frame buffer (no plaintext buffer per read).
+                    Some(records) => conn
+                        .frames
+                        .append_with(|plain| records.open(&buf[..n], plain))
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.0))?,
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, total)),

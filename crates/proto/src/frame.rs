@@ -132,6 +132,16 @@ impl FrameBuffer {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Appends bytes that `fill` writes at the end of the buffer itself (it may only append):
+    /// a decrypting reader puts plaintext here without a buffer of its own and a copy.
+    pub fn append_with<T>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        fill(&mut self.buf)
+    }
+
     /// Takes the next complete frame's payload, if one has arrived.
     ///
     /// An error means the stream is unusable from here on: the caller closes the connection.
