@@ -149,6 +149,16 @@ fn fetch(segment: SegmentId) -> Option<usize> {
     addr
 }
 
+/// The lock table of `segment` if this process mapped it already (no request).
+fn mapped(segment: SegmentId) -> Option<usize> {
+    TABLES
+        .lock()
+        .iter()
+        .find(|(s, _)| *s == segment)
+        .map(|&(_, a)| a)
+        .filter(|&a| a != 0)
+}
+
 /// The tag and word of `offset`'s slot in the table at `addr`.
 fn cells(addr: usize, offset: u64) -> (&'static AtomicU64, &'static AtomicU64) {
     let at = addr + fl::slot(offset) * 16;
@@ -221,13 +231,7 @@ pub fn granted(segment: SegmentId, offset: u64, kind: MutexKind) {
     if !kind.recursive || kind.robust {
         return;
     }
-    let Some(addr) = TABLES
-        .lock()
-        .iter()
-        .find(|(s, _)| *s == segment)
-        .map(|&(_, a)| a)
-        .filter(|&a| a != 0)
-    else {
+    let Some(addr) = mapped(segment) else {
         return;
     };
     let Some(me) = me() else { return };
@@ -268,13 +272,7 @@ pub fn try_unlock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
     if !nothing_to_release() {
         return false;
     }
-    let Some(addr) = TABLES
-        .lock()
-        .iter()
-        .find(|(s, _)| *s == segment)
-        .map(|&(_, a)| a)
-        .filter(|&a| a != 0)
-    else {
+    let Some(addr) = mapped(segment) else {
         return false;
     };
     let Some(me) = me() else { return false };

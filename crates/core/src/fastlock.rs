@@ -359,6 +359,33 @@ mod tests {
         SegmentId::new(NodeId(1), 1)
     }
 
+    /// The home (node 1) of `nodes` nodes: its lock service, words and fast path.
+    struct Home {
+        sync: Service,
+        mem: Mem,
+        path: FastPath,
+    }
+
+    impl Home {
+        fn new(nodes: u32) -> Home {
+            Home {
+                sync: Service::new(NodeId(1), (1..=nodes).map(NodeId).collect()),
+                mem: Mem::default(),
+                path: FastPath::new(),
+            }
+        }
+
+        fn env(&mut self) -> (&mut FastPath, Env<'_, Mem>) {
+            let env = Env {
+                sync: &mut self.sync,
+                words: &mut self.mem,
+                sessions: &known,
+                now_ms: 0,
+            };
+            (&mut self.path, env)
+        }
+    }
+
     fn mutex(offset: u64) -> SyncKey {
         SyncKey::Object {
             segment: segment(),
@@ -407,16 +434,9 @@ mod tests {
 
     #[test]
     fn a_grant_delegates_an_idle_mutex_and_a_recall_hands_its_holder_to_the_service() {
-        let mut sync = Service::new(NodeId(1), vec![NodeId(1), NodeId(2)]);
-        let mut mem = Mem::default();
-        let mut path = FastPath::new();
+        let mut home = Home::new(2);
         let m = mutex(8);
-        let mut env = Env {
-            sync: &mut sync,
-            words: &mut mem,
-            sessions: &known,
-            now_ms: 0,
-        };
+        let (path, mut env) = home.env();
         assert!(path.grant(&mut env, m, MutexKind::default(), thread(1)));
         assert!(path.is_delegated(m));
         // A robust mutex is never delegated.
@@ -473,16 +493,9 @@ mod tests {
 
     #[test]
     fn a_waiter_makes_the_service_ask_back_and_a_free_word_hands_the_mutex_on() {
-        let mut sync = Service::new(NodeId(1), vec![NodeId(1), NodeId(2)]);
-        let mut mem = Mem::default();
-        let mut path = FastPath::new();
+        let mut home = Home::new(2);
         let m = mutex(8);
-        let mut env = Env {
-            sync: &mut sync,
-            words: &mut mem,
-            sessions: &known,
-            now_ms: 0,
-        };
+        let (path, mut env) = home.env();
         assert!(path.grant(&mut env, m, MutexKind::default(), thread(1)));
         // Thread 1 unlocks on the word; a thread of node 2 waits at the home (its request came
         // in without being recalled for: the service queues it behind the delegate and asks).
@@ -554,16 +567,9 @@ mod tests {
 
     #[test]
     fn a_process_that_ends_holding_on_the_word_keeps_the_mutex_locked() {
-        let mut sync = Service::new(NodeId(1), vec![NodeId(1)]);
-        let mut mem = Mem::default();
-        let mut path = FastPath::new();
+        let mut home = Home::new(1);
         let m = mutex(8);
-        let mut env = Env {
-            sync: &mut sync,
-            words: &mut mem,
-            sessions: &known,
-            now_ms: 0,
-        };
+        let (path, mut env) = home.env();
         assert!(path.grant(&mut env, m, MutexKind::default(), thread(3)));
         path.process_gone(&mut env, 3);
         env.sync.process_gone(3, 0);
@@ -579,16 +585,9 @@ mod tests {
 
     #[test]
     fn an_idle_delegated_mutex_is_recalled_by_the_second_sweep() {
-        let mut sync = Service::new(NodeId(1), vec![NodeId(1)]);
-        let mut mem = Mem::default();
-        let mut path = FastPath::new();
+        let mut home = Home::new(1);
         let m = mutex(8);
-        let mut env = Env {
-            sync: &mut sync,
-            words: &mut mem,
-            sessions: &known,
-            now_ms: 0,
-        };
+        let (path, mut env) = home.env();
         assert!(path.grant(&mut env, m, MutexKind::default(), thread(1)));
         // Held at the first sweep: kept.
         env.now_ms = IDLE_MS;
@@ -613,20 +612,13 @@ mod tests {
 
     #[test]
     fn a_recursive_mutex_recalled_is_held_once_and_counts_on_in_the_service() {
-        let mut sync = Service::new(NodeId(1), vec![NodeId(1)]);
-        let mut mem = Mem::default();
-        let mut path = FastPath::new();
+        let mut home = Home::new(1);
         let m = mutex(8);
         let kind = MutexKind {
             recursive: true,
             ..MutexKind::default()
         };
-        let mut env = Env {
-            sync: &mut sync,
-            words: &mut mem,
-            sessions: &known,
-            now_ms: 0,
-        };
+        let (path, mut env) = home.env();
         assert!(path.grant(&mut env, m, kind, thread(1)));
         // Thread 1 locked it twice more on its own; another thread's trylock recalls it: held
         // once by thread 1 in the service.

@@ -1455,6 +1455,13 @@ fn a_rebuild_goes_on_without_claims_that_never_come() {
 
 // ---- the fast path: mutexes delegated to their home node's threads ----
 
+/// Explores `world` exhaustively and says how many states it had (more than `least`).
+fn explored(world: World, what: &str, least: usize) {
+    let states = explore(world);
+    println!("{what}: {states} states");
+    assert!(states > least, "{what}: only {states} states");
+}
+
 /// Two threads on the home node take the mutex on the fast path (loads and swaps on the word
 /// interleaved with everything else), a thread on another node through the lock service; the
 /// home's idle sweep may run once. Mutual exclusion after every step, nobody hangs, and at the
@@ -1467,9 +1474,11 @@ fn fast_path_beside_a_remote_locker_exhaustive() {
         (0, Program::Locker { m }, 2),
         (1, Program::Locker { m }, 1),
     ];
-    let states = explore(World::new(2, &programs).fast(1));
-    println!("fast path, 2 home threads + 1 remote: {states} states");
-    assert!(states > 1000);
+    explored(
+        World::new(2, &programs).fast(1),
+        "fast path, 2 home threads + 1 remote",
+        1000,
+    );
 }
 
 /// A delegated mutex under a condition homed with it: a producer on the home node signals a
@@ -1484,9 +1493,11 @@ fn fast_path_with_a_condition_exhaustive() {
         (0, Program::Consumer { m, c }, 1),
         (0, Program::Locker { m }, 1),
     ];
-    let states = explore(World::new(2, &programs).fast(1));
-    println!("fast path, condition: {states} states");
-    assert!(states > 1000);
+    explored(
+        World::new(2, &programs).fast(1),
+        "fast path, condition",
+        1000,
+    );
 }
 
 /// A home-node process dies at any step of its fast path (or holding the mutex at the home),
@@ -1500,9 +1511,11 @@ fn fast_path_process_killed_exhaustive() {
         (0, Program::Locker { m }, 1),
         (1, Program::Locker { m }, 1),
     ];
-    let states = explore(World::new(2, &programs).fast(1).killing(1));
-    println!("fast path, a process killed: {states} states");
-    assert!(states > 1000);
+    explored(
+        World::new(2, &programs).fast(1).killing(1),
+        "fast path, a process killed",
+        1000,
+    );
 }
 
 /// A producer that signals after its unlock wakes a consumer whose relock finds the mutex
@@ -1516,9 +1529,11 @@ fn fast_path_relock_after_a_late_signal_exhaustive() {
         (1, Program::Consumer { m, c }, 1),
         (0, Program::Locker { m }, 3),
     ];
-    let states = explore(World::new(2, &programs).fast(0));
-    println!("fast path, late signal: {states} states");
-    assert!(states > 100);
+    explored(
+        World::new(2, &programs).fast(0),
+        "fast path, late signal",
+        100,
+    );
 }
 
 /// The home node, whose thread takes the mutex on the fast path, dies at any step: the heir
@@ -1532,9 +1547,11 @@ fn fast_path_home_dies_exhaustive() {
         (1, Program::Locker { m }, 1),
         (2, Program::Locker { m }, 1),
     ];
-    let states = explore(World::new(3, &programs).fast(1).crashing(0));
-    println!("fast path, home dies: {states} states");
-    assert!(states > 1000);
+    explored(
+        World::new(3, &programs).fast(1).crashing(0),
+        "fast path, home dies",
+        1000,
+    );
 }
 
 /// Mixed programs on 4 nodes with the home's threads on the fast path.
