@@ -38,9 +38,10 @@ pub fn release_done(upto: u64) {
     RELEASED.fetch_max(upto, Ordering::AcqRel);
 }
 
-/// Whether an unlock may skip the daemon: releases do not replicate, or nothing this process
-/// wrote waits for one.
-fn nothing_to_release() -> bool {
+/// Whether a release may skip waiting for the daemon (an unlock: skip it altogether): releases
+/// do not replicate, or every write access this process obtained is covered by a release that
+/// completed since (see `fault::obtain` for why the count is taken after the access).
+pub fn nothing_to_release() -> bool {
     !crate::wire::replicating()
         || WRITES.load(Ordering::Acquire) == RELEASED.load(Ordering::Acquire)
 }

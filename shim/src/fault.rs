@@ -176,12 +176,21 @@ fn serve(mapping: &Mapping, addr: usize, write: bool) {
 /// program unmapped the page meanwhile (the access then is not ours). Async-signal-safe; the
 /// caller keeps the program's signal handlers from running on this thread meanwhile.
 pub fn obtain(mapping: &Mapping, addr: usize, write: bool) -> Result<(), &'static str> {
-    let page = mapping.page_of(addr);
-    let page_addr = addr & !(PAGE_SIZE - 1);
-    if write {
-        // Before the access is had: an unlock that skips the daemon then sees it unreleased.
+    let result = obtain_access(mapping, addr, write);
+    if write && result.is_ok() {
+        // Counted once the access is had, before the store it is for: a release that reads
+        // the count after this is processed by the daemon after the grant (or, granted from
+        // the state table, while the node held the page writable), so it covers the store —
+        // which lands before the release revokes the page, or faults and counts again. A
+        // release that read the count before this does not cover it, and says so.
         crate::fastlock::note_write();
     }
+    result
+}
+
+fn obtain_access(mapping: &Mapping, addr: usize, write: bool) -> Result<(), &'static str> {
+    let page = mapping.page_of(addr);
+    let page_addr = addr & !(PAGE_SIZE - 1);
     // The node may hold the page already (another local process faulted it in): no request.
     if crate::revoke::grant_from_table(mapping, page, page_addr, write) {
         return Ok(());

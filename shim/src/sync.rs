@@ -82,9 +82,11 @@ pub fn post(key: SyncKey, op: SyncOp) -> c_int {
     if session::ensure().is_err() {
         return UNREACHABLE;
     }
-    if op.is_release() && crate::wire::replicating() {
+    if op.is_release() && !crate::fastlock::nothing_to_release() {
         // Replicated: the release returns once what this node wrote is on its replica nodes
-        // (the daemon answers it then), so a write before it survives this host's death.
+        // (the daemon answers it then), so a write before it survives this host's death. A
+        // process that wrote nothing since its last completed release has nothing to wait for:
+        // its release is posted, as without replication.
         return match call(key, op) {
             Ok(_) => 0,
             Err(e) => e,

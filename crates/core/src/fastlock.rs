@@ -67,8 +67,14 @@ pub const IDLE_MS: u64 = 1_000;
 /// A mutex recalled because another thread wanted it is not delegated again for this long:
 /// while threads contend for it, every acquisition goes through the lock service, which hands
 /// it on in FIFO order (delegated between their requests, this node's threads could take it
-/// again and again before another node's request arrives).
+/// again and again before another node's request arrives). Contended again within twice its
+/// hold-off, the hold-off doubles, up to [`MAX_HOLDOFF_MS`]: a mutex contended for good is
+/// delegated once a minute at most (each time, this node's threads may take it a few times more
+/// before the next request from elsewhere arrives).
 pub const HOLDOFF_MS: u64 = 1_000;
+
+/// The longest hold-off.
+pub const MAX_HOLDOFF_MS: u64 = 64_000;
 
 /// Most mutexes remembered as contended (more: all are forgotten).
 const CONTENDED_KEPT: usize = 65_536;
@@ -80,8 +86,9 @@ pub struct FastPath {
     delegated: BTreeMap<SyncKey, (usize, u64)>,
     /// Which mutex each slot was last handed to.
     slots: BTreeMap<(SegmentId, usize), SyncKey>,
-    /// Mutexes recalled because a thread wanted them, and when (ms).
-    contended: BTreeMap<SyncKey, u64>,
+    /// Mutexes recalled because a thread wanted them: when (ms), and for how long they are
+    /// not delegated again.
+    contended: BTreeMap<SyncKey, (u64, u64)>,
     next_sweep_ms: Option<u64>,
     /// Words recalled that named no live local process (a process wrote the table by hand).
     strangers: u64,
@@ -145,11 +152,10 @@ impl FastPath {
         if self.delegated.contains_key(&key) || !delegable(kind) || !words.has_table(segment) {
             return false;
         }
-        if let Some(&at) = self.contended.get(&key) {
-            if now_ms < at.saturating_add(HOLDOFF_MS) {
+        if let Some(&(at, holdoff)) = self.contended.get(&key) {
+            if now_ms < at.saturating_add(holdoff) {
                 return false;
             }
-            self.contended.remove(&key);
         }
         let slot = fl::slot(offset);
         if let Some(other) = self.slots.get(&(segment, slot)) {
@@ -210,7 +216,18 @@ impl FastPath {
         if self.contended.len() >= CONTENDED_KEPT {
             self.contended.clear();
         }
-        self.contended.insert(key, now_ms);
+        let holdoff = match self.contended.get(&key) {
+            Some(&(at, holdoff)) if now_ms < at.saturating_add(2 * holdoff) => {
+                (2 * holdoff).min(MAX_HOLDOFF_MS)
+            }
+            _ => HOLDOFF_MS,
+        };
+        self.contended.insert(key, (now_ms, holdoff));
+    }
+
+    /// How long the mutex `key` is not delegated again after its last contention (ms).
+    pub fn holdoff(&self, key: SyncKey) -> Option<u64> {
+        self.contended.get(&key).map(|&(_, h)| h)
     }
 
     /// Recalls the delegated mutex `key` (`contended`: because a thread waits for it) and
@@ -644,5 +661,35 @@ mod tests {
         assert_eq!(answers(env.sync), vec![SyncResult::Ok]);
         env.sync.request(7, thread(2), m, op(Wait::Try), 0);
         assert_eq!(answers(env.sync), vec![SyncResult::Ok]);
+    }
+
+    #[test]
+    fn a_mutex_contended_again_soon_waits_twice_as_long() {
+        let mut home = Home::new(2);
+        let m = mutex(8);
+        let (path, mut env) = home.env();
+        let unlock = SyncOp::Unlock {
+            kind: MutexKind::default(),
+        };
+        let mut t = 0;
+        for want in [HOLDOFF_MS, 2 * HOLDOFF_MS, 4 * HOLDOFF_MS] {
+            env.now_ms = t;
+            assert!(
+                path.grant(&mut env, m, MutexKind::default(), thread(1)),
+                "at {t}"
+            );
+            // Another node wants it (a peer's request: no local requester): recalled, thread 1
+            // holds it at the home now, and it is held off.
+            path.before(&mut env, m, unlock, None);
+            assert_eq!(path.holdoff(m), Some(want));
+            env.sync.request(1, thread(1), m, unlock, t);
+            assert!(!path.grant(&mut env, m, MutexKind::default(), thread(1)));
+            t += want;
+        }
+        // Not contended for twice its hold-off: back to the shortest.
+        env.now_ms = t + 8 * HOLDOFF_MS;
+        assert!(path.grant(&mut env, m, MutexKind::default(), thread(1)));
+        path.before(&mut env, m, unlock, None);
+        assert_eq!(path.holdoff(m), Some(HOLDOFF_MS));
     }
 }
