@@ -1,8 +1,9 @@
 //! The fast path of a mutex on its home node ([`dsm_proto::fastlock`]): while the home's
 //! daemon has delegated a mutex to its node's processes, a lock or an unlock is one
-//! compare-and-swap on a word in the segment's lock table, with no request. Anything else (a
-//! word the daemon keeps, a failed swap, a robust or recursive mutex, a process that wrote
-//! since its last release while releases replicate) goes to the daemon as before.
+//! compare-and-swap on a word in the segment's lock table, with no request (a recursive mutex's
+//! nested locks are counted here). Anything else (a word the daemon keeps, a failed swap, a
+//! robust mutex, an unlock by a process that wrote since its last release while releases
+//! replicate) goes to the daemon as before.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

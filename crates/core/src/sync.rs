@@ -304,7 +304,8 @@ impl Service {
     /// idle (nobody holds it or waits, it is consistent): it is then held by [`Service::delegate_owner`]
     /// until [`Service::recalled`]. A thread that asks for it meanwhile makes the service ask
     /// for it back ([`SyncOutput::Recall`]). Mirrored as held here: if this node dies, the heir
-    /// takes it as held by a dead host (its processes may have held it). Whether it was.
+    /// takes it as held by a dead host, whether or not one of its threads held it then (the
+    /// heir cannot know).
     pub fn delegate(&mut self, key: SyncKey, kind: MutexKind) -> bool {
         if !matches!(key, SyncKey::Object { .. })
             || kind.robust
