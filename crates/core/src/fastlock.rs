@@ -336,41 +336,52 @@ impl FastPath {
     }
 }
 
+/// Lock words in ordinary memory, every slot of every segment present: for a model or a test
+/// that drives [`FastPath`] and plays the processes' loads and swaps as steps of its own.
+#[derive(Debug, Clone, Default)]
+pub struct PlainWords(BTreeMap<(SegmentId, usize), (u64, u64)>);
+
+impl PlainWords {
+    /// Every slot written so far: (segment, slot) → (tag, word).
+    pub fn slots(&self) -> impl Iterator<Item = (SegmentId, usize, u64, u64)> + '_ {
+        self.0
+            .iter()
+            .map(|(&(segment, slot), &(tag, word))| (segment, slot, tag, word))
+    }
+}
+
+impl Words for PlainWords {
+    fn has_table(&self, _: SegmentId) -> bool {
+        true
+    }
+    fn tag(&self, segment: SegmentId, slot: usize) -> u64 {
+        self.0.get(&(segment, slot)).map_or(0, |c| c.0)
+    }
+    fn set_tag(&mut self, segment: SegmentId, slot: usize, tag: u64) {
+        self.0.entry((segment, slot)).or_default().0 = tag;
+    }
+    fn word(&self, segment: SegmentId, slot: usize) -> u64 {
+        self.0.get(&(segment, slot)).map_or(0, |c| c.1)
+    }
+    fn swap(&mut self, segment: SegmentId, slot: usize, old: u64, new: u64) -> bool {
+        let cell = self.0.entry((segment, slot)).or_default();
+        let swapped = cell.1 == old;
+        if swapped {
+            cell.1 = new;
+        }
+        swapped
+    }
+    fn exchange(&mut self, segment: SegmentId, slot: usize, new: u64) -> u64 {
+        std::mem::replace(&mut self.0.entry((segment, slot)).or_default().1, new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::SyncOutput;
     use dsm_proto::sync::{SyncResult, Wait};
     use dsm_proto::NodeId;
-
-    #[derive(Default)]
-    struct Mem(BTreeMap<(SegmentId, usize), (u64, u64)>);
-
-    impl Words for Mem {
-        fn has_table(&self, _: SegmentId) -> bool {
-            true
-        }
-        fn tag(&self, s: SegmentId, slot: usize) -> u64 {
-            self.0.get(&(s, slot)).map_or(0, |c| c.0)
-        }
-        fn set_tag(&mut self, s: SegmentId, slot: usize, tag: u64) {
-            self.0.entry((s, slot)).or_default().0 = tag;
-        }
-        fn word(&self, s: SegmentId, slot: usize) -> u64 {
-            self.0.get(&(s, slot)).map_or(0, |c| c.1)
-        }
-        fn swap(&mut self, s: SegmentId, slot: usize, old: u64, new: u64) -> bool {
-            let c = self.0.entry((s, slot)).or_default();
-            let ok = c.1 == old;
-            if ok {
-                c.1 = new;
-            }
-            ok
-        }
-        fn exchange(&mut self, s: SegmentId, slot: usize, new: u64) -> u64 {
-            std::mem::replace(&mut self.0.entry((s, slot)).or_default().1, new)
-        }
-    }
 
     fn segment() -> SegmentId {
         SegmentId::new(NodeId(1), 1)
@@ -379,7 +390,7 @@ mod tests {
     /// The home (node 1) of `nodes` nodes: its lock service, words and fast path.
     struct Home {
         sync: Service,
-        mem: Mem,
+        mem: PlainWords,
         path: FastPath,
     }
 
@@ -387,12 +398,12 @@ mod tests {
         fn new(nodes: u32) -> Home {
             Home {
                 sync: Service::new(NodeId(1), (1..=nodes).map(NodeId).collect()),
-                mem: Mem::default(),
+                mem: PlainWords::default(),
                 path: FastPath::new(),
             }
         }
 
-        fn env(&mut self) -> (&mut FastPath, Env<'_, Mem>) {
+        fn env(&mut self) -> (&mut FastPath, Env<'_, PlainWords>) {
             let env = Env {
                 sync: &mut self.sync,
                 words: &mut self.mem,
@@ -433,7 +444,7 @@ mod tests {
     }
 
     /// Swaps the word as the shim's fast lock does.
-    fn fast_lock(mem: &mut Mem, key: SyncKey, who: Owner) -> bool {
+    fn fast_lock(mem: &mut PlainWords, key: SyncKey, who: Owner) -> bool {
         let SyncKey::Object { segment, offset } = key else {
             unreachable!()
         };

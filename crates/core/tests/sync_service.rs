@@ -18,7 +18,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use dsm_core::fastlock::Env;
+use dsm_core::fastlock::{Env, PlainWords};
 use dsm_core::{FastPath, Service, SyncOutput, Words};
 use dsm_proto::fastlock as fl;
 use dsm_proto::sync::{MutexKind, Owner, SyncKey, SyncMsg, SyncOp, SyncResult, Wait};
@@ -61,43 +61,13 @@ enum Phase {
     Dead(bool),
 }
 
-/// The home node's lock words, as plain memory: the agents' loads and swaps on it are steps of
-/// their own, interleaved with the daemon's (whose own steps are atomic: one event loop).
-#[derive(Clone, Debug, Default)]
-struct ModelWords(BTreeMap<(SegmentId, usize), (u64, u64)>);
-
-impl Words for ModelWords {
-    fn has_table(&self, _: SegmentId) -> bool {
-        true
-    }
-    fn tag(&self, segment: SegmentId, slot: usize) -> u64 {
-        self.0.get(&(segment, slot)).map_or(0, |c| c.0)
-    }
-    fn set_tag(&mut self, segment: SegmentId, slot: usize, tag: u64) {
-        self.0.entry((segment, slot)).or_default().0 = tag;
-    }
-    fn word(&self, segment: SegmentId, slot: usize) -> u64 {
-        self.0.get(&(segment, slot)).map_or(0, |c| c.1)
-    }
-    fn swap(&mut self, segment: SegmentId, slot: usize, old: u64, new: u64) -> bool {
-        let cell = self.0.entry((segment, slot)).or_default();
-        if cell.1 == old {
-            cell.1 = new;
-            true
-        } else {
-            false
-        }
-    }
-    fn exchange(&mut self, segment: SegmentId, slot: usize, new: u64) -> u64 {
-        std::mem::replace(&mut self.0.entry((segment, slot)).or_default().1, new)
-    }
-}
-
 /// Node index 0's fast path: its daemon's state and the words.
 #[derive(Clone, Debug, Default)]
 struct Fast {
     path: FastPath,
-    words: ModelWords,
+    /// The home node's lock words: the agents' loads and swaps on them are steps of their own,
+    /// interleaved with the daemon's (whose own steps are atomic: one event loop).
+    words: PlainWords,
     /// Idle sweeps (each a jump of time past `IDLE_MS`) the schedule may still make.
     sweeps: u32,
     /// Fast-path agents the schedule may still kill.
@@ -331,7 +301,7 @@ impl World {
         }
         if let (Some(f), true) = (&self.fast, self.alive(0)) {
             // Everyone done: a delegated mutex's word is free, any other's is the daemon's.
-            for (&(segment, slot), &(tag, word)) in &f.words.0 {
+            for (segment, slot, tag, word) in f.words.slots() {
                 if tag == 0 {
                     continue; // a slot no mutex was ever given
                 }
