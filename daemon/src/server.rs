@@ -104,7 +104,7 @@ fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> ServerErr
 
 /// A client process attached to this node.
 #[derive(Debug)]
-pub(crate) struct Session {
+struct Session {
     pid: u32,
     token: Token,
     /// Who the process is (from its socket), for every permission check.

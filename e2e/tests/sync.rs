@@ -454,6 +454,23 @@ fn a_delegated_mutex_is_taken_back_when_another_node_wants_it() {
     let stats = c.node(1).json(&["stats"]);
     assert!(stats["sync_delegations"].as_u64().unwrap() >= 1, "{stats}");
     assert!(stats["sync_recalls"].as_u64().unwrap() >= 1, "{stats}");
+    // Only the home keeps a lock table: node 2's process asked for one and was told no.
+    assert_eq!(lock_tables(c.node(1)), 1);
+    assert_eq!(lock_tables(c.node(2)), 0);
+}
+
+/// The lock tables a daemon holds open: memfds whose name ends in `:locks` (the segment's
+/// own, `dsm:NAME`, may contain it too: this program's segment is named after it).
+fn lock_tables(d: &dsm_e2e::Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| {
+            let t = t.to_string_lossy();
+            t.starts_with("/memfd:dsm:") && t.trim_end_matches(" (deleted)").ends_with(":locks")
+        })
+        .count()
 }
 
 /// The same with a recursive mutex taken twice each time: the home's threads count their nested

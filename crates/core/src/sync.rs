@@ -290,6 +290,11 @@ impl Service {
         }
     }
 
+    /// Whether `key` is homed on this node now.
+    pub fn is_home(&self, key: SyncKey) -> bool {
+        self.home_of(key) == self.me
+    }
+
     /// The holder that stands for this node's processes while a mutex homed here is delegated
     /// to them (`dsm_proto::fastlock`: they lock and unlock it on a shared word, unseen here).
     pub fn delegate_owner(&self) -> Owner {

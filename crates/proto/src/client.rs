@@ -60,7 +60,8 @@ pub enum Request<'a> {
     },
     /// The segment's lock table ([`crate::fastlock`]): mutexes homed on this node that only
     /// its processes use are locked there without a request. Answered with [`Reply::Table`]
-    /// and the table's memfd, for a process that may write the segment.
+    /// and the table's memfd, for a process that may write the segment, on the segment's home
+    /// (elsewhere `NotFound`: the process asks the daemon for every lock, as before).
     Locks {
         /// The segment.
         segment: SegmentId,

@@ -66,24 +66,20 @@ impl FastLocks {
     }
 }
 
-/// Who a lock word's session bits name among `sessions`.
-fn resolver(sessions: &BTreeMap<SessionId, super::Session>) -> impl Fn(u64) -> Option<u64> + '_ {
-    move |bits| {
-        sessions
-            .keys()
-            .find(|s| fl::session_bits(s.0) == bits)
-            .map(|s| s.0)
-    }
-}
-
 impl Server {
     /// `Request::Locks`: the segment's lock table (made on first demand) for a process that
-    /// may write the segment (checked with every request that touches a segment). `None`:
-    /// answered here, with the table's memfd.
+    /// may write the segment (checked with every request that touches a segment), on the node
+    /// its mutexes are homed at. `None`: answered here, with the table's memfd.
     pub(super) fn share_lock_table(&mut self, token: Token, segment: SegmentId) -> Option<Reply> {
         let Some(local) = self.store.get(segment) else {
             return Some(Reply::Failed(ShmError::Gone));
         };
+        // Only the home delegates: elsewhere a table would cost a memfd and every lock two
+        // useless loads. (The home of a segment's objects is the same for all of them.)
+        let any_object = SyncKey::Object { segment, offset: 0 };
+        if !self.sync.is_home(any_object) {
+            return Some(Reply::Failed(ShmError::NotFound));
+        }
         let table = match self.fast.tables.0.entry(segment) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
@@ -112,7 +108,13 @@ impl Server {
     /// Runs `f` on the fast path with this node's lock service, tables, sessions and time.
     fn with_fast<T>(&mut self, f: impl FnOnce(&mut FastPath, &mut Env<'_, Tables>) -> T) -> T {
         let now_ms = self.now_ms();
-        let sessions = resolver(&self.sessions);
+        // Who a word's session bits name among this node's live processes.
+        let live = &self.sessions;
+        let sessions = |bits| {
+            live.keys()
+                .find(|s| fl::session_bits(s.0) == bits)
+                .map(|s| s.0)
+        };
         let mut env = Env {
             sync: &mut self.sync,
             words: &mut self.fast.tables,
