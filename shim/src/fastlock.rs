@@ -68,13 +68,13 @@ static NESTED: SpinLock<Vec<Nested>> = SpinLock::new(Vec::new());
 /// Most kept: beyond, recursive mutexes go to the daemon, which counts for them.
 const NESTED_KEPT: usize = 4_096;
 
-/// This thread's record of the recursive mutex at `offset` of `segment`, if it holds one.
+/// Thread `tid`'s record of the recursive mutex at `offset` of `segment`, if it holds one.
 fn nested<T>(
     segment: SegmentId,
     offset: u64,
+    tid: i32,
     f: impl FnOnce(&mut Vec<Nested>, Option<usize>) -> T,
 ) -> T {
-    let tid = sys::gettid();
     let mut all = NESTED.lock();
     let at = all
         .iter()
@@ -84,8 +84,8 @@ fn nested<T>(
 
 /// Records that this thread took the recursive mutex through the fast path; `false` if there
 /// is no room (the caller gives it back).
-fn note_nested(segment: SegmentId, offset: u64) -> bool {
-    nested(segment, offset, |all, at| {
+fn note_nested(segment: SegmentId, offset: u64, tid: i32) -> bool {
+    nested(segment, offset, tid, |all, at| {
         if at.is_some() {
             return true;
         }
@@ -95,7 +95,7 @@ fn note_nested(segment: SegmentId, offset: u64) -> bool {
         all.push(Nested {
             segment,
             offset,
-            tid: sys::gettid(),
+            tid,
             more: 0,
         });
         true
@@ -170,9 +170,10 @@ fn cells(addr: usize, offset: u64) -> (&'static AtomicU64, &'static AtomicU64) {
     unsafe { (&*(at as *const AtomicU64), &*((at + 8) as *const AtomicU64)) }
 }
 
-fn me() -> Option<u64> {
+/// Thread `tid` of this process as a word's holder.
+fn me(tid: i32) -> Option<u64> {
     let session = session::id()?;
-    Some(fl::holder(session.0, sys::gettid() as u32))
+    Some(fl::holder(session.0, tid as u32))
 }
 
 /// Takes the mutex at `offset` of `segment` if its home delegated it and it is free (or, a
@@ -181,9 +182,10 @@ pub fn try_lock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
     if !eligible(kind) {
         return false;
     }
+    let tid = sys::gettid();
     if kind.recursive {
         // Held by this thread through the fast path already: once more, counted here.
-        let held = nested(segment, offset, |all, at| match at {
+        let held = nested(segment, offset, tid, |all, at| match at {
             Some(i) => {
                 all[i].more += 1;
                 Some(true)
@@ -195,7 +197,7 @@ pub fn try_lock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
             return took;
         }
     }
-    let (Some(addr), Some(me)) = (table(segment), me()) else {
+    let (Some(addr), Some(me)) = (table(segment), me(tid)) else {
         return false;
     };
     let (tag, word) = cells(addr, offset);
@@ -213,7 +215,7 @@ pub fn try_lock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
             Ordering::Relaxed,
         )
         .is_ok();
-    if took && kind.recursive && !note_nested(segment, offset) {
+    if took && kind.recursive && !note_nested(segment, offset, tid) {
         // No room after all (another thread took the last): held once, counted by nobody;
         // give it back and let the daemon count.
         let _ = word.compare_exchange(
@@ -236,14 +238,15 @@ pub fn granted(segment: SegmentId, offset: u64, kind: MutexKind) {
     let Some(addr) = mapped(segment) else {
         return;
     };
-    let Some(me) = me() else { return };
+    let tid = sys::gettid();
+    let Some(me) = me(tid) else { return };
     let (tag, word) = cells(addr, offset);
     if fl::holder_of(word.load(Ordering::Acquire)) == me
         && tag.load(Ordering::Acquire) == fl::tag(offset)
     {
         // Without room, no record: the thread's next lock goes to the daemon, which takes the
         // mutex back (held by this thread) and counts.
-        let _ = note_nested(segment, offset);
+        let _ = note_nested(segment, offset, tid);
     }
 }
 
@@ -253,10 +256,11 @@ pub fn try_unlock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
     if !eligible(kind) {
         return false;
     }
+    let tid = sys::gettid();
     if kind.recursive {
         // A lock beyond the first is given back here; the last one ends the record, then goes
         // on the word or to the daemon.
-        let inner = nested(segment, offset, |all, at| match at {
+        let inner = nested(segment, offset, tid, |all, at| match at {
             Some(i) if all[i].more > 0 => {
                 all[i].more -= 1;
                 true
@@ -277,7 +281,7 @@ pub fn try_unlock(segment: SegmentId, offset: u64, kind: MutexKind) -> bool {
     let Some(addr) = mapped(segment) else {
         return false;
     };
-    let Some(me) = me() else { return false };
+    let Some(me) = me(tid) else { return false };
     let (tag, word) = cells(addr, offset);
     let w = word.load(Ordering::Acquire);
     // Held by this thread, the slot cannot change mutex (the daemon retags only words it
