@@ -1222,6 +1222,14 @@ impl Peers {
                 fatal = true;
                 return Err(why);
             }
+            if h.node == self.me.node && h.incarnation == self.me.incarnation {
+                fatal = true;
+                return Err(format!(
+                    "this daemon (node {}) dialled itself: an address given for a peer \
+                     (--peer) reaches this daemon's own --listen address",
+                    h.node.0
+                ));
+            }
             if h.node == self.me.node {
                 fatal = true;
                 return Err(format!(

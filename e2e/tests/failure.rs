@@ -642,3 +642,17 @@ fn a_revocation_the_kernel_refuses_never_leaves_a_page_writable() {
     assert!(out.status.success(), "{out:?}");
     assert!(out.stderr.contains("could not revoke one page"), "{out:?}");
 }
+
+/// A daemon whose `--peer` address is its own `--listen` address dials itself: it stops, and
+/// says so, instead of blaming another daemon for its node id.
+#[test]
+fn a_daemon_whose_peer_address_is_its_own_says_so_and_stops() {
+    let addr = format!("127.0.0.1:{}", dsm_e2e::free_port());
+    let peer = format!("2={addr}");
+    let log = dsm_e2e::stopped_log(
+        Daemon::try_start_with(1, &["--insecure", "--listen", &addr, "--peer", &peer]),
+        Duration::from_secs(15),
+    );
+    assert!(log.contains("dialled itself"), "{log}");
+    assert!(!log.contains("two daemons cannot share"), "{log}");
+}
