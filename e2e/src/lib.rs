@@ -534,7 +534,15 @@ impl Cluster {
     fn try_start(n: usize, extra: &[&str]) -> Result<Cluster, String> {
         let key = Key::new();
         let keyed = !extra.contains(&"--insecure");
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        // Distinct: a port freed by one free_port() call can come back from the next, and a
+        // node given another's port dials itself.
+        let mut ports: Vec<u16> = Vec::with_capacity(n);
+        while ports.len() < n {
+            let port = free_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
         let all_args: Vec<Vec<String>> = (0..n)
             .map(|i| {
                 let mut args: Vec<String> =
