@@ -25,6 +25,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use dsm_core::link::Bytes;
 use dsm_core::{LinkInput, LinkOutput, LinkTiming};
 use dsm_proto::frame::{self, FrameBuffer, MAX_PEER_FRAME};
 
@@ -135,7 +136,7 @@ struct Conn {
     frames: FrameBuffer,
     /// A grant whose page has not fully arrived yet.
     awaiting_page: Option<PeerMsg>,
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<Bytes>,
     sent: usize,
     want_write: bool,
     connected: bool,
@@ -483,9 +484,10 @@ impl Peers {
         }
     }
 
-    /// Writes messages to `to` now if its link is up and idle, straight from the pages'
-    /// mappings; whatever the socket does not take (or all, if the link is busy or down) is
-    /// copied into its queue.
+    /// Writes messages to `to` now if its link is up and idle; whatever the socket does not
+    /// take (or all, if the link is busy or down) waits in its queue. Each message is made flat
+    /// once (frame and page in one buffer): the link keeps that buffer until acknowledged and
+    /// the queue shares it, so a page is copied out of its mapping once.
     fn write_now(
         &mut self,
         registry: &Registry,
@@ -497,28 +499,23 @@ impl Peers {
         let Some(link) = self.links.get_mut(&to) else {
             return;
         };
-        let flat = |(bytes, page): Outgoing, skip: usize| {
-            let mut all = bytes;
-            if let Some(page) = page {
-                all.reserve_exact(PAGE_SIZE);
-                page.append_to(&mut all);
-            }
-            all.drain(..skip);
-            all
-        };
-        let mut messages = messages;
-        if numbered {
-            // Kept until acknowledged (see the module's comment). One that cannot be kept is
-            // not sent either: every message the peer counts is one we can send again, so the
-            // numbers on both sides stay the same.
-            let mut kept = Vec::with_capacity(messages.len());
-            for (bytes, page) in messages {
-                let mut copy = Vec::with_capacity(bytes.len() + page.map_or(0, |_| PAGE_SIZE));
-                copy.extend_from_slice(&bytes);
-                if let Some(page) = &page {
-                    page.append_to(&mut copy);
+        let mut flat: Vec<Bytes> = Vec::with_capacity(messages.len());
+        for (bytes, page) in messages {
+            let all = match page {
+                None => bytes,
+                Some(page) => {
+                    let mut all = Vec::with_capacity(bytes.len() + PAGE_SIZE);
+                    all.extend_from_slice(&bytes);
+                    page.append_to(&mut all);
+                    all
                 }
-                if !link.state.has_room(copy.len()) {
+            };
+            let all = Bytes::new(all);
+            if numbered {
+                // Kept until acknowledged (see the module's comment). One that cannot be kept
+                // is not sent either: every message the peer counts is one we can send again,
+                // so the numbers on both sides stay the same.
+                if !link.state.has_room(all.len()) {
                     limited_warn!(
                         self.limit,
                         "unacked overflow",
@@ -529,22 +526,24 @@ impl Peers {
                     continue;
                 }
                 link.state.handle(LinkInput::Send {
-                    bytes: copy,
+                    bytes: all.clone(),
                     now_ms,
                 });
-                kept.push((bytes, page));
             }
-            messages = kept;
+            flat.push(all);
         }
         let Some(conn) = link.conn.as_mut().filter(|c| c.greeted) else {
             // Down: the numbered ones go when it is up again.
             return;
         };
-        let mut rest = messages.into_iter().peekable();
+        let mut rest = flat.into_iter();
         let mut failure = None;
         if conn.out.is_empty() && conn.connected && conn.crypto.is_none() {
-            'writing: while rest.peek().is_some() {
-                let chunk: Vec<Outgoing> = rest.by_ref().take(fdpass::BATCH_MESSAGES).collect();
+            'writing: loop {
+                let chunk: Vec<Bytes> = rest.by_ref().take(fdpass::BATCH_MESSAGES).collect();
+                if chunk.is_empty() {
+                    break;
+                }
                 let mut written = match fdpass::send_batch(conn.stream.as_fd(), &chunk) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -556,18 +555,18 @@ impl Peers {
                 // Queue what the socket did not take, the first message from where it stopped.
                 let mut chunk = chunk.into_iter();
                 for m in chunk.by_ref() {
-                    let len = m.0.len() + m.1.map_or(0, |_| PAGE_SIZE);
-                    if written >= len {
-                        written -= len;
+                    if written >= m.len() {
+                        written -= m.len();
                         continue;
                     }
-                    conn.out.push_back(flat(m, written));
-                    conn.out.extend(chunk.by_ref().map(|m| flat(m, 0)));
+                    conn.sent = written;
+                    conn.out.push_back(m);
+                    conn.out.extend(chunk);
                     break 'writing;
                 }
             }
         }
-        conn.out.extend(rest.map(|m| flat(m, 0)));
+        conn.out.extend(rest);
         if let Some(e) = failure {
             self.drop_conn(registry, to, &format!("write failed: {e}"));
             return;
@@ -693,7 +692,7 @@ impl Peers {
                     return Ok(None);
                 }
             },
-            None => conn.out.push_back(hello),
+            None => conn.out.push_back(hello.into()),
         }
         conn.want_write = true;
         Ok(Some(conn))
@@ -1300,7 +1299,7 @@ impl Peers {
                         }
                     }
                 } else {
-                    conn.out.push_back(hello);
+                    conn.out.push_back(hello.into());
                 }
                 if self.links[&node].conn.is_some() {
                     self.drop_conn(registry, node, "replaced by a new connection");
@@ -1350,7 +1349,7 @@ impl Peers {
             conn.sealed.clear();
             conn.sealed_ends.clear();
             conn.sent = 0;
-            conn.out.push_back(refusal);
+            conn.out.push_back(refusal.into());
             conn.closing = true;
         }
         self.flush(registry, node);

@@ -23,6 +23,11 @@
 //! [`LinkInput::Tick`] has something to do.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// A numbered message as written, shared between the link's keep and the driver's queue (a
+/// message of a page is kept and sent without a second copy).
+pub type Bytes = Arc<Vec<u8>>;
 
 /// The link's timing and bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +64,7 @@ pub enum LinkInput {
     /// if [`Link::has_room`] said so.
     Send {
         /// The message as written.
-        bytes: Vec<u8>,
+        bytes: Bytes,
         /// Now (ms).
         now_ms: u64,
     },
@@ -99,7 +104,7 @@ pub enum LinkInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkOutput {
     /// Write these kept messages, in order: what the peer has not got (after [`LinkInput::Up`]).
-    Resend(Vec<Vec<u8>>),
+    Resend(Vec<Bytes>),
     /// Write an acknowledgement of `count` numbered messages.
     Ack(u64),
     /// Write a ping.
@@ -120,7 +125,7 @@ pub struct Link {
     timing: LinkTiming,
     /// Numbered messages sent and not acknowledged, oldest first: the first is number
     /// `acked + 1`.
-    kept: VecDeque<Vec<u8>>,
+    kept: VecDeque<Bytes>,
     kept_bytes: usize,
     acked: u64,
     /// Numbered messages received from the peer's current daemon, and the count last
@@ -308,7 +313,7 @@ mod tests {
         let mut l = Link::new(LinkTiming::default());
         for i in 0..3u8 {
             l.handle(LinkInput::Send {
-                bytes: vec![i],
+                bytes: vec![i].into(),
                 now_ms: 0,
             });
         }
@@ -319,7 +324,7 @@ mod tests {
         });
         assert_eq!(
             drain(&mut l),
-            vec![LinkOutput::Resend(vec![vec![1], vec![2]])]
+            vec![LinkOutput::Resend(vec![vec![1].into(), vec![2].into()])]
         );
         l.handle(LinkInput::Acked { count: 3 });
         assert_eq!(l.kept(), (0, 0));
@@ -334,7 +339,7 @@ mod tests {
             now_ms: 0,
         });
         l.handle(LinkInput::Send {
-            bytes: vec![9],
+            bytes: vec![9].into(),
             now_ms: 1,
         });
         l.handle(LinkInput::Down);
@@ -383,12 +388,12 @@ mod tests {
         });
         assert!(l.has_room(4));
         l.handle(LinkInput::Send {
-            bytes: vec![0; 4],
+            bytes: vec![0; 4].into(),
             now_ms: 0,
         });
         assert!(!l.has_room(1));
         l.handle(LinkInput::Send {
-            bytes: vec![1],
+            bytes: vec![1].into(),
             now_ms: 0,
         });
         assert_eq!(l.kept(), (1, 4));

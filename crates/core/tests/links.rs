@@ -89,7 +89,7 @@ impl Sim {
             match out {
                 LinkOutput::Resend(all) => {
                     if let Some(conn) = &mut self.conn {
-                        conn[s].extend(all.into_iter().map(Frame::Msg));
+                        conn[s].extend(all.into_iter().map(|m| Frame::Msg(m.to_vec())));
                         self.stats[2] += 1;
                     }
                 }
@@ -157,7 +157,7 @@ impl Sim {
         assert!(end.link.has_room(bytes.len()));
         end.sent.push((id, to));
         end.link.handle(LinkInput::Send {
-            bytes: bytes.clone(),
+            bytes: bytes.clone().into(),
             now_ms: self.now_ms,
         });
         if end.link.is_up() {

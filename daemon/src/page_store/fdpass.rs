@@ -51,29 +51,22 @@ pub fn send_with_fd(socket: BorrowedFd<'_>, bytes: &[u8], fd: BorrowedFd<'_>) ->
     }
 }
 
-/// Most messages one `writev` carries (two vectors each: frame and page).
+/// Most messages one `writev` carries.
 pub const BATCH_MESSAGES: usize = 512;
 
-/// Writes frames, each followed by its page if it has one, in one `writev`, straight from the
-/// daemon's mapping; returns bytes written (possibly fewer than all: the caller queues the
-/// rest). At most [`BATCH_MESSAGES`] messages.
-pub fn send_batch(
-    socket: BorrowedFd<'_>,
-    messages: &[(Vec<u8>, Option<super::Page>)],
-) -> io::Result<usize> {
-    let mut iov = Vec::with_capacity(messages.len() * 2);
-    for (frame, page) in messages.iter().take(BATCH_MESSAGES) {
-        iov.push(libc::iovec {
-            iov_base: frame.as_ptr() as *mut libc::c_void,
-            iov_len: frame.len(),
-        });
-        if let Some(page) = page {
-            iov.push(page.iovec());
-        }
-    }
+/// Writes messages in one `writev`; returns bytes written (possibly fewer than all: the caller
+/// queues the rest). At most [`BATCH_MESSAGES`] messages.
+pub fn send_batch(socket: BorrowedFd<'_>, messages: &[dsm_core::link::Bytes]) -> io::Result<usize> {
+    let iov: Vec<libc::iovec> = messages
+        .iter()
+        .take(BATCH_MESSAGES)
+        .map(|m| libc::iovec {
+            iov_base: m.as_ptr() as *mut libc::c_void,
+            iov_len: m.len(),
+        })
+        .collect();
     loop {
-        // SAFETY: every vector points at live memory of the length given: a frame owned by
-        // `messages`, or a page of a current mapping (see `Page`).
+        // SAFETY: every vector points at live memory of the length given, owned by `messages`.
         let n = unsafe { libc::writev(socket.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
         if n >= 0 {
             return Ok(n as usize);

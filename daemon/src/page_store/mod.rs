@@ -80,14 +80,6 @@ impl Page {
         }
     }
 
-    /// The page's bytes as an I/O vector for `writev`.
-    pub(crate) fn iovec(self) -> libc::iovec {
-        libc::iovec {
-            iov_base: self.ptr.cast(),
-            iov_len: PAGE_SIZE,
-        }
-    }
-
     /// A copy of the page's bytes (for a message that must wait in a queue).
     pub fn to_vec(self) -> Vec<u8> {
         let mut v = Vec::with_capacity(PAGE_SIZE);
