@@ -176,17 +176,23 @@ pub fn covering(segment: SegmentId, off: usize, n: usize, write: bool) -> Option
     })
 }
 
-/// Every mapping piece of `segment` that holds its page `page` (the segment's own address and
-/// any aliases: the same page mapped again elsewhere), with the page's address in it.
-/// Lock-free; a piece being added meanwhile has no access yet, so missing it is harmless.
-pub fn pieces_holding(segment: SegmentId, page: u32) -> impl Iterator<Item = (Mapping, usize)> {
+/// Every mapping piece of `segment`, with the address range in it of its pages
+/// `[first, end)` (the segment's own address and any aliases: the same pages mapped again
+/// elsewhere); pieces holding none of them are left out. Lock-free; a piece being added
+/// meanwhile has no access yet, so missing it is harmless.
+pub fn pieces_holding(
+    segment: SegmentId,
+    first: u32,
+    end: u32,
+) -> impl Iterator<Item = (Mapping, usize, usize)> {
     SLOTS
         .iter()
         .filter_map(read_slot)
         .filter(move |m| m.segment == segment)
         .filter_map(move |m| {
-            let addr = m.base + page as usize * PAGE_SIZE;
-            (m.start <= addr && addr < m.end).then_some((m, addr))
+            let lo = (m.base + first as usize * PAGE_SIZE).max(m.start);
+            let hi = (m.base + end as usize * PAGE_SIZE).min(m.end);
+            (lo < hi).then_some((m, lo, hi))
         })
 }
 

@@ -103,21 +103,21 @@ fn table_entry(mapping: &Mapping, page: u32) -> Option<Access> {
 
 fn apply_revoke(segment: SegmentId, first: u32, count: u32, access: Access, seq: u64) {
     let _held = LOCK.lock();
-    // Each page at the segment's own address and at every alias of it in this process.
-    for page in first..first.saturating_add(count) {
-        for (mapping, addr) in mappings::pieces_holding(segment, page) {
-            // SAFETY: lowering (never raising beyond the node's access) a page of our own DSM
-            // mapping; a later access faults and is served again.
-            let lowered = unsafe { sys::mprotect(addr, PAGE_SIZE, prot_for(access, &mapping)) };
-            if lowered.is_err() || injected_failure() {
-                lower_all(&mapping);
-            }
+    // The run at the segment's own address and at every alias of it in this process, one
+    // `mprotect` each (page by page, a run split and merged the kernel's mapping once a page:
+    // a release of a rewritten block cost 40-odd calls).
+    for (mapping, lo, hi) in mappings::pieces_holding(segment, first, first.saturating_add(count)) {
+        // SAFETY: lowering (never raising beyond the node's access) pages of our own DSM
+        // mapping; a later access faults and is served again.
+        let lowered = unsafe { sys::mprotect(lo, hi - lo, prot_for(access, &mapping)) };
+        if lowered.is_err() || injected_failure() {
+            lower_all(&mapping);
         }
     }
     LAST_APPLIED.fetch_max(seq, Ordering::Relaxed);
 }
 
-/// Test hook: `DSM_TEST_REVOKE_ENOMEM=N` makes the Nth page revocation of the process fail as
+/// Test hook: `DSM_TEST_REVOKE_ENOMEM=N` makes the Nth revocation `mprotect` of the process fail as
 /// at `vm.max_map_count` (which a test cannot safely reach: the limit is the whole machine's).
 static INJECT_AT: AtomicU64 = AtomicU64::new(0);
 static REVOKED: AtomicU64 = AtomicU64::new(0);
