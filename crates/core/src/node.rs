@@ -894,6 +894,9 @@ impl Node {
         let state = self.page(key);
         let me = self.config.me;
         if self.config.manager == ManagerKind::Dynamic && self.is_down(state.probable_owner) {
+            if !write {
+                self.busy_mut(key).wanted = true;
+            }
             self.locate(key);
             return;
         }
@@ -997,6 +1000,9 @@ impl Node {
             .map(|l| l.asked)
         {
             self.thaw_all(key, asked, LOST);
+        }
+        if let Some(busy) = self.busy.get_mut(&key) {
+            busy.wanted = false;
         }
         let faults = self
             .busy
@@ -1112,6 +1118,16 @@ impl Node {
                 self.acquire(key);
                 continue;
             }
+            // A read-ahead whose owner had died, located now: asked for again (a scan of a
+            // dead node's pages fetched them one fault at a time, not a window at a time).
+            if std::mem::take(&mut self.busy_mut(key).wanted)
+                && !held_back
+                && !self.is_owner(key)
+                && self.page(key).access == Access::None
+            {
+                self.request(key, false);
+                continue;
+            }
             if self.busy.get(&key).is_some_and(Busy::is_idle) {
                 self.busy.remove(&key);
             }
@@ -1179,7 +1195,9 @@ impl Node {
                         .is_some_and(|b| b.pending.is_some() && b.pending_seq == seq);
                 if ours {
                     // Our request ended at a node that lost track of the owner: locate it.
-                    self.busy_mut(key).pending = None;
+                    let busy = self.busy_mut(key);
+                    busy.wanted |= busy.pending == Some(false);
+                    busy.pending = None;
                     self.state_mut(key).probable_owner = LOST;
                     self.settle(key);
                 }

@@ -185,6 +185,9 @@ pub struct Busy {
     pub abandoned: Option<bool>,
     /// Asking every live node who owns the page.
     pub locating: Option<Locating>,
+    /// A read request that found the page's owner dead (or gone) and became a locate: it is
+    /// made again once the page is located, though no fault waits for it (a read-ahead).
+    pub wanted: bool,
     /// Locators this node is frozen for (see `PeerMsg::Locate`), at most one per member.
     pub frozen: Vec<Freeze>,
     /// What this node last told its locators.

@@ -243,6 +243,18 @@ fn dynamic_manager_with_read_ahead() {
     check_with(ManagerKind::Dynamic, 3, 2, 1, 1);
 }
 
+/// Read-ahead and a crash: a prefetch that finds its page's owner dead locates the page and,
+/// once located, asks for it again (no fault waits for it) — racing with the other nodes'
+/// writes, takeovers and invalidations.
+#[test]
+fn dynamic_manager_with_read_ahead_and_a_crash() {
+    let world = World::with_readahead(3, 2, 1, ManagerKind::Dynamic, 1).with_failures(1, 0);
+    explore_world(
+        "dynamic with read-ahead and a crash: 3 nodes, 2 pages, 1 op each",
+        world,
+    );
+}
+
 /// [`dynamic_manager_with_read_ahead`] with two operations per process: 15.5 million states,
 /// five minutes — more than CI's budget holds beside the rest; by hand (`-- --ignored`).
 #[test]
