@@ -2170,6 +2170,8 @@ impl Node {
                     if b.pending.is_some() && b.pending_seq == r.seq {
                         let write = b.pending.take().expect("checked");
                         b.abandoned = Some(b.abandoned.unwrap_or(false) || write);
+                        // A read-ahead under way goes on: asked again (located first).
+                        b.wanted |= !write;
                     }
                 }
             } else {
