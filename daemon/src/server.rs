@@ -176,6 +176,10 @@ pub struct Server {
     releasing: HashMap<u64, Option<AfterRelease>>,
     /// Replicas kept of other nodes' pages.
     replicas: crate::page_store::Replicas,
+    /// The bytes of replicas sent while the page's writers could still store to it
+    /// (`Node::checking`): sent from here, and compared with the page when the writers'
+    /// revocation ends (`Input::Rewritten`). At most one per page being replicated.
+    snapshots: crate::page_store::Replicas,
     next_release: u64,
     last_release: Instant,
     /// This daemon's incarnation.
@@ -389,6 +393,7 @@ impl Server {
             founders: members,
             releasing: HashMap::new(),
             replicas: Default::default(),
+            snapshots: Default::default(),
             next_release: 1,
             last_release: Instant::now(),
             tickets: HashMap::new(),
@@ -1562,6 +1567,7 @@ impl Server {
                 }
                 self.core.handle(Input::SegmentRemoved { segment });
                 self.replicas.remove_segment(segment);
+                self.snapshots.remove_segment(segment);
                 self.drain_core();
                 self.forget_lock_table(segment);
                 self.sync
@@ -1860,6 +1866,11 @@ impl Server {
                 }
                 Output::Send { to, msg } => {
                     debug!("to {to}: {msg:?}");
+                    if let PeerMsg::Replica { key, .. } = msg {
+                        if self.core.checking(key) {
+                            self.snapshot(key);
+                        }
+                    }
                     if !self.deliverable(to) {
                         // Meant for a daemon that has restarted since: it must not get it (the
                         // old one's death reaches the core soon).
@@ -1899,11 +1910,26 @@ impl Server {
         self.end_peer_batch();
     }
 
+    /// Keeps the bytes `key`'s replica is sent with, while its writers may still store to it.
+    fn snapshot(&mut self, key: PageKey) {
+        if self.snapshots.existing(key).is_some() {
+            return; // the same bytes, to more replica nodes
+        }
+        // (Nothing to keep, past the end of this node's copy: the replica goes as the page is
+        // then, and the page counts as changed when the revocation ends.)
+        if let Ok(Some(page)) = self.store.page(key.segment, key.page) {
+            self.snapshots.slot(key).fill_from(&page.to_vec());
+        }
+    }
+
     /// Closes a batch of peer messages; the outermost sends them, each grant's page from this
-    /// node's copy.
+    /// node's copy (a replica's from its snapshot, if it has one).
     fn end_peer_batch(&mut self) {
-        let store = &mut self.store;
-        let mut resolve = |key: PageKey| match store.page(key.segment, key.page) {
+        let (store, snapshots) = (&mut self.store, &mut self.snapshots);
+        let mut resolve = |key: PageKey| match snapshots
+            .existing(key)
+            .map_or_else(|| store.page(key.segment, key.page), |page| Ok(Some(page)))
+        {
             Ok(Some(page)) => page,
             // Past the end of our copy (a shrink not yet followed everywhere): zeros.
             Ok(None) => Page::zeros(),
@@ -2026,6 +2052,19 @@ impl Server {
                 }
                 RevokeOutput::Revoked { key } => {
                     debug!("revoked {key:?}");
+                    let sent = self.snapshots.take(key);
+                    if self.core.checking(key) {
+                        // The writers stopped: did one store after the replica's bytes were
+                        // taken? (No bytes kept: assume so.)
+                        let now = self.store.page(key.segment, key.page).ok().flatten();
+                        let same = match (&sent, now) {
+                            (Some(sent), Some(now)) => now.to_vec()[..] == sent[..],
+                            _ => false,
+                        };
+                        if !same {
+                            self.core.handle(Input::Rewritten { key });
+                        }
+                    }
                     self.core.handle(Input::Revoked { key });
                     told = true;
                 }

@@ -375,6 +375,57 @@ fn writes_released_before_a_host_dies_survive_on_its_replicas() {
     }
 }
 
+/// A release's replica is sent as the page is when the daemon gets the release, while the
+/// page's writers are stopped in parallel: a writer thread may store in between. Here one
+/// thread stores to a page without pause while another releases it over and over; then the
+/// writer stops, is joined, and a last release follows. Every value stored came before that
+/// release, so after the host's death the survivors read the last one — on every page (a
+/// round per page: the writer's last stores fall inside an earlier release's window in some).
+#[test]
+fn a_page_stored_to_during_its_release_is_replicated_as_last_written() {
+    let mut c = Cluster::start(
+        3,
+        &["--fault-timeout-ms", "2000", "--replica-interval-ms", "0"],
+    );
+    let name = shm_name("race");
+    let pages = 8;
+    let mut cmd = c.command(2, &c_program("race_release"));
+    cmd.args([name.as_str(), &pages.to_string(), "write"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut writer = Spawned(cmd.spawn().unwrap());
+    let mut finals = Vec::new();
+    {
+        use std::io::BufRead;
+        let out = std::io::BufReader::new(writer.0.stdout.as_mut().expect("piped"));
+        for line in out.lines() {
+            let line = line.expect("the writer's output");
+            if line == "done" {
+                break;
+            }
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(words[0], "final", "{line}");
+            finals.push(words[2].to_owned());
+        }
+    }
+    assert_eq!(finals.len(), pages, "{finals:?}");
+    c.kill(2);
+    drop(writer);
+    let mut cmd = c.command(1, &c_program("race_release"));
+    cmd.args([name.as_str(), &pages.to_string(), "read"]);
+    let out = dsm_e2e::run(cmd);
+    out.assert_ok();
+    let read: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| l.split(' ').nth(2).unwrap_or("?").to_owned())
+        .collect();
+    assert_eq!(
+        read, finals,
+        "pages read after the death against the last values stored"
+    );
+}
+
 /// The counter: processes on three nodes add to a counter under a robust
 /// process-shared mutex; node 2's daemon (and its process) is SIGKILLed mid-run. The
 /// survivors finish, and the final value is every increment whose unlock returned anywhere:

@@ -102,6 +102,13 @@ pub enum Input {
         /// The page.
         key: PageKey,
     },
+    /// Given just before [`Input::Revoked`] for a page whose replica was sent while local
+    /// writers could still store to it ([`Node::checking`]): its bytes now differ from those
+    /// the replica carried (the driver keeps those until the revocation ends and compares).
+    Rewritten {
+        /// The page.
+        key: PageKey,
+    },
     /// A message from a peer (for a `Grant`, the driver stored the page's contents first).
     Peer {
         /// The sender.
@@ -379,6 +386,11 @@ pub struct Node {
     dirty: BTreeSet<PageKey>,
     /// Dirty pages whose replication waits for the page to be idle.
     queued: BTreeSet<PageKey>,
+    /// Pages whose replica went out from bytes a local writer could still change, until the
+    /// writers' revocation ends (see `replicas`); and of those, the ones the driver found
+    /// changed ([`Input::Rewritten`]).
+    checking: BTreeSet<PageKey>,
+    rewritten: BTreeSet<PageKey>,
     /// Owned pages' last replication: (epoch, version).
     versions: BTreeMap<PageKey, (u16, u32)>,
     /// Replications under way.
@@ -497,6 +509,8 @@ impl Node {
             died_at: vec![0; members],
             dirty: BTreeSet::new(),
             queued: BTreeSet::new(),
+            checking: BTreeSet::new(),
+            rewritten: BTreeSet::new(),
             versions: BTreeMap::new(),
             inflight: BTreeMap::new(),
             held: BTreeMap::new(),
@@ -582,7 +596,9 @@ impl Node {
     /// Feeds one event; afterwards drain [`Node::poll_output`].
     pub fn handle(&mut self, input: Input) {
         let key = match &input {
-            Input::Fault { key, .. } | Input::Revoked { key } => Some(*key),
+            Input::Fault { key, .. } | Input::Revoked { key } | Input::Rewritten { key } => {
+                Some(*key)
+            }
             Input::Peer { msg, .. } => Some(msg.key()),
             _ => None,
         };
@@ -604,6 +620,7 @@ impl Node {
                 now_ms,
             } => self.on_fault(id, key, write, pages, now_ms),
             Input::Revoked { key } => self.on_revoked(key),
+            Input::Rewritten { key } => self.on_rewritten(key),
             Input::Peer { from, msg } => self.on_peer(from, msg),
             Input::Tick { now_ms } => self.on_tick(now_ms),
             Input::SegmentRemoved { segment } => self.on_removed(segment),

@@ -386,6 +386,19 @@ impl Replicas {
         self.pages.get(&key).map(|b| &**b)
     }
 
+    /// The page kept for `key`, to send from, if there is one (as [`Replicas::slot`]).
+    pub fn existing(&mut self, key: dsm_proto::peer::PageKey) -> Option<Page> {
+        self.pages.get_mut(&key).map(|page| Page {
+            ptr: page.as_mut_ptr(),
+            file: None,
+        })
+    }
+
+    /// Forgets the page kept for `key`, returning it.
+    pub fn take(&mut self, key: dsm_proto::peer::PageKey) -> Option<Box<[u8; PAGE_SIZE]>> {
+        self.pages.remove(&key)
+    }
+
     /// Forgets the replicas of a removed segment.
     pub fn remove_segment(&mut self, segment: dsm_proto::SegmentId) {
         self.pages.retain(|k, _| k.segment != segment);

@@ -3,10 +3,13 @@
 //! its owner loses no released write (see docs/protocol.md, "Replicas").
 //!
 //! - **Dirty pages**: an owned page becomes dirty when a local process is granted write access
-//!   to it ([`Node::grant`]). It stays writable until the next release; then local writers are
-//!   revoked to read (their next write faults, cheaply, and dirties it again), and the bytes as
-//!   they are then go to the replica nodes as `Replica{epoch, version}` — the version counts
-//!   the owner's replications of the page in its ownership epoch.
+//!   to it ([`Node::grant`]). It stays writable until the next release; then its bytes as they
+//!   are go to the replica nodes as `Replica{epoch, version}` — the version counts the owner's
+//!   replications of the page in its ownership epoch — and at the same time local writers are
+//!   revoked to read (their next write faults, cheaply, and dirties it again). A writer may
+//!   store between the two: when the revocation ends the driver compares the page with the
+//!   bytes it sent (`Input::Rewritten`), and a page that changed is sent again; a release
+//!   waits for both the replica nodes' acknowledgement and that verdict.
 //! - **A release** (`Input::Release`) completes (`Output::Released`) once every page dirty or
 //!   being replicated when it was asked for is acknowledged by its replica nodes (or they died,
 //!   or ownership of the page moved away).
@@ -62,7 +65,9 @@ impl Node {
         Replication {
             dirty: self.dirty.contains(&key),
             sent: self.versions.get(&key).copied(),
-            under_way: self.inflight.contains_key(&key) || self.backlog.contains(&key),
+            under_way: self.inflight.contains_key(&key)
+                || self.checking.contains(&key)
+                || self.backlog.contains(&key),
             held: self.held.get(&key).copied(),
         }
     }
@@ -167,6 +172,7 @@ impl Node {
     /// Whether `key`'s replication is not done: under way, or waiting to start.
     fn pending(&self, key: PageKey) -> bool {
         self.inflight.contains_key(&key)
+            || self.checking.contains(&key)
             || self.queued.contains(&key)
             || self.backlog.contains(&key)
     }
@@ -203,8 +209,7 @@ impl Node {
         }
     }
 
-    /// Starts replicating `key` now, or once the page is idle.
-    /// (A page stays in `queued` until its replica is sent, its revocation included.)
+    /// Starts replicating `key` now, or once the page is idle (it waits in `queued`).
     fn start_replica(&mut self, key: PageKey) {
         if !self.is_owner(key) {
             // Ownership moved away (replicated as it went: `handing_over`).
@@ -216,22 +221,44 @@ impl Node {
         if self.busy.get(&key).is_some_and(|b| b.in_transition()) {
             return;
         }
+        self.queued.remove(&key);
         if self.page(key).local == Access::Write {
-            // Writers stop (their next write faults and dirties the page again), so the bytes
-            // sent are the bytes as of this release.
+            // Sent now, as the bytes are (every write before the release is in them), while
+            // the writers are stopped (their next write faults and dirties the page again):
+            // the two round trips overlap. A writer may still store in between; the driver
+            // compares the bytes when the revocation ends (`Input::Rewritten`), and a page
+            // that changed is sent again before the releases waiting for it complete.
+            self.checking.insert(key);
+            self.send_replica(key);
             self.revoke(key, Access::Read, AfterRevoke::Replicate);
             return;
         }
-        self.queued.remove(&key);
         self.send_replica(key);
     }
 
-    /// After `AfterRevoke::Replicate`: local processes hold read access at most.
+    /// Whether `key`'s replica went out from bytes a local writer may still change (its
+    /// writers' revocation has not ended): the driver keeps those bytes, sends them, and says
+    /// whether the page differs from them when the revocation ends ([`Input::Rewritten`]).
+    ///
+    /// [`Input::Rewritten`]: crate::Input::Rewritten
+    pub fn checking(&self, key: PageKey) -> bool {
+        self.checking.contains(&key)
+    }
+
+    /// The driver found `key`'s bytes changed since its replica was sent.
+    pub(super) fn on_rewritten(&mut self, key: PageKey) {
+        if self.checking.contains(&key) {
+            self.rewritten.insert(key);
+        }
+    }
+
+    /// After `AfterRevoke::Replicate`: local processes hold read access at most, so the page's
+    /// bytes are final until it is written again; sent again if they changed since its replica.
     pub(super) fn revoked_for_replica(&mut self, key: PageKey) {
         let state = self.state_mut(key);
         state.local = state.local.min(Access::Read);
-        self.queued.remove(&key);
-        if self.is_owner(key) {
+        let changed = self.rewritten.remove(&key);
+        if self.checking.remove(&key) && changed && self.is_owner(key) {
             self.send_replica(key);
         } else {
             self.settled(key);
@@ -396,6 +423,8 @@ impl Node {
             .collect();
         self.dirty.retain(|k| k.segment != segment);
         self.queued.retain(|k| k.segment != segment);
+        self.checking.retain(|k| k.segment != segment);
+        self.rewritten.retain(|k| k.segment != segment);
         self.backlog.retain(|k| k.segment != segment);
         self.versions.retain(|k, _| k.segment != segment);
         self.inflight.retain(|k, _| k.segment != segment);

@@ -84,6 +84,9 @@ pub struct World {
     pub local: Vec<Vec<Access>>,
     /// Revocation under way: the access the process keeps.
     pub revoking: Vec<Vec<Option<Access>>>,
+    /// As the daemon: the version a replica carried while the page's writers could still
+    /// store to it (`Node::checking`), compared when their revocation ends.
+    pub snapshot: Vec<Vec<Option<u32>>>,
     /// The op each process is blocked on (waiting for its fault).
     pub outstanding: Vec<Option<Op>>,
     /// Ops each process may still start.
@@ -175,6 +178,7 @@ impl World {
             latest: vec![0; pages],
             local: vec![vec![Access::None; pages]; nodes],
             revoking: vec![vec![None; pages]; nodes],
+            snapshot: vec![vec![None; pages]; nodes],
             outstanding: vec![None; nodes],
             budget: vec![ops_per_node; nodes],
             next_fault: 1,
@@ -304,6 +308,7 @@ impl World {
         for page in 0..self.pages {
             self.local[node][page] = Access::None;
             self.revoking[node][page] = None;
+            self.snapshot[node][page] = None;
             self.copy[node][page] = 0;
             self.rep[node][page] = 0;
             self.wrote[node][page] = 0;
@@ -422,6 +427,11 @@ impl World {
             Step::Revoked { node, page } => {
                 let keep = self.revoking[node][page].take().expect("enabled");
                 self.local[node][page] = self.local[node][page].min(keep);
+                if let Some(sent) = self.snapshot[node][page].take() {
+                    if self.copy[node][page] != sent {
+                        self.input(node, Input::Rewritten { key: key(page) })?;
+                    }
+                }
                 self.input(node, Input::Revoked { key: key(page) })?;
             }
             Step::Release { node } => {
@@ -546,6 +556,13 @@ impl World {
                     self.outstanding[node] = None;
                 }
                 Output::Send { to, msg } => {
+                    let page = msg.key().page as usize;
+                    if matches!(msg, PeerMsg::Replica { .. })
+                        && self.nodes[node].checking(msg.key())
+                    {
+                        // As the daemon: the bytes sent, kept until the revocation ends.
+                        self.snapshot[node][page] = Some(self.copy[node][page]);
+                    }
                     let to = self
                         .nodes
                         .iter()
