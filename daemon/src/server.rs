@@ -1900,7 +1900,7 @@ impl Server {
                 Output::Opened { key } => self.publish(key),
                 Output::KeepReplica { key } => {
                     if let Ok(Some(page)) = self.store.page(key.segment, key.page) {
-                        self.replicas.slot(key).fill_from(&page.to_vec());
+                        page.copy_to(self.replicas.slot(key));
                     }
                 }
                 Output::RestoreReplica { key } => self.restore_replica(key),
@@ -1918,7 +1918,7 @@ impl Server {
         // (Nothing to keep, past the end of this node's copy: the replica goes as the page is
         // then, and the page counts as changed when the revocation ends.)
         if let Ok(Some(page)) = self.store.page(key.segment, key.page) {
-            self.snapshots.slot(key).fill_from(&page.to_vec());
+            page.copy_to(self.snapshots.slot(key));
         }
     }
 
@@ -2058,7 +2058,7 @@ impl Server {
                         // taken? (No bytes kept: assume so.)
                         let now = self.store.page(key.segment, key.page).ok().flatten();
                         let same = match (&sent, now) {
-                            (Some(sent), Some(now)) => now.to_vec()[..] == sent[..],
+                            (Some(sent), Some(now)) => now.holds(&sent[..]),
                             _ => false,
                         };
                         if !same {

@@ -80,19 +80,30 @@ impl Page {
         }
     }
 
-    /// A copy of the page's bytes (for a message that must wait in a queue).
-    pub fn to_vec(self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(PAGE_SIZE);
-        self.append_to(&mut v);
-        v
-    }
-
     /// Appends the page's bytes to `out` (one copy, no zeroing first).
     pub fn append_to(self, out: &mut Vec<u8>) {
         // SAFETY: the page is PAGE_SIZE mapped bytes. The core only sends a page after
         // revoking write access from every local process, so nothing writes it while we copy;
         // the slice lives only for this copy.
         out.extend_from_slice(unsafe { std::slice::from_raw_parts(self.ptr, PAGE_SIZE) });
+    }
+
+    /// Copies the page into `to` as it is now. Local processes may still be storing to it (a
+    /// release's snapshot, taken beside the revocation of its writers): the copy may then miss
+    /// or catch a store in progress, which the release's comparison ([`Page::holds`], once the
+    /// writers stopped) finds.
+    pub fn copy_to(self, to: Page) {
+        // SAFETY: the page is PAGE_SIZE mapped bytes, read once for this copy; other processes
+        // may store to them meanwhile (shared memory: the bytes read are some mix of before and
+        // after, never out of bounds), and the slice lives only for the copy.
+        to.fill_from(unsafe { std::slice::from_raw_parts(self.ptr, PAGE_SIZE) });
+    }
+
+    /// Whether the page holds exactly `bytes` (one page).
+    pub fn holds(self, bytes: &[u8]) -> bool {
+        // SAFETY: the page is PAGE_SIZE mapped bytes; the slice lives only for the comparison
+        // (asked once the page's local writers were revoked).
+        unsafe { std::slice::from_raw_parts(self.ptr, PAGE_SIZE) == bytes }
     }
 
     /// Stores `bytes` (exactly one page) into the page.
@@ -359,8 +370,9 @@ impl AsFd for MemFd {
     }
 }
 
-/// Replicas this node keeps of pages owned elsewhere (`--replicas`), apart from its copies:
-/// no process maps them, and a copy arriving never overwrites one.
+/// Pages kept apart from any segment's copy, by key: no process maps them, and a copy arriving
+/// never overwrites one. The replicas this node keeps of pages owned elsewhere (`--replicas`),
+/// and the bytes of replicas this node sent while their writers were still being stopped.
 #[derive(Debug, Default)]
 pub struct Replicas {
     pages: std::collections::HashMap<dsm_proto::peer::PageKey, Box<[u8; PAGE_SIZE]>>,
@@ -417,7 +429,9 @@ mod tests {
         let other = File::from(m.share().unwrap());
         other.write_all_at(b"hello", 4096).unwrap();
         let page = m.page(1).unwrap().unwrap();
-        assert_eq!(&page.to_vec()[..5], b"hello");
+        let mut bytes = Vec::new();
+        page.append_to(&mut bytes);
+        assert_eq!(&bytes[..5], b"hello");
         page.fill_from(&[7u8; PAGE_SIZE]);
         let mut buf = [0u8; 3];
         other.read_exact_at(&mut buf, 4096).unwrap();
@@ -427,5 +441,24 @@ mod tests {
         m.set_len(4096).unwrap();
         assert!(m.page(1).unwrap().is_none(), "remapped at the new size");
         assert_eq!(other.metadata().unwrap().len(), 4096);
+    }
+
+    #[test]
+    fn a_snapshot_holds_the_page_until_it_is_written() {
+        let mut m = MemFd::create("test").unwrap();
+        m.set_len(4096).unwrap();
+        let other = File::from(m.share().unwrap());
+        other.write_all_at(b"before", 0).unwrap();
+        let key = dsm_proto::peer::PageKey {
+            segment: dsm_proto::SegmentId(1),
+            page: 0,
+        };
+        let mut kept = Replicas::default();
+        m.page(0).unwrap().unwrap().copy_to(kept.slot(key));
+        let sent = kept.take(key).unwrap();
+        assert!(m.page(0).unwrap().unwrap().holds(&sent[..]));
+        other.write_all_at(b"after", 0).unwrap();
+        assert!(!m.page(0).unwrap().unwrap().holds(&sent[..]));
+        assert!(kept.existing(key).is_none());
     }
 }
