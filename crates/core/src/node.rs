@@ -841,7 +841,8 @@ impl Node {
         let run = self.runs.get(&key.segment).copied();
         let window = match run {
             Some(r) if key.page > r.end.saturating_sub(r.window) && key.page <= r.end + 1 => {
-                (r.window * 2).min(max)
+                // (A run that starts after a miss elsewhere has window 0: it starts at 1.)
+                (r.window * 2).clamp(1, max)
             }
             None if key.page == 0 => 1,
             _ => {
@@ -2577,6 +2578,52 @@ mod tests {
         n.state_mut(key(2, 70_001)).local = Access::None;
         assert_eq!(n.page(near), before);
         assert!(n.pages_of(far.segment).len() > 70_000 || n.far.contains_key(&near));
+    }
+
+    /// Pages requested ahead of the faults in `out` (read requests for pages not in `faulted`).
+    fn asked_ahead(out: &[Output], faulted: &[u32]) -> Vec<u32> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    msg:
+                        PeerMsg::Request {
+                            key, write: false, ..
+                        },
+                    ..
+                } if !faulted.contains(&key.page) => Some(key.page),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A sequential run read ahead of, after a miss elsewhere: the run starts its window
+    /// again (a window of 0 once doubled stayed 0, and a segment read at random once was never
+    /// read ahead again).
+    #[test]
+    fn a_run_after_a_random_miss_is_read_ahead() {
+        let mut n = Node::new(Config {
+            me: NodeId(2),
+            members: vec![NodeId(1), NodeId(2)],
+            manager: ManagerKind::Dynamic,
+            fault_timeout_ms: 100,
+            readahead: 64,
+            incarnation: 1,
+            replicas: 0,
+        });
+        let mut fault = |id: u64, page: u32| {
+            n.handle(Input::Fault {
+                id: FaultId(id),
+                key: key(1, page),
+                write: false,
+                pages: 1000,
+                now_ms: 0,
+            });
+            drain(&mut n)
+        };
+        assert_eq!(asked_ahead(&fault(1, 500), &[500]), Vec::<u32>::new());
+        assert_eq!(asked_ahead(&fault(2, 10), &[10]), Vec::<u32>::new());
+        assert_eq!(asked_ahead(&fault(3, 11), &[11]), vec![12]);
+        assert_eq!(asked_ahead(&fault(4, 13), &[13]), vec![14, 15]);
     }
 
     #[test]
