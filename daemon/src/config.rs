@@ -95,7 +95,8 @@ pub struct Config {
     pub fault_timeout_ms: u64,
 
     /// Pages to read ahead of a sequential run of read faults (the window doubles with each
-    /// fault of the run up to this); 0 turns read-ahead off.
+    /// fault of the run up to this); 0 turns read-ahead off. `dsmctl stats` counts the pages
+    /// read ahead that no process opened.
     #[arg(long, value_name = "PAGES", default_value_t = 1024)]
     pub readahead: u32,
 

@@ -33,6 +33,7 @@ use crate::page_store::Page;
 use crate::peers::{Identity, Incoming, Peers};
 use crate::store::Store;
 
+mod ahead;
 mod fastlock;
 mod locks;
 
@@ -180,6 +181,8 @@ pub struct Server {
     /// (`Node::checking`): sent from here, and compared with the page when the writers'
     /// revocation ends (`Input::Rewritten`). At most one per page being replicated.
     snapshots: crate::page_store::Replicas,
+    /// Pages read ahead, followed until lost (opened by a process first, or wasted).
+    ahead: ahead::ReadAhead,
     next_release: u64,
     last_release: Instant,
     /// This daemon's incarnation.
@@ -394,6 +397,7 @@ impl Server {
             releasing: HashMap::new(),
             replicas: Default::default(),
             snapshots: Default::default(),
+            ahead: Default::default(),
             next_release: 1,
             last_release: Instant::now(),
             tickets: HashMap::new(),
@@ -1568,6 +1572,7 @@ impl Server {
                 self.core.handle(Input::SegmentRemoved { segment });
                 self.replicas.remove_segment(segment);
                 self.snapshots.remove_segment(segment);
+                self.ahead.remove_segment(segment);
                 self.drain_core();
                 self.forget_lock_table(segment);
                 self.sync
@@ -1754,12 +1759,28 @@ impl Server {
                     warn!("{from} sent {msg:?}, for a page this node cannot have: ignored");
                     return;
                 }
+                // A read grant no local fault waits for: a page read ahead.
+                let ahead = matches!(msg, PeerMsg::Grant { .. })
+                    && self
+                        .core
+                        .busy(key)
+                        .is_some_and(|b| b.pending == Some(false) && b.faults.is_empty());
                 if let PeerMsg::Grant { key, .. } = msg {
                     if self.asked_at.contains_key(&key) {
                         stamp(&mut self.granted_at, key);
                     }
                 }
+                if ahead {
+                    // Cleared before it is published: no process can open it meanwhile (its
+                    // entry is 0, and every revocation of its last copy has ended).
+                    if let Some(local) = self.store.get(key.segment) {
+                        local.table.take_mark(key.page);
+                    }
+                }
                 self.core.handle(Input::Peer { from, msg });
+                if ahead && self.core.page(key).access > dsm_proto::Access::None {
+                    self.ahead.arrived(key);
+                }
                 // A page that arrived may be taken from the table (read-ahead, waiting readers).
                 self.publish(key);
                 self.drain_core();
@@ -2019,6 +2040,9 @@ impl Server {
         // Lower the table before any push goes out: a process that reads it after applying
         // the revocation must see the lower value (see shim/src/revoke.rs).
         self.publish(key);
+        if to == dsm_proto::Access::None {
+            self.ahead.losing(key);
+        }
         debug!("revoke {key:?} to {to:?}: waiting for sessions {processes:?}");
         self.revocations
             .handle(RevokeInput::Revoke { key, to, processes });
@@ -2065,6 +2089,9 @@ impl Server {
                             self.core.handle(Input::Rewritten { key });
                         }
                     }
+                    let table = self.store.get(key.segment).map(|l| &l.table);
+                    self.ahead
+                        .revoked(key, || table.is_some_and(|t| t.take_mark(key.page)));
                     self.core.handle(Input::Revoked { key });
                     told = true;
                 }
@@ -2246,6 +2273,14 @@ impl Server {
             replicas_sent: s.replicas_sent,
             replicas_held: s.replicas_held,
             from_replica: s.from_replica,
+            prefetched: s.prefetched,
+            prefetch_opened: self.ahead.opened,
+            prefetch_wasted: self.ahead.wasted,
+            prefetch_unopened: self.ahead.unopened(|k| {
+                self.store
+                    .get(k.segment)
+                    .is_some_and(|l| l.table.marked(k.page))
+            }),
             forwarded: s.forwarded,
             invalidations_sent: s.invalidations_sent,
             pages_sent: s.pages_sent,

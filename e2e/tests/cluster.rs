@@ -617,3 +617,55 @@ fn after_remote_reads(label: &str) -> Cluster {
         .assert_ok();
     c
 }
+
+/// `dsmctl stats` counts the pages read ahead that no process opened: a reader that stops
+/// after one page leaves the page read ahead of it unopened, wasted once the writer takes it
+/// back; a reader that reads to the end wastes none.
+#[test]
+fn dsmctl_stats_counts_pages_read_ahead_for_nothing() {
+    let c = Cluster::start(2, &[]);
+    let name = shm_name("ahead");
+    let prefix = c_program("prefix");
+    let run = |node: usize, args: &[&str]| {
+        let mut cmd = c.command(node, &prefix);
+        cmd.args(args);
+        dsm_e2e::run(cmd).assert_ok();
+    };
+    let until = |what: &str, want: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let stats = c.node(2).json(&["stats"]);
+            if want(&stats) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "{what}: {stats}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let n = |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap();
+    run(1, &["write", &name, "1024"]);
+    // Page 0 is read; page 1 is asked for ahead of the reader, which is gone by then.
+    run(2, &["read", &name, "1"]);
+    until("page 1 read ahead, unopened", &|s| {
+        n(s, "prefetched") == 1 && n(s, "prefetch_unopened") == 1
+    });
+    run(1, &["write", &name, "1024"]);
+    until("page 1 lost unopened", &|s| {
+        n(s, "prefetch_wasted") == 1 && n(s, "prefetch_unopened") == 0
+    });
+    // A reader of every page opens everything read ahead of it.
+    run(2, &["read", &name, "1024"]);
+    let read = c.node(2).json(&["stats"]);
+    assert!(n(&read, "prefetched") > 900, "{read}");
+    run(1, &["write", &name, "1024"]);
+    let lost = until("the read-ahead lost, opened", &|s| {
+        n(s, "prefetch_unopened") == 0 && n(s, "prefetch_opened") > 900
+    });
+    assert_eq!(n(&lost, "prefetch_wasted"), 1, "{lost}");
+    let table = c.node(2).ctl(&["stats"]);
+    assert!(
+        table.stdout.contains("never opened 1 (wasted)"),
+        "{}",
+        table.stdout
+    );
+}

@@ -631,8 +631,9 @@ pub(crate) fn map_segment(
     Ok(start)
 }
 
-/// The segment's state table, mapped read-only in this process (fetched once per segment).
-/// Without it every fault asks the daemon, which is slower but as correct.
+/// The segment's state table, mapped read-only in this process (fetched once per segment),
+/// followed by its marks, read-write (see `revoke::mark_opened`). Without them every fault asks
+/// the daemon, which is slower but as correct.
 fn state_table(segment: SegmentId, base: usize) -> Option<(usize, usize)> {
     if let Some(t) = segments::table(segment, base) {
         return Some(t);
@@ -648,11 +649,32 @@ fn state_table(segment: SegmentId, base: usize) -> Option<(usize, usize)> {
             return None;
         }
     };
-    // SAFETY: maps the daemon's table memfd read-only at an address the kernel picks; it stays
-    // mapped for the life of the process (the handler reads it).
-    let addr = unsafe { sys::mmap(0, len, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
+    // The memfd holds the table and the marks, `len` bytes each: the handler touches both, and
+    // a mapping past the memfd's end would raise SIGBUS there.
+    let whole = sys::fstat(fd).is_ok_and(|st| st.st_size as usize >= 2 * len);
+    // SAFETY: maps the daemon's table memfd at an address the kernel picks, both halves within
+    // the memfd (checked above); it stays mapped for the life of the process (the handler reads
+    // it). The table half is then made read-only: only the daemon writes it.
+    let addr = whole
+        .then(|| unsafe {
+            sys::mmap(
+                0,
+                2 * len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        })
+        .and_then(Result::ok);
     sys::close(fd);
-    let addr = addr.ok()?;
+    let addr = addr?;
+    // SAFETY: the first half of the mapping just made.
+    if unsafe { sys::mprotect(addr, len, libc::PROT_READ) }.is_err() {
+        // SAFETY: the mapping just made, seen by no one.
+        let _ = unsafe { sys::munmap(addr, 2 * len) };
+        return None;
+    }
     segments::set_table(segment, base, addr, len);
     Some((addr, len))
 }

@@ -49,6 +49,7 @@ pub fn apply_grant(
     if LAST_APPLIED.load(Ordering::Relaxed) > seq {
         return Ok(false);
     }
+    mark_opened(mapping, mapping.page_of(page_addr), 1);
     // SAFETY: the page lies in a DSM mapping of this process; its protection becomes what the
     // daemon granted, under the lock revocations take too.
     unsafe { sys::mprotect(page_addr, PAGE_SIZE, prot_for(access, mapping)) }.map(|_| true)
@@ -77,6 +78,7 @@ pub fn grant_from_table(mapping: &Mapping, page: u32, page_addr: usize, write: b
         }
         run += 1;
     }
+    mark_opened(mapping, page, run);
     // SAFETY: the pages lie in a DSM mapping of this process; the node holds them this well
     // and will revoke them from this process before that changes.
     unsafe { sys::mprotect(page_addr, run * PAGE_SIZE, prot_for(access, mapping)) }.is_ok()
@@ -84,6 +86,24 @@ pub fn grant_from_table(mapping: &Mapping, page: u32, page_addr: usize, write: b
 
 /// Most pages one table hit opens.
 const MAX_RUN: usize = 256;
+
+/// Marks `count` pages from `page` as opened in this process, for the daemon's count of pages
+/// read ahead that no process opened (`dsmctl stats`). Under `LOCK`, before the `mprotect`:
+/// a revocation's acknowledgement, which the daemon reads the marks after, comes later.
+fn mark_opened(mapping: &Mapping, page: u32, count: usize) {
+    if mapping.table == 0 {
+        return;
+    }
+    let marks = mapping.table + mapping.table_len;
+    for p in (page as usize)..(page as usize + count).min(mapping.table_len) {
+        // SAFETY: the marks follow the table in the same mapping, `table_len` bytes, mapped
+        // read-write for the life of the process (`p < table_len`); every access is atomic.
+        let mark = unsafe { &*((marks + p) as *const core::sync::atomic::AtomicU8) };
+        if mark.load(Ordering::Relaxed) == 0 {
+            mark.store(1, Ordering::Release);
+        }
+    }
+}
 
 /// The state table's entry for `page`, if the table covers it.
 fn table_entry(mapping: &Mapping, page: u32) -> Option<Access> {

@@ -154,8 +154,8 @@ pub fn table(segment: SegmentId, base: usize) -> Option<(usize, usize)> {
         Some((addr, len, at)) if at == base => Some((addr, len)),
         Some((addr, len, _)) => {
             // SAFETY: the old table's mapping is ours; no mapping of the segment is left that
-            // refers to it (the segment moved only while mapped nowhere).
-            let _ = unsafe { sys::munmap(addr, len) };
+            // refers to it (the segment moved only while mapped nowhere). Its marks follow it.
+            let _ = unsafe { sys::munmap(addr, 2 * len) };
             k.table = None;
             None
         }

@@ -610,6 +610,12 @@ fn print_stats(s: &Stats) {
             s.located, s.adopted
         );
     }
+    if s.prefetched > 0 {
+        println!(
+            "read-ahead: pages asked for {}; lost since, opened by a process {}, never opened {} (wasted); held, not opened yet {}",
+            s.prefetched, s.prefetch_opened, s.prefetch_wasted, s.prefetch_unopened
+        );
+    }
     if s.replicas_sent + s.replicas_held + s.from_replica > 0 {
         println!(
             "replicas: sent {}, held for other nodes {}, pages taken over from one here {}",

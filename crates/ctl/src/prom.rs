@@ -67,7 +67,7 @@ pub fn render(stats: &Stats, status: &Status) -> String {
     ] {
         f.sample("", &[("node", n), ("kind", kind)], v);
     }
-    let counters: [(&'static str, &str, u64); 17] = [
+    let counters: [(&'static str, &str, u64); 20] = [
         (
             "dsm_faults_failed_total",
             "Faults that failed (the process got SIGBUS).",
@@ -97,6 +97,21 @@ pub fn render(stats: &Stats, status: &Status) -> String {
             "dsm_pages_from_replica_total",
             "Pages taken over here from a replica.",
             stats.from_replica,
+        ),
+        (
+            "dsm_pages_prefetched_total",
+            "Pages asked for ahead of a sequential reader (read-ahead).",
+            stats.prefetched,
+        ),
+        (
+            "dsm_prefetches_opened_total",
+            "Pages read ahead, since lost by this node, that a local process had opened.",
+            stats.prefetch_opened,
+        ),
+        (
+            "dsm_prefetches_wasted_total",
+            "Pages read ahead, since lost by this node, that no local process opened.",
+            stats.prefetch_wasted,
         ),
         (
             "dsm_requests_forwarded_total",
@@ -158,7 +173,12 @@ pub fn render(stats: &Stats, status: &Status) -> String {
         family(&mut out, name, "counter", help).sample("", &[("node", n)], v);
     }
 
-    let gauges: [(&'static str, &str, u64); 5] = [
+    let gauges: [(&'static str, &str, u64); 6] = [
+        (
+            "dsm_prefetches_unopened",
+            "Pages read ahead that this node holds and no local process opened yet.",
+            stats.prefetch_unopened,
+        ),
         (
             "dsm_replicas_held",
             "Replicas this node holds of pages owned elsewhere.",

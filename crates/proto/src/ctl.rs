@@ -202,6 +202,15 @@ pub struct Stats {
     pub replicas_held: u64,
     /// Pages taken over here from a replica (their owner died with no copy elsewhere).
     pub from_replica: u64,
+    /// Pages asked for ahead of a sequential reader (read-ahead).
+    pub prefetched: u64,
+    /// Pages read ahead, since lost by this node, that a local process had opened.
+    pub prefetch_opened: u64,
+    /// Pages read ahead, since lost by this node, that no local process opened: fetched for
+    /// nothing. (A page the fault handler opened in a run with others counts as opened.)
+    pub prefetch_wasted: u64,
+    /// Pages read ahead that this node holds and no local process has opened yet.
+    pub prefetch_unopened: u64,
     /// Requests passed on to another node.
     pub forwarded: u64,
     /// Invalidations sent.

@@ -246,6 +246,10 @@ impl MemFd {
 /// A segment's state table: one byte per page, the most a local process may hold (an
 /// `Access` as 0, 1, 2). Processes map it read-only; the fault handler grants from it without
 /// asking the daemon when the page is already held well enough.
+///
+/// The marks follow it in the same memfd, as many bytes, mapped read-write by processes: the
+/// handler sets a page's mark when it opens the page, so the daemon can tell a page it read
+/// ahead that no process opened before the node lost it (`dsmctl stats`).
 #[derive(Debug)]
 pub struct StateTable {
     memfd: MemFd,
@@ -254,28 +258,47 @@ pub struct StateTable {
 }
 
 impl StateTable {
-    /// A table of `pages` entries, all 0 (no access).
+    /// A table of `pages` entries, all 0 (no access), and as many marks, all clear.
     pub fn create(label: &str, pages: usize) -> io::Result<StateTable> {
         let mut memfd = MemFd::create(&format!("{label}:state"))?;
         let len = pages.max(1).next_multiple_of(PAGE_SIZE);
-        memfd.set_len(len as u64)?;
-        let ptr = map_shared(&memfd.file, len)?;
+        memfd.set_len(2 * len as u64)?;
+        let ptr = map_shared(&memfd.file, 2 * len)?;
         Ok(StateTable { memfd, ptr, len })
+    }
+
+    /// Entry `index` of the table (`Some` below `len`), or of the marks after it.
+    fn cell(&self, index: usize, mark: bool) -> Option<&std::sync::atomic::AtomicU8> {
+        if index >= self.len {
+            return None;
+        }
+        let at = if mark { self.len + index } else { index };
+        // SAFETY: `at < 2 * len`, inside our mapping for the life of `self`; a byte is always
+        // aligned for AtomicU8, and every access to the memfd (here and in the shim) is atomic.
+        Some(unsafe { &*(self.ptr.add(at) as *const std::sync::atomic::AtomicU8) })
     }
 
     /// Publishes the most a local process may hold of `page`.
     pub fn set(&self, page: u32, access: dsm_proto::Access) {
-        let index = page as usize;
-        if index >= self.len {
-            return;
+        if let Some(cell) = self.cell(page as usize, false) {
+            cell.store(access as u8, std::sync::atomic::Ordering::Release);
         }
-        // SAFETY: `index < len`, inside our mapping; a byte is always aligned for AtomicU8, and
-        // every access to the table (here and in the shim) is atomic.
-        let cell = unsafe { &*(self.ptr.add(index) as *const std::sync::atomic::AtomicU8) };
-        cell.store(access as u8, std::sync::atomic::Ordering::Release);
     }
 
-    /// Bytes in the table.
+    /// Clears `page`'s mark and says whether a process had set it (opened the page) since it
+    /// was last cleared.
+    pub fn take_mark(&self, page: u32) -> bool {
+        self.cell(page as usize, true)
+            .is_some_and(|m| m.swap(0, std::sync::atomic::Ordering::Acquire) != 0)
+    }
+
+    /// Whether `page`'s mark is set, leaving it.
+    pub fn marked(&self, page: u32) -> bool {
+        self.cell(page as usize, true)
+            .is_some_and(|m| m.load(std::sync::atomic::Ordering::Acquire) != 0)
+    }
+
+    /// Bytes in the table (the marks are as many, after it).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -289,7 +312,7 @@ impl StateTable {
 impl Drop for StateTable {
     fn drop(&mut self) {
         // SAFETY: our own mapping, no longer referred to.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        unsafe { libc::munmap(self.ptr.cast(), 2 * self.len) };
     }
 }
 
@@ -441,6 +464,25 @@ mod tests {
         m.set_len(4096).unwrap();
         assert!(m.page(1).unwrap().is_none(), "remapped at the new size");
         assert_eq!(other.metadata().unwrap().len(), 4096);
+    }
+
+    /// A process's mark (written through its own mapping of the table's memfd, past the
+    /// table) is what the daemon reads, once.
+    #[test]
+    fn a_page_mark_follows_the_table_and_is_taken_once() {
+        let table = StateTable::create("test", 3).unwrap();
+        let process = File::from(table.share().unwrap());
+        assert_eq!(process.metadata().unwrap().len(), 2 * table.len() as u64);
+        table.set(2, dsm_proto::Access::Read);
+        let mut entry = [0u8; 1];
+        process.read_exact_at(&mut entry, 2).unwrap();
+        assert_eq!(entry, [1]);
+        assert!(!table.marked(2));
+        process.write_all_at(&[1], table.len() as u64 + 2).unwrap();
+        assert!(table.marked(2) && !table.marked(1));
+        assert!(table.take_mark(2));
+        assert!(!table.take_mark(2));
+        assert!(!table.take_mark(u32::MAX), "past the table: no mark");
     }
 
     #[test]
