@@ -29,11 +29,10 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::config::Config;
 use crate::conn::{Conn, Kind, ReadEnd, MAX_BUFFERED};
-use crate::page_store::Page;
+use crate::page_store::{Mark, Page};
 use crate::peers::{Identity, Incoming, Peers};
 use crate::store::Store;
 
-mod ahead;
 mod fastlock;
 mod locks;
 
@@ -181,8 +180,10 @@ pub struct Server {
     /// (`Node::checking`): sent from here, and compared with the page when the writers'
     /// revocation ends (`Input::Rewritten`). At most one per page being replicated.
     snapshots: crate::page_store::Replicas,
-    /// Pages read ahead, followed until lost (opened by a process first, or wasted).
-    ahead: ahead::ReadAhead,
+    /// Pages read ahead and lost since: (opened by a process first, never opened). Which
+    /// pages are read ahead and whether a process opened them is in their marks
+    /// (`StateTable::mark_ahead`).
+    ahead_lost: (u64, u64),
     next_release: u64,
     last_release: Instant,
     /// This daemon's incarnation.
@@ -397,7 +398,7 @@ impl Server {
             releasing: HashMap::new(),
             replicas: Default::default(),
             snapshots: Default::default(),
-            ahead: Default::default(),
+            ahead_lost: (0, 0),
             next_release: 1,
             last_release: Instant::now(),
             tickets: HashMap::new(),
@@ -1572,7 +1573,6 @@ impl Server {
                 self.core.handle(Input::SegmentRemoved { segment });
                 self.replicas.remove_segment(segment);
                 self.snapshots.remove_segment(segment);
-                self.ahead.remove_segment(segment);
                 self.drain_core();
                 self.forget_lock_table(segment);
                 self.sync
@@ -1771,16 +1771,14 @@ impl Server {
                     }
                 }
                 if ahead {
-                    // Cleared before it is published: no process can open it meanwhile (its
-                    // entry is 0, and every revocation of its last copy has ended).
+                    // Marked before it is published: no process opens it meanwhile (its entry
+                    // is 0, and every revocation of its last copy has ended). A grant the core
+                    // ignores leaves a mark that the next one overwrites.
                     if let Some(local) = self.store.get(key.segment) {
-                        local.table.take_mark(key.page);
+                        local.table.mark_ahead(key.page);
                     }
                 }
                 self.core.handle(Input::Peer { from, msg });
-                if ahead && self.core.page(key).access > dsm_proto::Access::None {
-                    self.ahead.arrived(key);
-                }
                 // A page that arrived may be taken from the table (read-ahead, waiting readers).
                 self.publish(key);
                 self.drain_core();
@@ -2040,9 +2038,6 @@ impl Server {
         // Lower the table before any push goes out: a process that reads it after applying
         // the revocation must see the lower value (see shim/src/revoke.rs).
         self.publish(key);
-        if to == dsm_proto::Access::None {
-            self.ahead.losing(key);
-        }
         debug!("revoke {key:?} to {to:?}: waiting for sessions {processes:?}");
         self.revocations
             .handle(RevokeInput::Revoke { key, to, processes });
@@ -2089,9 +2084,19 @@ impl Server {
                             self.core.handle(Input::Rewritten { key });
                         }
                     }
-                    let table = self.store.get(key.segment).map(|l| &l.table);
-                    self.ahead
-                        .revoked(key, || table.is_some_and(|t| t.take_mark(key.page)));
+                    if self.core.grantable(key) == dsm_proto::Access::None {
+                        // Every process lost the page and acknowledged it: any mark one set
+                        // is visible. Was it read ahead, and opened?
+                        let mark = self
+                            .store
+                            .get(key.segment)
+                            .map(|l| l.table.take_mark(key.page));
+                        match mark {
+                            Some(Mark::Ahead { opened: true }) => self.ahead_lost.0 += 1,
+                            Some(Mark::Ahead { opened: false }) => self.ahead_lost.1 += 1,
+                            _ => {}
+                        }
+                    }
                     self.core.handle(Input::Revoked { key });
                     told = true;
                 }
@@ -2274,13 +2279,9 @@ impl Server {
             replicas_held: s.replicas_held,
             from_replica: s.from_replica,
             prefetched: s.prefetched,
-            prefetch_opened: self.ahead.opened,
-            prefetch_wasted: self.ahead.wasted,
-            prefetch_unopened: self.ahead.unopened(|k| {
-                self.store
-                    .get(k.segment)
-                    .is_some_and(|l| l.table.marked(k.page))
-            }),
+            prefetch_opened: self.ahead_lost.0,
+            prefetch_wasted: self.ahead_lost.1,
+            prefetch_unopened: self.store.iter().map(|l| l.table.unopened_ahead()).sum(),
             forwarded: s.forwarded,
             invalidations_sent: s.invalidations_sent,
             pages_sent: s.pages_sent,

@@ -87,9 +87,10 @@ pub fn grant_from_table(mapping: &Mapping, page: u32, page_addr: usize, write: b
 /// Most pages one table hit opens.
 const MAX_RUN: usize = 256;
 
-/// Marks `count` pages from `page` as opened in this process, for the daemon's count of pages
-/// read ahead that no process opened (`dsmctl stats`). Under `LOCK`, before the `mprotect`:
-/// a revocation's acknowledgement, which the daemon reads the marks after, comes later.
+/// Marks `count` pages from `page` as opened in this process (bit 0 of their marks; the daemon
+/// sets bit 1 of a page read ahead), for its count of pages read ahead that no process opened
+/// (`dsmctl stats`). Under `LOCK`, before the `mprotect`: a revocation's acknowledgement, which
+/// the daemon reads the marks after, comes later.
 fn mark_opened(mapping: &Mapping, page: u32, count: usize) {
     if mapping.table == 0 {
         return;
@@ -99,8 +100,8 @@ fn mark_opened(mapping: &Mapping, page: u32, count: usize) {
         // SAFETY: the marks follow the table in the same mapping, `table_len` bytes, mapped
         // read-write for the life of the process (`p < table_len`); every access is atomic.
         let mark = unsafe { &*((marks + p) as *const core::sync::atomic::AtomicU8) };
-        if mark.load(Ordering::Relaxed) == 0 {
-            mark.store(1, Ordering::Release);
+        if mark.load(Ordering::Relaxed) & 1 == 0 {
+            mark.fetch_or(1, Ordering::Release);
         }
     }
 }

@@ -248,8 +248,9 @@ impl MemFd {
 /// asking the daemon when the page is already held well enough.
 ///
 /// The marks follow it in the same memfd, as many bytes, mapped read-write by processes: the
-/// handler sets a page's mark when it opens the page, so the daemon can tell a page it read
-/// ahead that no process opened before the node lost it (`dsmctl stats`).
+/// daemon sets bit 1 of a page's mark when the page arrives read ahead, the handler sets bit 0
+/// when it opens the page, so the daemon can tell a page it read ahead that no process opened
+/// before the node lost it (`dsmctl stats`).
 #[derive(Debug)]
 pub struct StateTable {
     memfd: MemFd,
@@ -285,17 +286,33 @@ impl StateTable {
         }
     }
 
-    /// Clears `page`'s mark and says whether a process had set it (opened the page) since it
-    /// was last cleared.
-    pub fn take_mark(&self, page: u32) -> bool {
-        self.cell(page as usize, true)
-            .is_some_and(|m| m.swap(0, std::sync::atomic::Ordering::Acquire) != 0)
+    /// `page` arrives read ahead: no process has opened it (nor can, until it is published).
+    pub fn mark_ahead(&self, page: u32) {
+        if let Some(m) = self.cell(page as usize, true) {
+            m.store(MARK_AHEAD, std::sync::atomic::Ordering::Release);
+        }
     }
 
-    /// Whether `page`'s mark is set, leaving it.
-    pub fn marked(&self, page: u32) -> bool {
-        self.cell(page as usize, true)
-            .is_some_and(|m| m.load(std::sync::atomic::Ordering::Acquire) != 0)
+    /// Clears `page`'s mark (local processes lost the page) and says what it was.
+    pub fn take_mark(&self, page: u32) -> Mark {
+        let mark = self
+            .cell(page as usize, true)
+            .map_or(0, |m| m.swap(0, std::sync::atomic::Ordering::Acquire));
+        if mark & MARK_AHEAD == 0 {
+            Mark::Plain
+        } else {
+            Mark::Ahead {
+                opened: mark & MARK_OPENED != 0,
+            }
+        }
+    }
+
+    /// Pages read ahead that no process has opened yet.
+    pub fn unopened_ahead(&self) -> u64 {
+        (0..self.len)
+            .filter_map(|i| self.cell(i, true))
+            .filter(|m| m.load(std::sync::atomic::Ordering::Relaxed) == MARK_AHEAD)
+            .count() as u64
     }
 
     /// Bytes in the table (the marks are as many, after it).
@@ -307,6 +324,23 @@ impl StateTable {
     pub fn share(&self) -> io::Result<OwnedFd> {
         self.memfd.share()
     }
+}
+
+/// A page's mark: bit 1, read ahead (set by the daemon); bit 0, opened by a process (by the
+/// fault handler, `shim/src/revoke.rs`).
+const MARK_AHEAD: u8 = 2;
+const MARK_OPENED: u8 = 1;
+
+/// What a page's mark said when the daemon took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Not read ahead (opened or not).
+    Plain,
+    /// Read ahead; opened by a process since, or not.
+    Ahead {
+        /// A process opened it.
+        opened: bool,
+    },
 }
 
 impl Drop for StateTable {
@@ -467,7 +501,7 @@ mod tests {
     }
 
     /// A process's mark (written through its own mapping of the table's memfd, past the
-    /// table) is what the daemon reads, once.
+    /// table, as the handler does) is what the daemon reads, once.
     #[test]
     fn a_page_mark_follows_the_table_and_is_taken_once() {
         let table = StateTable::create("test", 3).unwrap();
@@ -477,12 +511,26 @@ mod tests {
         let mut entry = [0u8; 1];
         process.read_exact_at(&mut entry, 2).unwrap();
         assert_eq!(entry, [1]);
-        assert!(!table.marked(2));
-        process.write_all_at(&[1], table.len() as u64 + 2).unwrap();
-        assert!(table.marked(2) && !table.marked(1));
-        assert!(table.take_mark(2));
-        assert!(!table.take_mark(2));
-        assert!(!table.take_mark(u32::MAX), "past the table: no mark");
+        let opened = |page: u64| {
+            let mut m = [0u8; 1];
+            process
+                .read_exact_at(&mut m, table.len() as u64 + page)
+                .unwrap();
+            process
+                .write_all_at(&[m[0] | 1], table.len() as u64 + page)
+                .unwrap();
+        };
+        table.mark_ahead(1);
+        table.mark_ahead(2);
+        opened(2);
+        opened(0);
+        assert_eq!(table.unopened_ahead(), 1);
+        assert_eq!(table.take_mark(1), Mark::Ahead { opened: false });
+        assert_eq!(table.take_mark(2), Mark::Ahead { opened: true });
+        assert_eq!(table.take_mark(2), Mark::Plain, "taken once");
+        assert_eq!(table.take_mark(0), Mark::Plain, "opened, not read ahead");
+        assert_eq!(table.take_mark(u32::MAX), Mark::Plain, "past the table");
+        assert_eq!(table.unopened_ahead(), 0);
     }
 
     #[test]
