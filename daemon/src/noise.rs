@@ -269,6 +269,15 @@ mod tests {
         plain.clear();
         i.open(&back, &mut plain).unwrap();
         assert_eq!(plain, b"ack");
+        // Reads of any size: records completed, whole and partial in one read.
+        for chunk in [1, 2, 3, 1000, 65_536, 65_539, 70_000, 150_000] {
+            let sealed = i.seal(&big).unwrap();
+            plain.clear();
+            for piece in sealed.chunks(chunk) {
+                r.open(piece, &mut plain).unwrap();
+            }
+            assert_eq!(plain, big, "reads of {chunk} bytes");
+        }
     }
 
     #[test]
