@@ -1772,13 +1772,18 @@ impl Server {
                 }
                 if ahead {
                     // Marked before it is published: no process opens it meanwhile (its entry
-                    // is 0, and every revocation of its last copy has ended). A grant the core
-                    // ignores leaves a mark that the next one overwrites.
+                    // is 0, and every revocation of its last copy has ended).
                     if let Some(local) = self.store.get(key.segment) {
                         local.table.mark_ahead(key.page);
                     }
                 }
                 self.core.handle(Input::Peer { from, msg });
+                if ahead && self.core.page(key).access == dsm_proto::Access::None {
+                    // Not taken (a stale grant): not read ahead after all.
+                    if let Some(local) = self.store.get(key.segment) {
+                        local.table.take_mark(key.page);
+                    }
+                }
                 // A page that arrived may be taken from the table (read-ahead, waiting readers).
                 self.publish(key);
                 self.drain_core();
