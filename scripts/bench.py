@@ -113,6 +113,16 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def halt_poll_ns():
+    """How long an idle vCPU of this VM polls before it halts (cpuidle-haltpoll), or None: at 0
+    every wake-up of a process on another CPU is a VM exit and entry."""
+    try:
+        with open("/sys/module/haltpoll/parameters/guest_halt_poll_ns") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def bare(work, *args):
     # Floors run on one CPU: the physical floor of these hops has no cross-CPU wake-up in it
     # (unpinned, where the scheduler puts the two processes moves the floor by ~40 µs).
@@ -253,7 +263,8 @@ def held_figures(work):
     tcp = bare(work, "floor-tcp", str(PAGES))["p50_ns"]
     k = Cluster(2, work, extra=("--replicas", "0"))
     try:
-        k.run(1, "fill-alternate", "/b-held", str(2 * (most + 1000) + 2))
+        # A million faults on the writer's node too (each its own mapping).
+        k.run(1, "fill-alternate", "/b-held", str(2 * (most + 1000) + 2), timeout=1200)
         # A million faults one by one: ~2 minutes on a 2-vCPU VM, more on a slow day.
         held = {r["what"]: r for r in k.run(2, "held", "/b-held", str(most), timeout=1200)}
     finally:
@@ -518,6 +529,8 @@ def main():
         return {
             "fault": bare(work, "floor-fault", str(PAGES)),
             "unix": bare(work, "floor-unix", str(PAGES)),
+            # Not a floor of any figure: what each hop between CPUs adds on this machine.
+            "unix_2cpu": bare(work, "floor-unix-2cpu", str(PAGES)),
             "tcp": bare(work, "floor-tcp", str(PAGES)),
             "tcp_bw": bare(work, "floor-tcp-bw", "1000"),
             "memfd": bare(work, "floor-memfd", "16384"),
@@ -767,6 +780,12 @@ def main():
     print("floors: " + ", ".join(f"{k} {v.get('p50_ns', 0) / 1e3:.1f} µs" for k, v in floor.items() if "p50_ns" in v)
           + f", tcp bandwidth {floor['tcp_bw']['mb_per_s']:.0f} MB/s"
           + f", storing into fresh memfd pages {floor['memfd']['mb_per_s']:.0f} MB/s (a receiving node's ceiling)")
+    poll = halt_poll_ns()
+    print(f"a Unix round trip between two CPUs: {floor['unix_2cpu']['p50_ns'] / 1e3:.1f} µs against "
+          f"{floor['unix']['p50_ns'] / 1e3:.1f} µs on one (each hop of a fault that wakes the other CPU "
+          "pays the difference)"
+          + ("" if poll is None else f"; this VM's idle vCPUs poll {poll} ns before halting "
+             "(haltpoll.guest_halt_poll_ns; docs/operations.md, \"Virtual machines\")"))
     print()
     print("== figure 6: messages per fault under random access (protocol simulator)")
     sim = subprocess.run(["cargo", "run", "--release", "-q", "-p", "dsm-core", "--example", "messages_per_fault"],
@@ -777,7 +796,8 @@ def main():
         analysis = "-" if m["analysis_read_miss"] is None else f"{m['analysis_read_miss']:.2f}"
         print(f"{m['manager']:9} {m['nodes']:>5} {m['messages_per_miss']:>10.2f} {m['forwards_per_miss']:>9.2f} "
               f"{m['invalidations_per_miss']:>14.2f} {analysis:>21}")
-    machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine()}
+    machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine(),
+               "guest_halt_poll_ns": halt_poll_ns()}
     try:
         with open("/proc/cpuinfo") as f:
             machine["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))

@@ -285,6 +285,7 @@ impl Server {
     /// Binds the sockets and installs the signal handlers.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         raise_map_count();
+        note_halt_polling();
         let alone = config.peers.is_empty() && config.joins.is_empty();
         let replicating = config.replicas > 0 && !alone;
         let key = config.cluster_key().map_err(ServerError::Config)?;
@@ -2678,6 +2679,23 @@ fn raise_map_count() {
              vm.max_map_count={MAP_COUNT_WANTED}",
             now / 2
         ),
+    }
+}
+
+/// Says so where this is a VM whose idle vCPUs halt at once (cpuidle-haltpoll with
+/// `guest_halt_poll_ns` 0, a boot or module setting): each hop of a fault that wakes a daemon
+/// or process sleeping on another CPU then costs a VM exit and entry, tens of microseconds
+/// where the hop itself costs a few. Left as the operator set it: polling trades host CPU for
+/// it (docs/operations.md, "Virtual machines").
+fn note_halt_polling() {
+    let polls = std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+    if polls.is_ok_and(|p| p.trim() == "0") {
+        info!(
+            "this VM halts an idle vCPU at once (haltpoll.guest_halt_poll_ns=0): every fault \
+             hop that wakes another CPU costs a VM exit, tens of µs; with polling on (echo \
+             200000 > /sys/module/haltpoll/parameters/guest_halt_poll_ns) remote faults take \
+             about half as long (docs/operations.md, \"Virtual machines\")"
+        );
     }
 }
 
