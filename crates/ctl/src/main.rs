@@ -67,7 +67,8 @@ enum Command {
     /// Faults by kind (served by this node's daemon, or needing a peer; read, write,
     /// upgrade; faults the state table answers in the process never reach the daemon and are
     /// not counted), requests forwarded,
-    /// invalidations, page transfers, fault latency percentiles, and lock-service counters.
+    /// invalidations, page transfers, read-ahead (pages asked for; of those lost since, opened
+    /// by a process or never: wasted), fault latency percentiles, and lock-service counters.
     ///
     /// With --prometheus: the Prometheus text format (counters, gauges, latency histograms,
     /// per-peer traffic; labelled with the node), e.g. for node_exporter's textfile collector:
