@@ -119,43 +119,26 @@ static void floor_fault(size_t pages) {
     touch("floor-fault", fault_page, pages, 1);
 }
 
-static void floor_unix(size_t n) {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) die("socketpair");
-    pid_t pid = fork();
-    char buf[64];
-    if (pid == 0) {
-        close(sv[0]);
-        while (read(sv[1], buf, 16) == 16) if (write(sv[1], buf, 16) != 16) break;
-        _exit(0);
-    }
-    close(sv[1]);
-    uint64_t *ns = malloc(n * sizeof *ns);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t t0 = now_ns();
-        if (write(sv[0], buf, 16) != 16 || read(sv[0], buf, 16) != 16) die("unix rt");
-        ns[i] = now_ns() - t0;
-    }
-    close(sv[0]);
-    waitpid(pid, NULL, 0);
-    report("floor-unix", ns, n);
-}
-
-/* The same round trip with the two processes on two CPUs (0 and 1): every hop wakes the
- * other CPU, as the hops between a process, its daemon and a peer daemon may. */
-static void floor_unix_2cpu(size_t n) {
+/* A Unix socket round trip between two processes; with `two_cpus`, pinned to CPUs 0 and 1, so
+ * every hop wakes the other CPU, as the hops between a process, its daemon and a peer daemon
+ * may (one CPU only: both stay on CPU 0). */
+static void floor_unix(size_t n, int two_cpus) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) die("socketpair");
     cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(0, &one);
-    if (sched_setaffinity(0, sizeof one, &one) < 0) die("sched_setaffinity");
+    if (two_cpus) {
+        CPU_ZERO(&one);
+        CPU_SET(0, &one);
+        if (sched_setaffinity(0, sizeof one, &one) < 0) die("sched_setaffinity");
+    }
     pid_t pid = fork();
     char buf[64];
     if (pid == 0) {
-        CPU_ZERO(&one);
-        CPU_SET(1, &one);
-        (void)sched_setaffinity(0, sizeof one, &one); /* one CPU only: stays on CPU 0 */
+        if (two_cpus) {
+            CPU_ZERO(&one);
+            CPU_SET(1, &one);
+            (void)sched_setaffinity(0, sizeof one, &one);
+        }
         close(sv[0]);
         while (read(sv[1], buf, 16) == 16) if (write(sv[1], buf, 16) != 16) break;
         _exit(0);
@@ -169,7 +152,7 @@ static void floor_unix_2cpu(size_t n) {
     }
     close(sv[0]);
     waitpid(pid, NULL, 0);
-    report("floor-unix-2cpu", ns, n);
+    report(two_cpus ? "floor-unix-2cpu" : "floor-unix", ns, n);
 }
 
 static int tcp_pair(pid_t *child, int bandwidth_mb) {
@@ -523,8 +506,8 @@ int main(int argc, char **argv) {
     }
     else if (!strcmp(mode, "floor-fault")) floor_fault(atol(argv[2]));
     else if (!strcmp(mode, "floor-mprotect")) floor_mprotect(atol(argv[2]));
-    else if (!strcmp(mode, "floor-unix")) floor_unix(atol(argv[2]));
-    else if (!strcmp(mode, "floor-unix-2cpu")) floor_unix_2cpu(atol(argv[2]));
+    else if (!strcmp(mode, "floor-unix")) floor_unix(atol(argv[2]), 0);
+    else if (!strcmp(mode, "floor-unix-2cpu")) floor_unix(atol(argv[2]), 1);
     else if (!strcmp(mode, "floor-tcp")) floor_tcp(atol(argv[2]));
     else if (!strcmp(mode, "floor-tcp-bw")) floor_tcp_bw(atoi(argv[2]));
     else if (!strcmp(mode, "floor-memfd")) floor_memfd(atol(argv[2]));

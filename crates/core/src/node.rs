@@ -2601,15 +2601,8 @@ mod tests {
     /// read ahead again).
     #[test]
     fn a_run_after_a_random_miss_is_read_ahead() {
-        let mut n = Node::new(Config {
-            me: NodeId(2),
-            members: vec![NodeId(1), NodeId(2)],
-            manager: ManagerKind::Dynamic,
-            fault_timeout_ms: 100,
-            readahead: 64,
-            incarnation: 1,
-            replicas: 0,
-        });
+        let mut n = node(2, &[1, 2]);
+        n.config.readahead = 64;
         let mut fault = |id: u64, page: u32| {
             n.handle(Input::Fault {
                 id: FaultId(id),
