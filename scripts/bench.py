@@ -619,9 +619,12 @@ def main():
 
         c.fill(1, "/b-scan", 64 << 20)
         scan = c.run(2, "scan", "/b-scan")[0]
+        # Against the receiving node's ceiling: storing into fresh memfd pages, which every page
+        # a node never had costs (TCP loopback bandwidth is well above it here).
         rows.append({"figure": "5 sequential scan, 64 MiB from another node", "mb_per_s": scan["mb_per_s"],
-                     "floor_mb_per_s": floor["tcp_bw"]["mb_per_s"], "floor": "tcp loopback bandwidth",
-                     "ratio": scan["mb_per_s"] / floor["tcp_bw"]["mb_per_s"], "target": 0.5})
+                     "floor_mb_per_s": floor["memfd"]["mb_per_s"],
+                     "floor": "storing into fresh memfd pages", "tcp_mb_per_s": floor["tcp_bw"]["mb_per_s"],
+                     "ratio": scan["mb_per_s"] / floor["memfd"]["mb_per_s"], "target": 0.5})
         # The writer rewrites it (invalidating node 2's copies), then node 2 scans it again: read
         # ahead as the first time (a run after other misses once was never read ahead again).
         sent = c.stats(1)["replicas_sent"]
