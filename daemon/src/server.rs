@@ -1760,29 +1760,19 @@ impl Server {
                     warn!("{from} sent {msg:?}, for a page this node cannot have: ignored");
                     return;
                 }
-                // A read grant no local fault waits for: a page read ahead.
-                let ahead = matches!(msg, PeerMsg::Grant { .. })
-                    && self
-                        .core
-                        .busy(key)
-                        .is_some_and(|b| b.pending == Some(false) && b.faults.is_empty());
+                let ahead = matches!(msg, PeerMsg::Grant { .. }) && self.core.reading_ahead(key);
                 if let PeerMsg::Grant { key, .. } = msg {
                     if self.asked_at.contains_key(&key) {
                         stamp(&mut self.granted_at, key);
                     }
                 }
-                if ahead {
-                    // Marked before it is published: no process opens it meanwhile (its entry
-                    // is 0, and every revocation of its last copy has ended).
+                self.core.handle(Input::Peer { from, msg });
+                if ahead && self.core.page(key).access > dsm_proto::Access::None {
+                    // A page read ahead, marked so before it is published just below: no
+                    // process can have opened it (its entry was 0, and every revocation of
+                    // its last copy has ended).
                     if let Some(local) = self.store.get(key.segment) {
                         local.table.mark_ahead(key.page);
-                    }
-                }
-                self.core.handle(Input::Peer { from, msg });
-                if ahead && self.core.page(key).access == dsm_proto::Access::None {
-                    // Not taken (a stale grant): not read ahead after all.
-                    if let Some(local) = self.store.get(key.segment) {
-                        local.table.take_mark(key.page);
                     }
                 }
                 // A page that arrived may be taken from the table (read-ahead, waiting readers).

@@ -583,6 +583,14 @@ impl Node {
         self.busy.get(&key)
     }
 
+    /// Whether a read of `key` is out that no local fault waits for: a page read ahead (the
+    /// driver counts whether a process opens it once it arrives).
+    pub fn reading_ahead(&self, key: PageKey) -> bool {
+        self.busy
+            .get(&key)
+            .is_some_and(|b| b.pending == Some(false) && b.faults.is_empty())
+    }
+
     /// Pages of `segment` this node has state for (touched here or heard of), in order.
     pub fn pages_of(&self, segment: SegmentId) -> &[PageState] {
         self.pages.get(&segment).map_or(&[], Vec::as_slice)
