@@ -114,9 +114,13 @@ class Cluster:
 
 
 def halt_poll_ns():
-    """How long an idle vCPU of this VM polls before it halts (cpuidle-haltpoll), or None: at 0
-    every wake-up of a process on another CPU is a VM exit and entry."""
+    """How long an idle vCPU of this VM polls before it halts (cpuidle-haltpoll, if it is the
+    idle driver in use), or None: at 0 every wake-up of a process on another CPU is a VM exit
+    and entry."""
     try:
+        with open("/sys/devices/system/cpu/cpuidle/current_driver") as f:
+            if f.read().strip() != "haltpoll":
+                return None
         with open("/sys/module/haltpoll/parameters/guest_halt_poll_ns") as f:
             return int(f.read())
     except (OSError, ValueError):

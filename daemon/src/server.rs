@@ -2678,8 +2678,10 @@ fn raise_map_count() {
 /// where the hop itself costs a few. Left as the operator set it: polling trades host CPU for
 /// it (docs/operations.md, "Virtual machines").
 fn note_halt_polling() {
-    let polls = std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
-    if polls.is_ok_and(|p| p.trim() == "0") {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let driver = read("/sys/devices/system/cpu/cpuidle/current_driver");
+    let polls = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns");
+    if driver.trim() == "haltpoll" && polls.trim() == "0" {
         info!(
             "this VM halts an idle vCPU at once (haltpoll.guest_halt_poll_ns=0): every fault \
              hop that wakes another CPU costs a VM exit, tens of µs; with polling on (echo \
