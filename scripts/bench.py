@@ -80,14 +80,26 @@ class Cluster:
         return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
     def fill(self, node, name, size):
-        """Node `node` writes `size` bytes of segment `name`; returns once the writer's release
-        (its exit) has put every page on its replica node, so that what is measured next does
-        not share the machine with that replication (--replicas 1, the default)."""
+        """Node `node` creates segment `name` and writes its `size` bytes; returns once the
+        writer's release (its exit) has put every page on its replica node, so that what is
+        measured next does not share the machine with that replication (--replicas 1, the
+        default)."""
         held = lambda: sum(self.stats(i)["replicas_held"] for i in range(1, self.n + 1))
-        before = held()
-        self.run(node, "fill", name, str(size))
+        self.replicated(held, size // 4096, lambda: self.run(node, "fill", name, str(size)))
+
+    def rewrite(self, node, name, pages):
+        """As `fill`, for the first `pages` pages of an existing segment (one write each): its
+        replicas replace those held, so the writer's count of replicas sent says when."""
+        sent = lambda: self.stats(node)["replicas_sent"]
+        self.replicated(sent, pages, lambda: self.run(node, "write", name, str(pages)))
+
+    @staticmethod
+    def replicated(count, pages, write):
+        """Runs `write`, then waits (a minute at most) until `count()` has grown by `pages`."""
+        before = count()
+        write()
         deadline = time.time() + 60
-        while held() < before + size // 4096 and time.time() < deadline:
+        while count() < before + pages and time.time() < deadline:
             time.sleep(0.01)
 
     def stats(self, node):
@@ -631,11 +643,7 @@ def main():
                      "ratio": scan["mb_per_s"] / floor["memfd"]["mb_per_s"], "target": 0.5})
         # The writer rewrites it (invalidating node 2's copies), then node 2 scans it again: read
         # ahead as the first time (a run after other misses once was never read ahead again).
-        sent = c.stats(1)["replicas_sent"]
-        c.run(1, "write", "/b-scan", str(16384))
-        deadline = time.time() + 60
-        while c.stats(1)["replicas_sent"] < sent + 16384 and time.time() < deadline:
-            time.sleep(0.01)
+        c.rewrite(1, "/b-scan", 16384)
         before = c.stats(2)
         rescan = c.run(2, "scan", "/b-scan")[0]
         after = c.stats(2)
